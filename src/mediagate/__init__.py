@@ -1,0 +1,32 @@
+"""mediagate: untrusted media references in, model-ready arrays out, safely and fast."""
+
+from ._errors import (
+    DecodeError,
+    FetchError,
+    FetchTimeout,
+    LocalMediaDisabledError,
+    MediaError,
+    OptionError,
+    PolicyError,
+    TooLargeError,
+)
+from ._media.base import MediaIO, MediaWithBytes
+from ._media.video.registry import VIDEO_LOADER_REGISTRY
+from ._policy import MediaPolicy
+
+__all__ = [
+    "VIDEO_LOADER_REGISTRY",
+    "DecodeError",
+    "FetchError",
+    "FetchTimeout",
+    "LocalMediaDisabledError",
+    "MediaError",
+    "MediaIO",
+    "MediaPolicy",
+    "MediaWithBytes",
+    "OptionError",
+    "PolicyError",
+    "TooLargeError",
+]
+
+__version__ = "0.1.0"

@@ -1,0 +1,130 @@
+"""The errors mediagate raises, each carrying the HTTP status a server should answer.
+
+::
+
+    MediaError                      base; .http_status, .url
+    ├── PolicyError(ValueError)     refused before any I/O (403, or 400 for a malformed reference)
+    │   └── LocalMediaDisabledError(RuntimeError)
+    │                               a file: URL while no allowed local folder is configured
+    ├── OptionError(ValueError)     an unknown key or a bad value in media_io_kwargs (400)
+    ├── TooLargeError(ValueError)   a byte, pixel, frame, duration or tensor limit (413)
+    ├── FetchError(ConnectionError) upstream status or network failure (502, 422 for upstream 4xx)
+    │   └── FetchTimeout(TimeoutError)
+    │                               the total deadline passed (504)
+    └── DecodeError(ValueError)     not decodable (422) or an unsupported format (415)
+
+Builtin parents are there so code that already catches ``ValueError`` or
+``ConnectionError`` keeps working. Messages say what went wrong and which limit or
+option to change; they never carry payload bytes, object reprs or resolved addresses.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "DecodeError",
+    "FetchError",
+    "FetchTimeout",
+    "LocalMediaDisabledError",
+    "MediaError",
+    "OptionError",
+    "PolicyError",
+    "TooLargeError",
+]
+
+
+class MediaError(Exception):
+    """Base of every error mediagate raises on purpose."""
+
+    http_status: int = 500
+
+    def __init__(self, message: str, *, url: str | None = None, http_status: int | None = None):
+        super().__init__(message)
+        self.message = message
+        self.url = url
+        if http_status is not None:
+            self.http_status = http_status
+
+    def __str__(self) -> str:
+        return self.message
+
+    def __reduce__(self) -> tuple[object, ...]:
+        # Keyword-only constructor arguments do not survive the default pickling.
+        return (_rebuild, (type(self), self.message, dict(self.__dict__)))
+
+
+def _rebuild(cls: type[MediaError], message: str, state: dict[str, object]) -> MediaError:
+    err = cls.__new__(cls)
+    Exception.__init__(err, message)
+    err.__dict__.update(state)
+    return err
+
+
+class PolicyError(MediaError, ValueError):
+    """The reference was refused by policy before any I/O."""
+
+    http_status = 403
+
+
+class LocalMediaDisabledError(PolicyError, RuntimeError):
+    """A ``file:`` URL arrived but no allowed local media folder is configured."""
+
+
+class OptionError(MediaError, ValueError):
+    """An unknown option, or an option value of the wrong type or range."""
+
+    http_status = 400
+
+    def __init__(self, message: str, *, option: str, url: str | None = None):
+        super().__init__(message, url=url)
+        self.option = option
+
+
+class TooLargeError(MediaError, ValueError):
+    """A byte, pixel, frame, duration or tensor limit was exceeded."""
+
+    http_status = 413
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        limit: str,
+        value: float | None = None,
+        maximum: float | None = None,
+        url: str | None = None,
+    ):
+        super().__init__(message, url=url)
+        self.limit = limit
+        self.value = value
+        self.maximum = maximum
+
+
+class FetchError(MediaError, ConnectionError):
+    """The upstream answered with an error status, or the network failed."""
+
+    http_status = 502
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        upstream_status: int | None = None,
+        url: str | None = None,
+        http_status: int | None = None,
+    ):
+        if http_status is None and upstream_status is not None and 400 <= upstream_status < 500:
+            http_status = 422
+        super().__init__(message, url=url, http_status=http_status)
+        self.upstream_status = upstream_status
+
+
+class FetchTimeout(FetchError, TimeoutError):
+    """The total deadline for a fetch passed."""
+
+    http_status = 504
+
+
+class DecodeError(MediaError, ValueError):
+    """The bytes are not decodable media, or the format is not supported."""
+
+    http_status = 422

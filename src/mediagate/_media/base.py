@@ -1,0 +1,334 @@
+"""MediaIO, MediaWithBytes, and the typed option rules every modality shares.
+
+Decoders take bytes and options and return arrays. Nothing in ``_media`` opens a
+socket or knows about connectors or caches.
+"""
+
+from __future__ import annotations
+
+import binascii
+import math
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, Generic, TypeVar
+
+import numpy as np
+import numpy.typing as npt
+import pybase64
+
+from .._errors import DecodeError, OptionError, TooLargeError
+from .._local import read_file_capped
+from .._policy import MediaPolicy
+
+__all__ = [
+    "MediaIO",
+    "MediaWithBytes",
+    "OptionSpec",
+    "decode_base64",
+    "opt_bool",
+    "opt_choice",
+    "opt_float",
+    "opt_int",
+    "opt_rgb",
+    "validate_options",
+]
+
+T = TypeVar("T")
+_M = TypeVar("_M")
+
+
+@dataclass
+class MediaWithBytes(Generic[_M]):
+    """Decoded media together with the bytes it came from.
+
+    Attribute access falls through to ``media`` (so an image result has ``.size`` and
+    ``.mode``), ``np.array(x)`` gives ``np.array(x.media)``, and the bytes stay out of
+    ``repr``.
+    """
+
+    media: _M
+    original_bytes: bytes = field(repr=False)
+
+    def __array__(self, dtype: Any = None, copy: bool | None = None) -> npt.NDArray[Any]:
+        array_hook = getattr(self.media, "__mediagate_array__", None)
+        if array_hook is not None:
+            arr: npt.NDArray[Any] = array_hook()
+        else:
+            arr = np.asarray(self.media)
+        if dtype is not None and arr.dtype != dtype:
+            return arr.astype(dtype)
+        if copy:
+            return arr.copy()
+        return arr
+
+    def __getattr__(self, name: str) -> Any:
+        # Never delegate dunders or our own fields: unpickling and copy probe them
+        # before ``media`` exists, and delegating would recurse.
+        if name.startswith("__") or name in ("media", "original_bytes"):
+            raise AttributeError(name)
+        return getattr(self.media, name)
+
+
+# ---------------------------------------------------------------------------
+# Options: every per-modality option is declared with a checker that returns the
+# normalised value or raises OptionError naming the key.
+
+Checker = Callable[[str, str, Any], Any]
+
+
+@dataclass(frozen=True)
+class OptionSpec:
+    """A per-modality option: its checker and a one-line description."""
+
+    check: Checker
+    doc: str
+
+
+def _bad(modality: str, key: str, expected: str, value: Any) -> OptionError:
+    shown = type(value).__name__ if not isinstance(value, (int, float, bool)) else repr(value)
+    return OptionError(
+        f"{modality} option {key!r} must be {expected} (got {shown})",
+        option=key,
+    )
+
+
+def opt_int(
+    minimum: int | None = None, maximum: int | None = None, *, allow_none: bool = False
+) -> Checker:
+    """An integer in ``[minimum, maximum]``."""
+
+    def check(modality: str, key: str, value: Any) -> Any:
+        if value is None and allow_none:
+            return None
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+            if isinstance(value, float) and value.is_integer():
+                value = int(value)
+            else:
+                raise _bad(modality, key, "an integer", value)
+        value = int(value)
+        if (minimum is not None and value < minimum) or (maximum is not None and value > maximum):
+            lo = "-inf" if minimum is None else minimum
+            hi = "inf" if maximum is None else maximum
+            raise _bad(modality, key, f"an integer in [{lo}, {hi}]", value)
+        return value
+
+    return check
+
+
+def opt_float(
+    minimum: float | None = None,
+    maximum: float | None = None,
+    *,
+    allow_none: bool = False,
+    exclusive_minimum: bool = False,
+) -> Checker:
+    """A finite number in ``[minimum, maximum]``."""
+
+    def check(modality: str, key: str, value: Any) -> Any:
+        if value is None and allow_none:
+            return None
+        if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+            raise _bad(modality, key, "a number", value)
+        value = float(value)
+        if not math.isfinite(value):
+            raise _bad(modality, key, "a finite number", value)
+        low_bad = minimum is not None and (
+            value <= minimum if exclusive_minimum else value < minimum
+        )
+        if low_bad or (maximum is not None and value > maximum):
+            bound = f"> {minimum}" if exclusive_minimum else f">= {minimum}"
+            raise _bad(modality, key, f"a number {bound}", value)
+        return value
+
+    return check
+
+
+def opt_bool() -> Checker:
+    """``True`` or ``False``."""
+
+    def check(modality: str, key: str, value: Any) -> Any:
+        if not isinstance(value, bool):
+            raise _bad(modality, key, "true or false", value)
+        return value
+
+    return check
+
+
+def opt_choice(choices: Sequence[str], *, allow_none: bool = False) -> Checker:
+    """One of ``choices``."""
+
+    def check(modality: str, key: str, value: Any) -> Any:
+        if value is None and allow_none:
+            return None
+        if not isinstance(value, str) or value not in choices:
+            raise _bad(modality, key, "one of " + ", ".join(map(repr, choices)), value)
+        return value
+
+    return check
+
+
+def opt_rgb() -> Checker:
+    """A list or tuple of exactly three integers in 0..255."""
+
+    def check(modality: str, key: str, value: Any) -> Any:
+        if (
+            not isinstance(value, (list, tuple))
+            or len(value) != 3
+            or not all(
+                isinstance(v, (int, np.integer)) and not isinstance(v, bool) and 0 <= v <= 255
+                for v in value
+            )
+        ):
+            raise OptionError(
+                f"{modality} option {key!r} must be a list or tuple of 3 integers in 0..255",
+                option=key,
+            )
+        return tuple(int(v) for v in value)
+
+    return check
+
+
+def validate_options(
+    modality: str, options: Mapping[str, Any], specs: Mapping[str, OptionSpec]
+) -> dict[str, Any]:
+    """Check ``options`` against ``specs`` and return the normalised values.
+
+    Raises:
+        OptionError: an unknown key, or a value of the wrong type or range.
+    """
+    if not isinstance(options, Mapping):
+        raise OptionError(
+            f"{modality} options must be a mapping, not {type(options).__name__}",
+            option=modality,
+        )
+    out: dict[str, Any] = {}
+    for key, value in options.items():
+        if not isinstance(key, str) or key not in specs:
+            known = ", ".join(sorted(specs)) or "none"
+            raise OptionError(
+                f"unknown {modality} option {key!r} (known options: {known})",
+                option=str(key),
+            )
+        out[key] = specs[key].check(modality, key, value)
+    return out
+
+
+# ---------------------------------------------------------------------------
+
+
+def decode_base64(data: str | bytes, *, limit: int, what: str = "base64 payload") -> bytes:
+    """Strict base64 decode with the size checked from the text length first.
+
+    Raises:
+        TooLargeError: the decoded size would exceed ``limit``.
+        DecodeError: not valid base64.
+    """
+    if isinstance(data, str):
+        try:
+            raw = data.strip().encode("ascii")
+        except UnicodeEncodeError as exc:
+            raise DecodeError(f"{what} is not valid base64") from exc
+    else:
+        raw = bytes(data).strip()
+    estimated = len(raw) // 4 * 3
+    if estimated > limit + 2:
+        raise TooLargeError(
+            f"{what} decodes to about {estimated} bytes, over max_bytes={limit} "
+            f"(raise MediaPolicy.max_bytes)",
+            limit="max_bytes",
+            value=estimated,
+            maximum=limit,
+        )
+    try:
+        decoded: bytes = pybase64.b64decode(raw, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise DecodeError(f"{what} is not valid base64") from exc
+    if len(decoded) > limit:
+        raise TooLargeError(
+            f"{what} is larger than max_bytes={limit} bytes (raise MediaPolicy.max_bytes)",
+            limit="max_bytes",
+            value=len(decoded),
+            maximum=limit,
+        )
+    return decoded
+
+
+class MediaIO(ABC, Generic[T]):
+    """Turns bytes of one modality into a model-ready value.
+
+    Subclasses implement ``load_bytes``; ``load_base64`` and ``load_file`` apply the
+    same size budget and hand over to it.
+
+    Example::
+
+        io = ImageMediaIO("RGB")
+        image = io.load_bytes(png_bytes)
+        pixels = np.asarray(image)
+    """
+
+    #: The modality whose byte budget and options apply (see ``MediaPolicy``).
+    modality: ClassVar[str] = "image"
+
+    def __init__(self, *, policy: MediaPolicy | None = None) -> None:
+        if policy is not None and not isinstance(policy, MediaPolicy):
+            raise OptionError("policy must be a MediaPolicy", option="policy")
+        self.policy = policy if policy is not None else MediaPolicy()
+
+    @property
+    def max_bytes(self) -> int:
+        """The byte budget for one item under this instance's policy."""
+        return self.policy.max_bytes_for(self.modality)
+
+    @abstractmethod
+    def load_bytes(self, data: bytes) -> T:
+        """Decode ``data``.
+
+        Raises:
+            TooLargeError: a limit of the policy was exceeded.
+            DecodeError: the bytes are not decodable media of this modality.
+        """
+
+    def load_base64(self, media_type: str, data: str) -> T:
+        """Decode base64 ``data`` of the given media type.
+
+        Raises:
+            TooLargeError, DecodeError: as ``load_bytes``; invalid base64 is a DecodeError.
+        """
+        return self.load_bytes(decode_base64(data, limit=self.max_bytes))
+
+    def load_file(self, path: Path) -> T:
+        """Decode a local regular file.
+
+        Raises:
+            PolicyError: not a regular file or not readable.
+            TooLargeError, DecodeError: as ``load_bytes``.
+        """
+        return self.load_bytes(read_file_capped(path, self.max_bytes))
+
+    @classmethod
+    def merge_kwargs(
+        cls,
+        default_kwargs: Mapping[str, Any] | None,
+        runtime_kwargs: Mapping[str, Any] | None,
+    ) -> dict[str, Any]:
+        """Shallow-merge server defaults with request values; request values win.
+
+        ``None`` counts as ``{}``; neither input is mutated.
+
+        Raises:
+            OptionError: either input is not a mapping.
+        """
+        merged: dict[str, Any] = {}
+        for name, kwargs in (("default_kwargs", default_kwargs), ("runtime_kwargs", runtime_kwargs)):
+            if kwargs is None:
+                continue
+            if not isinstance(kwargs, Mapping):
+                raise OptionError(
+                    f"{cls.__name__}.merge_kwargs: {name} must be a mapping, "
+                    f"not {type(kwargs).__name__}",
+                    option=name,
+                )
+            merged.update(kwargs)
+        return merged

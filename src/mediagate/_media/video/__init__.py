@@ -1,0 +1,1 @@
+"""Video: the loader registry, pure sampling rules, one module per backend."""

@@ -1,0 +1,276 @@
+"""MediaPolicy and the pure rules that apply it: address classes, hosts, limits.
+
+Nothing here does I/O. The fetcher, the local-file reader and the decoders ask these
+functions for decisions; they never re-implement them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal, Union
+
+from ._errors import PolicyError, TooLargeError
+
+__all__ = [
+    "DEFAULT_MAX_BYTES",
+    "DEFAULT_TIMEOUTS",
+    "MODALITIES",
+    "ALWAYS_REFUSED_NETWORKS",
+    "MediaPolicy",
+    "Modality",
+    "check_address",
+    "normalize_host",
+]
+
+IPAddress = Union[ipaddress.IPv4Address, ipaddress.IPv6Address]
+IPNetwork = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
+
+Modality = Literal["image", "audio", "video", "image_embedding", "audio_embedding"]
+MODALITIES: tuple[Modality, ...] = (
+    "image",
+    "audio",
+    "video",
+    "image_embedding",
+    "audio_embedding",
+)
+
+MiB = 1024 * 1024
+
+#: Per-modality byte budgets used when ``MediaPolicy.max_bytes`` is left unset.
+DEFAULT_MAX_BYTES: Mapping[str, int] = {
+    "image": 32 * MiB,
+    "audio": 64 * MiB,
+    "video": 512 * MiB,
+    "image_embedding": 256 * MiB,
+    "audio_embedding": 256 * MiB,
+}
+
+#: Per-modality total deadlines (seconds) used when ``MediaPolicy.timeout`` is left unset.
+DEFAULT_TIMEOUTS: Mapping[str, float] = {
+    "image": 10.0,
+    "audio": 20.0,
+    "video": 60.0,
+    "image_embedding": 10.0,
+    "audio_embedding": 10.0,
+}
+
+#: Never dialled, even with ``allow_private_networks``: they do not name one host.
+ALWAYS_REFUSED_NETWORKS: tuple[IPNetwork, ...] = (
+    ipaddress.ip_network("0.0.0.0/8"),
+    ipaddress.ip_network("224.0.0.0/4"),
+    ipaddress.ip_network("255.255.255.255/32"),
+    ipaddress.ip_network("::/128"),
+    ipaddress.ip_network("ff00::/8"),
+)
+
+# IPv6 forms that carry an IPv4 address a packet may end up at.
+_NAT64_NETWORKS: tuple[ipaddress.IPv6Network, ...] = (
+    ipaddress.IPv6Network("64:ff9b::/96"),
+    ipaddress.IPv6Network("64:ff9b:1::/48"),
+)
+
+
+def _as_number(name: str, value: Any, *, integer: bool, allow_none: bool = False) -> Any:
+    if value is None and allow_none:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"MediaPolicy.{name} must be a number, not {type(value).__name__}")
+    if integer and not float(value).is_integer():
+        raise ValueError(f"MediaPolicy.{name} must be a whole number, got {value}")
+    if not math.isfinite(value) or value < 0:
+        raise ValueError(f"MediaPolicy.{name} must be a finite number >= 0, got {value}")
+    return int(value) if integer else float(value)
+
+
+def _as_networks(value: Any) -> tuple[IPNetwork, ...]:
+    if isinstance(value, (str, ipaddress.IPv4Network, ipaddress.IPv6Network)):
+        value = (value,)
+    if not isinstance(value, Iterable):
+        raise ValueError("MediaPolicy.allowed_networks must be a sequence of CIDR strings")
+    networks = []
+    for item in value:
+        try:
+            networks.append(ipaddress.ip_network(item, strict=False))
+        except (TypeError, ValueError) as exc:
+            raise ValueError(
+                f"MediaPolicy.allowed_networks: {item!r} is not a CIDR network"
+            ) from exc
+    return tuple(networks)
+
+
+@dataclass(frozen=True)
+class MediaPolicy:
+    """What untrusted media references may make the server do.
+
+    Set by the server, never by a request. Every limit is finite by default.
+
+    Example::
+
+        policy = MediaPolicy(max_pixels=16_000_000, timeout=5)
+        strict = policy.replace(max_redirects=0)
+        connector = MediaConnector(policy=strict)
+
+    Raises:
+        ValueError: a field has the wrong type or range (the message names it).
+    """
+
+    allow_private_networks: bool = False
+    allowed_networks: tuple[IPNetwork, ...] = ()
+    max_redirects: int = 5
+    max_bytes: int | None = None
+    timeout: float | None = None
+    max_pixels: int = 64_000_000
+    max_video_frames: int = 1024
+    max_audio_seconds: float = 600.0
+    max_tensor_bytes: int = 256 * MiB
+    proxy: str | None = field(default=None)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.allow_private_networks, bool):
+            raise ValueError("MediaPolicy.allow_private_networks must be a bool")
+        object.__setattr__(self, "allowed_networks", _as_networks(self.allowed_networks))
+        for name in ("max_redirects", "max_pixels", "max_video_frames", "max_tensor_bytes"):
+            object.__setattr__(self, name, _as_number(name, getattr(self, name), integer=True))
+        object.__setattr__(
+            self, "max_bytes", _as_number("max_bytes", self.max_bytes, integer=True, allow_none=True)
+        )
+        object.__setattr__(
+            self, "timeout", _as_number("timeout", self.timeout, integer=False, allow_none=True)
+        )
+        object.__setattr__(
+            self,
+            "max_audio_seconds",
+            _as_number("max_audio_seconds", self.max_audio_seconds, integer=False),
+        )
+        if self.timeout == 0:
+            raise ValueError("MediaPolicy.timeout must be > 0 seconds")
+        if self.max_video_frames < 1:
+            raise ValueError("MediaPolicy.max_video_frames must be >= 1")
+        if self.proxy is not None and not (
+            isinstance(self.proxy, str) and self.proxy.startswith(("http://", "https://"))
+        ):
+            raise ValueError("MediaPolicy.proxy must be an http:// or https:// URL")
+
+    def replace(self, **changes: Any) -> MediaPolicy:
+        """A copy with ``changes`` applied (validated like the constructor)."""
+        return dataclasses.replace(self, **changes)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> MediaPolicy:
+        """The policy described by ``MEDIAGATE_*`` environment variables."""
+        from ._config import policy_from_env
+
+        return policy_from_env(environ)
+
+    def max_bytes_for(self, modality: str) -> int:
+        """The byte budget for one item of ``modality``."""
+        if self.max_bytes is not None:
+            return self.max_bytes
+        return DEFAULT_MAX_BYTES.get(modality, DEFAULT_MAX_BYTES["image"])
+
+    def timeout_for(self, modality: str) -> float:
+        """The total fetch deadline for one item of ``modality``, in seconds."""
+        if self.timeout is not None:
+            return self.timeout
+        return DEFAULT_TIMEOUTS.get(modality, DEFAULT_TIMEOUTS["image"])
+
+    def check_size(self, size: int, modality: str, *, what: str = "payload") -> None:
+        """Raise ``TooLargeError`` when ``size`` bytes exceed the modality's budget."""
+        limit = self.max_bytes_for(modality)
+        if size > limit:
+            raise TooLargeError(
+                f"{what} of {modality} is larger than max_bytes={limit} bytes "
+                f"(raise MediaPolicy.max_bytes to allow it)",
+                limit="max_bytes",
+                value=size,
+                maximum=limit,
+            )
+
+    def check_pixels(self, width: int, height: int, *, what: str = "image") -> None:
+        """Raise ``TooLargeError`` when ``width * height`` exceeds ``max_pixels``."""
+        if width * height > self.max_pixels:
+            raise TooLargeError(
+                f"{what} of {width}x{height} pixels exceeds max_pixels={self.max_pixels} "
+                f"(raise MediaPolicy.max_pixels to allow it)",
+                limit="max_pixels",
+                value=width * height,
+                maximum=self.max_pixels,
+            )
+
+    def allows_address(self, address: IPAddress) -> bool:
+        """Whether the fetcher may dial ``address``."""
+        return check_address(address, self) is None
+
+
+def _embedded_ipv4(address: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
+    if address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    if address.sixtofour is not None:
+        return address.sixtofour
+    if address.teredo is not None:
+        return address.teredo[1]
+    for net in _NAT64_NETWORKS:
+        if address in net:
+            return ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
+    # IPv4-compatible (deprecated ::a.b.c.d); ::1 and :: are judged as themselves.
+    if int(address) >> 32 == 0 and int(address) > 1:
+        return ipaddress.IPv4Address(int(address))
+    return None
+
+
+def check_address(address: IPAddress, policy: MediaPolicy) -> str | None:
+    """Return why ``address`` may not be dialled under ``policy``, or ``None`` if it may.
+
+    Every address class that is not globally routable is refused unless the policy
+    allows private networks or names a network that contains it. IPv6 forms that
+    embed an IPv4 address (mapped, NAT64, 6to4, Teredo, compatible) are judged on the
+    embedded address as well.
+    """
+    candidates: list[IPAddress] = [address]
+    if isinstance(address, ipaddress.IPv6Address):
+        embedded = _embedded_ipv4(address)
+        if embedded is not None:
+            candidates.append(embedded)
+    for net in policy.allowed_networks:
+        if any(c.version == net.version and c in net for c in candidates):
+            return None
+    for candidate in candidates:
+        for net in ALWAYS_REFUSED_NETWORKS:
+            if candidate.version == net.version and candidate in net:
+                return "an unspecified, broadcast or multicast address"
+    if policy.allow_private_networks:
+        return None
+    for candidate in candidates:
+        if not candidate.is_global:
+            return "a non-public address (set allow_private_networks or allowed_networks)"
+    return None
+
+
+def normalize_host(host: str) -> str:
+    """Lower-case, IDNA-encode and drop one trailing dot, for exact host matching.
+
+    Raises:
+        PolicyError: the host cannot be IDNA-encoded.
+    """
+    host = host.lower()
+    if host.endswith("."):
+        host = host[:-1]
+    if host.startswith("[") and host.endswith("]"):
+        return host
+    try:
+        return host.encode("idna").decode("ascii")
+    except UnicodeError as exc:
+        raise PolicyError("the URL's host is not a valid domain name", http_status=400) from exc
+
+
+def normalize_domains(domains: Iterable[str] | None) -> frozenset[str]:
+    """The allowlist in the form ``normalize_host`` gives."""
+    if domains is None:
+        return frozenset()
+    if isinstance(domains, str):
+        domains = [domains]
+    return frozenset(normalize_host(d.strip()) for d in domains if d and d.strip())
