@@ -51,11 +51,25 @@ class MediaWithBytes(Generic[_M]):
     media: _M
     original_bytes: bytes = field(repr=False)
 
+    @classmethod
+    def from_array(
+        cls,
+        array: npt.NDArray[Any],
+        original_bytes: bytes,
+        to_media: Callable[[npt.NDArray[Any]], _M],
+    ) -> MediaWithBytes[_M]:
+        """A result whose array is decoded already and whose ``media`` is built on demand.
+
+        ``np.asarray(result)`` returns ``array`` itself (no copy); ``result.media`` is
+        ``to_media(array)``, built on first access and then kept.
+        """
+        obj = cls.__new__(cls)
+        obj.__dict__.update(original_bytes=original_bytes, _array=array, _to_media=to_media)
+        return obj
+
     def __array__(self, dtype: Any = None, copy: bool | None = None) -> npt.NDArray[Any]:
-        array_hook = getattr(self.media, "__mediagate_array__", None)
-        if array_hook is not None:
-            arr: npt.NDArray[Any] = array_hook()
-        else:
+        arr: npt.NDArray[Any] | None = self.__dict__.get("_array")
+        if arr is None:
             arr = np.asarray(self.media)
         if dtype is not None and arr.dtype != dtype:
             return arr.astype(dtype)
@@ -64,11 +78,20 @@ class MediaWithBytes(Generic[_M]):
         return arr
 
     def __getattr__(self, name: str) -> Any:
-        # Never delegate dunders or our own fields: unpickling and copy probe them
-        # before ``media`` exists, and delegating would recurse.
-        if name.startswith("__") or name in ("media", "original_bytes"):
+        # Only reached for names not set on the instance. ``media`` may be pending
+        # (see ``from_array``). Dunders and our own fields are never delegated:
+        # unpickling and copy probe them before ``media`` exists.
+        state = self.__dict__
+        if name == "media" and "_to_media" in state:
+            media = state["_to_media"](state["_array"])
+            state["media"] = media
+            return media
+        if name.startswith("__") or name in ("media", "original_bytes", "_array", "_to_media"):
             raise AttributeError(name)
         return getattr(self.media, name)
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"media": self.media, "original_bytes": self.original_bytes}
 
 
 # ---------------------------------------------------------------------------
