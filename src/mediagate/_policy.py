@@ -16,10 +16,10 @@ from typing import Any, Literal, Union
 from ._errors import PolicyError, TooLargeError
 
 __all__ = [
+    "ALWAYS_REFUSED_NETWORKS",
     "DEFAULT_MAX_BYTES",
     "DEFAULT_TIMEOUTS",
     "MODALITIES",
-    "ALWAYS_REFUSED_NETWORKS",
     "MediaPolicy",
     "Modality",
     "check_address",
@@ -136,7 +136,9 @@ class MediaPolicy:
         for name in ("max_redirects", "max_pixels", "max_video_frames", "max_tensor_bytes"):
             object.__setattr__(self, name, _as_number(name, getattr(self, name), integer=True))
         object.__setattr__(
-            self, "max_bytes", _as_number("max_bytes", self.max_bytes, integer=True, allow_none=True)
+            self,
+            "max_bytes",
+            _as_number("max_bytes", self.max_bytes, integer=True, allow_none=True),
         )
         object.__setattr__(
             self, "timeout", _as_number("timeout", self.timeout, integer=False, allow_none=True)

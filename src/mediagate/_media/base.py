@@ -344,7 +344,10 @@ class MediaIO(ABC, Generic[T]):
             OptionError: either input is not a mapping.
         """
         merged: dict[str, Any] = {}
-        for name, kwargs in (("default_kwargs", default_kwargs), ("runtime_kwargs", runtime_kwargs)):
+        for name, kwargs in (
+            ("default_kwargs", default_kwargs),
+            ("runtime_kwargs", runtime_kwargs),
+        ):
             if kwargs is None:
                 continue
             if not isinstance(kwargs, Mapping):

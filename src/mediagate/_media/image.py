@@ -182,7 +182,9 @@ class ImageMediaIO(MediaIO[MediaWithBytes[Image.Image]]):
             "rgba_background_color", (255, 255, 255)
         )
         self.max_image_size: tuple[int, int] | None = checked.get("max_image_size")
-        self.max_pixels = min(checked.get("max_pixels", self.policy.max_pixels), self.policy.max_pixels)
+        self.max_pixels = min(
+            checked.get("max_pixels", self.policy.max_pixels), self.policy.max_pixels
+        )
         self.kwargs = {k: v for k, v in checked.items() if k != "image_mode"}
         self._formats = _enabled_formats()
 
@@ -216,11 +218,7 @@ class ImageMediaIO(MediaIO[MediaWithBytes[Image.Image]]):
                 + ")",
                 http_status=415,
             )
-        if (
-            fmt == "JPEG"
-            and _simplejpeg is not None
-            and self.image_mode in ("RGB", "L")
-        ):
+        if fmt == "JPEG" and _simplejpeg is not None and self.image_mode in ("RGB", "L"):
             fast = self._load_jpeg_array(data)
             if fast is not None:
                 return fast
@@ -323,4 +321,3 @@ class ImageMediaIO(MediaIO[MediaWithBytes[Image.Image]]):
         except KeyError as exc:
             raise ValueError(f"unknown image_format {image_format!r}") from exc
         return pybase64.b64encode(buffer.getvalue()).decode("ascii")
-

@@ -1,0 +1,477 @@
+"""MediaConnector: where parse, policy, cache, source and decode meet.
+
+A reference flows one way: ``parse_url`` -> policy checks -> cache -> source (the
+guarded fetcher, a ``data:`` payload, or a file under the allowed root) -> a
+``MediaIO`` -> the result. Sync and async twins share every decision; they differ only
+in how they wait: the sync twin blocks its own thread, the async twin awaits network
+I/O on the private fetch loop and runs decoding in a bounded worker pool, so the
+caller's event loop is never blocked.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar, runtime_checkable
+
+import numpy as np
+import numpy.typing as npt
+from PIL import Image
+
+from ._errors import FetchError, LocalMediaDisabledError, OptionError, TooLargeError
+from ._fetch import HttpFetcher
+from ._local import check_allowed_root, read_under_root
+from ._media.base import MediaIO, MediaWithBytes
+from ._media.image import ImageMediaIO
+from ._policy import MODALITIES, MediaPolicy, normalize_domains
+from ._registry import Registry
+from ._urls import (
+    ParsedURL,
+    base64_payload,
+    check_data_url_size,
+    check_domain,
+    decode_data_url,
+    parse_data_url,
+    parse_url,
+)
+
+if TYPE_CHECKING:
+    import torch
+
+__all__ = ["MEDIA_CONNECTOR_REGISTRY", "LoadReport", "MediaConnector"]
+
+_M = TypeVar("_M")
+_R = TypeVar("_R")
+
+#: Connectors by name; ``http`` is the built-in one.
+MEDIA_CONNECTOR_REGISTRY: Registry[Any] = Registry("media connector")
+
+
+@runtime_checkable
+class Connection(Protocol):
+    """A caller-supplied transport for http(s) references."""
+
+    def get_bytes(self, url: str, *, timeout: float, allow_redirects: bool) -> bytes: ...
+
+    async def async_get_bytes(
+        self, url: str, *, timeout: float, allow_redirects: bool
+    ) -> bytes: ...
+
+
+@dataclass
+class LoadReport:
+    """What a load did: where the bytes came from, how many, and time per stage."""
+
+    source: str
+    num_bytes: int = 0
+    stages: dict[str, float] = field(default_factory=dict)
+    cached: bool = False
+
+
+def _default_workers() -> int:
+    return max(1, min(8, os.cpu_count() or 1))
+
+
+def _check_media_io_kwargs(kwargs: Mapping[str, Any] | None) -> dict[str, dict[str, Any]]:
+    if kwargs is None:
+        return {}
+    if not isinstance(kwargs, Mapping):
+        raise OptionError(
+            "media_io_kwargs must be a mapping of modality to options", option="media_io_kwargs"
+        )
+    out: dict[str, dict[str, Any]] = {}
+    for modality, options in kwargs.items():
+        if modality not in MODALITIES:
+            raise OptionError(
+                f"unknown modality {modality!r} in media_io_kwargs "
+                f"(known: {', '.join(MODALITIES)})",
+                option=str(modality),
+            )
+        if options is None:
+            options = {}
+        if not isinstance(options, Mapping):
+            raise OptionError(
+                f"media_io_kwargs[{modality!r}] must be a mapping", option=str(modality)
+            )
+        out[modality] = dict(options)
+    return out
+
+
+@MEDIA_CONNECTOR_REGISTRY.register("http")
+class MediaConnector:
+    """Resolve media URLs to bytes and decode them with the right ``MediaIO``.
+
+    Example::
+
+        connector = MediaConnector(allowed_media_domains=["images.example.com"])
+        image = connector.fetch_image("https://images.example.com/cat.jpg")
+        pixels = np.asarray(image)            # HxWx3 uint8
+
+    Args:
+        media_io_kwargs: per-modality server defaults, e.g. ``{"video": {"num_frames": 16}}``.
+        connection: an optional transport with ``get_bytes``/``async_get_bytes``; the
+            default is the guarded fetcher.
+        allowed_local_media_path: the folder ``file:`` URLs may read from ("" disables them).
+        allowed_media_domains: exact host allowlist for http(s); empty or ``None`` allows any
+            host (the network rules of ``policy`` still apply).
+        policy: limits and network rules (default ``MediaPolicy()``).
+        cache: an optional ``MediaCache`` for http(s) downloads.
+        max_workers: size of the decode worker pool used by the async twins.
+
+    Raises:
+        ValueError: ``allowed_local_media_path`` is not an existing directory.
+        OptionError: ``media_io_kwargs`` has an unknown modality or option.
+    """
+
+    def __init__(
+        self,
+        media_io_kwargs: Mapping[str, Mapping[str, Any]] | None = None,
+        connection: Connection | None = None,
+        *,
+        allowed_local_media_path: str | os.PathLike[str] = "",
+        allowed_media_domains: list[str] | None = None,
+        policy: MediaPolicy | None = None,
+        cache: Any = None,
+        max_workers: int | None = None,
+    ) -> None:
+        if policy is not None and not isinstance(policy, MediaPolicy):
+            raise TypeError("policy must be a MediaPolicy")
+        self.policy = policy if policy is not None else MediaPolicy()
+        self.media_io_kwargs = _check_media_io_kwargs(media_io_kwargs)
+        self.connection = connection
+        self.allowed_local_media_path: Path | None = (
+            check_allowed_root(allowed_local_media_path) if allowed_local_media_path else None
+        )
+        self.allowed_media_domains = normalize_domains(allowed_media_domains)
+        self.cache = cache
+        if max_workers is not None and (isinstance(max_workers, bool) or max_workers < 1):
+            raise ValueError("max_workers must be a positive integer")
+        self.max_workers = max_workers or _default_workers()
+        self._pool: ThreadPoolExecutor | None = None
+        self._fetcher = HttpFetcher(self.policy, self.allowed_media_domains)
+        self._validate_server_defaults()
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> MediaConnector:
+        """A connector configured from ``MEDIAGATE_*`` variables; ``overrides`` win."""
+        from ._config import connector_kwargs_from_env
+
+        kwargs = connector_kwargs_from_env(environ)
+        kwargs.update(overrides)
+        return cls(**kwargs)
+
+    def _validate_server_defaults(self) -> None:
+        # Building each MediaIO once checks every server default eagerly.
+        if "image" in self.media_io_kwargs:
+            self._image_io()
+        if "video" in self.media_io_kwargs:
+            self._video_io()
+        if "audio" in self.media_io_kwargs:
+            self._audio_io()
+
+    # -- the worker pool --------------------------------------------------------------
+
+    def _executor(self) -> ThreadPoolExecutor:
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(
+                max_workers=self.max_workers, thread_name_prefix="mediagate-decode"
+            )
+        return self._pool
+
+    async def _in_pool(self, fn: Callable[..., _R], *args: Any) -> _R:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor(), fn, *args)
+
+    def close(self) -> None:
+        """Release the connection pool and the worker pool."""
+        self._fetcher.close()
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = None
+
+    async def aclose(self) -> None:
+        """Release the connection pool and the worker pool from async code."""
+        await self._fetcher.aclose()
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = None
+
+    def __enter__(self) -> MediaConnector:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    async def __aenter__(self) -> MediaConnector:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    # -- shared decisions ---------------------------------------------------------------
+
+    def _limit(self, media_io: MediaIO[Any]) -> int:
+        return self.policy.max_bytes_for(media_io.modality)
+
+    def _timeout(self, media_io: MediaIO[Any], fetch_timeout: float | None) -> float:
+        if fetch_timeout is not None:
+            if fetch_timeout <= 0:
+                raise ValueError("fetch_timeout must be > 0 seconds")
+            return float(fetch_timeout)
+        return self.policy.timeout_for(media_io.modality)
+
+    def _load_data_url(self, ref: ParsedURL, media_io: MediaIO[_M]) -> _M:
+        data = parse_data_url(ref.url)
+        check_data_url_size(data, self._limit(media_io))
+        if data.is_base64:
+            return media_io.load_base64(data.media_type, base64_payload(data))
+        return media_io.load_bytes(decode_data_url(data, self._limit(media_io)))
+
+    def _read_file_url(self, ref: ParsedURL, media_io: MediaIO[Any]) -> bytes:
+        if self.allowed_local_media_path is None:
+            raise LocalMediaDisabledError(
+                "file: URLs are disabled; set allowed_local_media_path to allow a folder"
+            )
+        return read_under_root(self.allowed_local_media_path, ref.path, self._limit(media_io))
+
+    def _check_remote(self, ref: ParsedURL) -> None:
+        check_domain(ref, self.allowed_media_domains)
+
+    def _checked_body(self, data: Any, media_io: MediaIO[Any]) -> bytes:
+        # For caller-supplied connections: the budget holds whatever the transport does.
+        if not isinstance(data, (bytes, bytearray, memoryview)):
+            raise FetchError("the connection returned something other than bytes")
+        data = bytes(data)
+        limit = self._limit(media_io)
+        if len(data) > limit:
+            raise TooLargeError(
+                f"the response is larger than max_bytes={limit} bytes",
+                limit="max_bytes",
+                value=len(data),
+                maximum=limit,
+            )
+        return data
+
+    def _cache_get(self, ref: ParsedURL) -> bytes | None:
+        if self.cache is None:
+            return None
+        data: bytes | None = self.cache.get(ref.url)
+        return data
+
+    def _cache_put(self, ref: ParsedURL, data: bytes) -> None:
+        if self.cache is not None:
+            self.cache.put(ref.url, data)
+
+    # -- the sync twin ------------------------------------------------------------------
+
+    def _fetch_bytes(self, ref: ParsedURL, media_io: MediaIO[Any], timeout: float) -> bytes:
+        if self.connection is not None:
+            raw = self.connection.get_bytes(
+                ref.url, timeout=timeout, allow_redirects=self.policy.max_redirects > 0
+            )
+            return self._checked_body(raw, media_io)
+        return self._fetcher.fetch(ref, limit=self._limit(media_io), timeout=timeout).data
+
+    def load_with_report(
+        self, url: str, media_io: MediaIO[_M], *, fetch_timeout: float | None = None
+    ) -> tuple[_M, LoadReport]:
+        """``load_from_url`` plus a report of the source, byte count and stage times."""
+        start = time.perf_counter()
+        ref = parse_url(url)
+        report = LoadReport(source=ref.scheme)
+        if ref.scheme == "data":
+            result = self._load_data_url(ref, media_io)
+            report.stages["decode"] = time.perf_counter() - start
+            return result, report
+        if ref.scheme == "file":
+            data = self._read_file_url(ref, media_io)
+        else:
+            self._check_remote(ref)
+            timeout = self._timeout(media_io, fetch_timeout)
+            cached = self._cache_get(ref)
+            report.cached = cached is not None
+            data = cached if cached is not None else self._fetch_bytes(ref, media_io, timeout)
+        report.num_bytes = len(data)
+        report.stages["fetch"] = time.perf_counter() - start
+        decode_start = time.perf_counter()
+        result = media_io.load_bytes(data)
+        report.stages["decode"] = time.perf_counter() - decode_start
+        if ref.scheme in ("http", "https") and not report.cached:
+            self._cache_put(ref, data)
+        return result, report
+
+    def load_from_url(
+        self, url: str, media_io: MediaIO[_M], *, fetch_timeout: float | None = None
+    ) -> _M:
+        """Load ``url`` (http, https, data or file) and decode it with ``media_io``.
+
+        Raises:
+            PolicyError: the scheme, host, address or path is refused (before any I/O).
+            LocalMediaDisabledError: a ``file:`` URL without ``allowed_local_media_path``.
+            TooLargeError: a byte, pixel, frame, duration or tensor limit.
+            FetchTimeout: the total deadline passed.
+            FetchError: an upstream error status or a network failure.
+            DecodeError: the bytes are not decodable media.
+        """
+        return self.load_with_report(url, media_io, fetch_timeout=fetch_timeout)[0]
+
+    # -- the async twin -----------------------------------------------------------------
+
+    async def _fetch_bytes_async(
+        self, ref: ParsedURL, media_io: MediaIO[Any], timeout: float
+    ) -> bytes:
+        if self.connection is not None:
+            raw = await self.connection.async_get_bytes(
+                ref.url, timeout=timeout, allow_redirects=self.policy.max_redirects > 0
+            )
+            return self._checked_body(raw, media_io)
+        result = await self._fetcher.fetch_async(ref, limit=self._limit(media_io), timeout=timeout)
+        return result.data
+
+    async def load_from_url_async(
+        self, url: str, media_io: MediaIO[_M], *, fetch_timeout: float | None = None
+    ) -> _M:
+        """The async twin of ``load_from_url``: never blocks the running event loop."""
+        ref = parse_url(url)
+        if ref.scheme == "data":
+            return await self._in_pool(self._load_data_url, ref, media_io)
+        if ref.scheme == "file":
+            data = await self._in_pool(self._read_file_url, ref, media_io)
+            return await self._in_pool(media_io.load_bytes, data)
+        self._check_remote(ref)
+        timeout = self._timeout(media_io, fetch_timeout)
+        cached = await self._in_pool(self._cache_get, ref) if self.cache is not None else None
+        data = (
+            cached if cached is not None else await self._fetch_bytes_async(ref, media_io, timeout)
+        )
+        result = await self._in_pool(media_io.load_bytes, data)
+        if cached is None and self.cache is not None:
+            await self._in_pool(self._cache_put, ref, data)
+        return result
+
+    # -- per-modality helpers -----------------------------------------------------------
+
+    def _options(self, modality: str, request: Mapping[str, Any] | None) -> dict[str, Any]:
+        return MediaIO.merge_kwargs(self.media_io_kwargs.get(modality), request)
+
+    def _image_io(
+        self, image_mode: str | None = None, request: Mapping[str, Any] | None = None
+    ) -> ImageMediaIO:
+        options = ImageMediaIO.merge_kwargs(self.media_io_kwargs.get("image"), request)
+        if image_mode is not None:
+            options["image_mode"] = image_mode
+        return ImageMediaIO(policy=self.policy, **options)
+
+    def _video_io(
+        self, image_mode: str | None = None, request: Mapping[str, Any] | None = None
+    ) -> Any:
+        from ._media.video.io import VideoMediaIO
+
+        options = VideoMediaIO.merge_kwargs(self.media_io_kwargs.get("video"), request)
+        return VideoMediaIO(self._image_io(image_mode), policy=self.policy, **options)
+
+    def _audio_io(self, request: Mapping[str, Any] | None = None) -> Any:
+        from ._media.audio import AudioMediaIO
+
+        return AudioMediaIO(policy=self.policy, **self._options("audio", request))
+
+    def _embedding_io(self, modality: str) -> Any:
+        from ._media.embedding import AudioEmbeddingMediaIO, ImageEmbeddingMediaIO
+
+        cls = ImageEmbeddingMediaIO if modality == "image_embedding" else AudioEmbeddingMediaIO
+        return cls(policy=self.policy, **self._options(modality, None))
+
+    def fetch_image(
+        self,
+        image_url: str,
+        *,
+        image_mode: str = "RGB",
+        media_io_kwargs: Mapping[str, Any] | None = None,
+    ) -> MediaWithBytes[Image.Image]:
+        """Load an image; ``media_io_kwargs`` are this request's image options.
+
+        Raises: as ``load_from_url``, plus ``OptionError`` for bad options.
+        """
+        return self.load_from_url(image_url, self._image_io(image_mode, media_io_kwargs))
+
+    async def fetch_image_async(
+        self,
+        image_url: str,
+        *,
+        image_mode: str = "RGB",
+        media_io_kwargs: Mapping[str, Any] | None = None,
+    ) -> MediaWithBytes[Image.Image]:
+        """The async twin of ``fetch_image``."""
+        image_io = self._image_io(image_mode, media_io_kwargs)
+        return await self.load_from_url_async(image_url, image_io)
+
+    def fetch_audio(
+        self, audio_url: str, *, media_io_kwargs: Mapping[str, Any] | None = None
+    ) -> tuple[npt.NDArray[np.float32], float]:
+        """Load audio as mono float32 and its sample rate."""
+        result: tuple[npt.NDArray[np.float32], float] = self.load_from_url(
+            audio_url, self._audio_io(media_io_kwargs)
+        )
+        return result
+
+    async def fetch_audio_async(
+        self, audio_url: str, *, media_io_kwargs: Mapping[str, Any] | None = None
+    ) -> tuple[npt.NDArray[np.float32], float]:
+        """The async twin of ``fetch_audio``."""
+        result: tuple[npt.NDArray[np.float32], float] = await self.load_from_url_async(
+            audio_url, self._audio_io(media_io_kwargs)
+        )
+        return result
+
+    def fetch_video(
+        self,
+        video_url: str,
+        *,
+        image_mode: str = "RGB",
+        media_io_kwargs: Mapping[str, Any] | None = None,
+    ) -> tuple[npt.NDArray[np.uint8], dict[str, Any]]:
+        """Load sampled video frames ``[N, H, W, 3]`` and their metadata."""
+        result: tuple[npt.NDArray[np.uint8], dict[str, Any]] = self.load_from_url(
+            video_url, self._video_io(image_mode, media_io_kwargs)
+        )
+        return result
+
+    async def fetch_video_async(
+        self,
+        video_url: str,
+        *,
+        image_mode: str = "RGB",
+        media_io_kwargs: Mapping[str, Any] | None = None,
+    ) -> tuple[npt.NDArray[np.uint8], dict[str, Any]]:
+        """The async twin of ``fetch_video``."""
+        result: tuple[npt.NDArray[np.uint8], dict[str, Any]] = await self.load_from_url_async(
+            video_url, self._video_io(image_mode, media_io_kwargs)
+        )
+        return result
+
+    def fetch_image_embedding(self, data: str) -> torch.Tensor:
+        """Decode a base64 image embedding tensor."""
+        result: torch.Tensor = self._embedding_io("image_embedding").load_base64("", data)
+        return result
+
+    async def fetch_image_embedding_async(self, data: str) -> torch.Tensor:
+        """The async twin of ``fetch_image_embedding``."""
+        io = self._embedding_io("image_embedding")
+        result: torch.Tensor = await self._in_pool(io.load_base64, "", data)
+        return result
+
+    def fetch_audio_embedding(self, data: str) -> torch.Tensor:
+        """Decode a base64 audio embedding tensor."""
+        result: torch.Tensor = self._embedding_io("audio_embedding").load_base64("", data)
+        return result
+
+    async def fetch_audio_embedding_async(self, data: str) -> torch.Tensor:
+        """The async twin of ``fetch_audio_embedding``."""
+        io = self._embedding_io("audio_embedding")
+        result: torch.Tensor = await self._in_pool(io.load_base64, "", data)
+        return result

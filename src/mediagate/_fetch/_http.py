@@ -1,0 +1,311 @@
+"""The guarded HTTP fetcher (aiohttp, chosen for its speed under concurrency).
+
+Every network decision for an http(s) reference is made here, hop by hop:
+
+1. the URL is validated and canonicalised (``_urls.parse_url``); the canonical string
+   is sent as it is (``yarl.URL(..., encoded=True)``);
+2. the host must be on the domain allowlist, if one is set;
+3. an IP-literal host is judged directly; a name is resolved once for the new
+   connection by ``GuardedResolver`` and *every* address returned is judged; the
+   connection is made to those checked addresses (TLS still verifies the name);
+4. redirects are never followed by the client: each ``Location`` goes back to step 1;
+5. ``Accept-Encoding: identity`` is asked for, and a compressed answer anyway is
+   inflated with a hard cap; ``Content-Length`` over the budget is refused before the
+   body is read, and reading stops at ``max_bytes + 1``;
+6. one total deadline covers resolution, connects and every read of every hop.
+
+Proxy variables in the environment are ignored; a proxy is used only when the policy
+names one. No cookies are stored or sent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import socket
+import weakref
+import zlib
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+import yarl
+from aiohttp.abc import AbstractResolver, ResolveResult
+
+from .._errors import FetchError, FetchTimeout, MediaError, PolicyError, TooLargeError
+from .._policy import MediaPolicy, check_address
+from .._urls import ParsedURL, check_domain, redirect_target
+from ._loop import get_loop, run_async, run_sync
+
+__all__ = ["FetchResult", "GuardedResolver", "HttpFetcher"]
+
+_REDIRECTS = frozenset({301, 302, 303, 307, 308})
+_CHUNK = 1 << 18
+_HEADERS = {
+    "Accept": "*/*",
+    "Accept-Encoding": "identity",
+    "User-Agent": "mediagate/0.1",
+}
+
+
+def _refused_address(why: str) -> PolicyError:
+    # The resolved address is never put in the message.
+    return PolicyError(f"the URL's host resolves to {why}")
+
+
+def judge_address(host: str, policy: MediaPolicy) -> None:
+    """Judge one address string; raise ``PolicyError`` when it may not be dialled."""
+    address = ipaddress.ip_address(host.split("%", 1)[0])
+    why = check_address(address, policy)
+    if why is not None:
+        raise _refused_address(why)
+
+
+class GuardedResolver(AbstractResolver):
+    """Resolves a name once per new connection and refuses any non-allowed answer."""
+
+    def __init__(self, policy: MediaPolicy) -> None:
+        self._policy = policy
+
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[ResolveResult]:
+        loop = asyncio.get_running_loop()
+        try:
+            infos = await loop.run_in_executor(
+                None,
+                lambda: socket.getaddrinfo(host, port, family, socket.SOCK_STREAM),
+            )
+        except socket.gaierror as exc:
+            raise FetchError("the URL's host name could not be resolved") from exc
+        if not infos:
+            raise FetchError("the URL's host name could not be resolved")
+        results: list[ResolveResult] = []
+        for fam, _, proto, _, sockaddr in infos:
+            address = str(sockaddr[0])
+            judge_address(address, self._policy)
+            results.append(
+                {
+                    "hostname": host,
+                    "host": address,
+                    "port": int(sockaddr[1]),
+                    "family": fam,
+                    "proto": proto,
+                    "flags": socket.AI_NUMERICHOST | socket.AI_NUMERICSERV,
+                }
+            )
+        return results
+
+    async def close(self) -> None:
+        return None
+
+
+@dataclass(frozen=True)
+class FetchResult:
+    """A fetched body and what was learnt on the way."""
+
+    data: bytes
+    url: str
+    content_type: str | None
+    redirects: int
+
+
+def _too_large(size: int, limit: int, what: str) -> TooLargeError:
+    return TooLargeError(
+        f"{what} is larger than max_bytes={limit} bytes (raise MediaPolicy.max_bytes)",
+        limit="max_bytes",
+        value=size,
+        maximum=limit,
+    )
+
+
+def _inflater(encoding: str) -> Any:
+    """A zlib inflater for one layer of gzip/deflate; ``None`` for identity.
+
+    Raises:
+        FetchError: any other (or a stacked) Content-Encoding.
+    """
+    encoding = encoding.strip().lower()
+    if encoding in ("", "identity"):
+        return None
+    if encoding in ("gzip", "x-gzip"):
+        return zlib.decompressobj(16 + zlib.MAX_WBITS)
+    if encoding == "deflate":
+        return zlib.decompressobj(zlib.MAX_WBITS)
+    raise FetchError(
+        "the media server sent an unsupported Content-Encoding (only one layer of gzip "
+        "or deflate is inflated)"
+    )
+
+
+async def _read_body(response: aiohttp.ClientResponse, limit: int) -> bytes:
+    length = response.content_length
+    if length is not None and length > limit:
+        raise _too_large(length, limit, "the response (by its Content-Length)")
+    inflater = _inflater(response.headers.get("Content-Encoding", ""))
+    chunks: list[bytes] = []
+    total = 0
+    while True:
+        chunk = await response.content.read(_CHUNK)
+        if not chunk:
+            break
+        if inflater is not None:
+            # Never let zlib produce more than the remaining budget plus one byte.
+            chunk = inflater.decompress(chunk, limit - total + 1)
+            if inflater.unconsumed_tail:
+                raise _too_large(limit + 1, limit, "the inflated response")
+        chunks.append(chunk)
+        total += len(chunk)
+        if total > limit:
+            raise _too_large(total, limit, "the response")
+    return b"".join(chunks)
+
+
+def _translate(exc: BaseException) -> MediaError:
+    if isinstance(exc, aiohttp.ClientSSLError):
+        return FetchError("TLS to the media server failed (certificate or handshake)")
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return FetchError("could not connect to the media server")
+    if isinstance(exc, aiohttp.InvalidURL):
+        return PolicyError("the URL is malformed", http_status=400)
+    if isinstance(exc, aiohttp.ServerDisconnectedError):
+        return FetchError("the media server closed the connection early")
+    if isinstance(exc, aiohttp.ClientPayloadError):
+        return FetchError("the media server sent a malformed or incomplete body")
+    if isinstance(exc, aiohttp.ClientResponseError):
+        return FetchError("the media server sent a malformed response")
+    return FetchError("fetching the media failed")
+
+
+def _close_session(holder: dict[str, Any]) -> None:
+    session = holder.pop("session", None)
+    if session is None or session.closed:
+        return
+    loop = get_loop()
+    if not loop.is_closed():
+        loop.call_soon_threadsafe(lambda: loop.create_task(session.close()))
+
+
+class HttpFetcher:
+    """Fetch http(s) references under a ``MediaPolicy``; sync and async twins.
+
+    Both twins run the same coroutine on the private fetch loop, over one connection
+    pool.
+    """
+
+    def __init__(
+        self,
+        policy: MediaPolicy,
+        allowed_domains: frozenset[str] = frozenset(),
+        *,
+        max_connections: int = 64,
+    ) -> None:
+        self.policy = policy
+        self.allowed_domains = allowed_domains
+        self._max_connections = max_connections
+        self._holder: dict[str, Any] = {}
+        self._finalizer = weakref.finalize(self, _close_session, self._holder)
+
+    async def _session(self) -> aiohttp.ClientSession:
+        session: aiohttp.ClientSession | None = self._holder.get("session")
+        if session is None or session.closed:
+            connector = aiohttp.TCPConnector(
+                resolver=GuardedResolver(self.policy),
+                use_dns_cache=False,
+                limit=self._max_connections,
+                enable_cleanup_closed=False,
+            )
+            session = aiohttp.ClientSession(
+                connector=connector,
+                cookie_jar=aiohttp.DummyCookieJar(),
+                auto_decompress=False,
+                trust_env=False,
+                timeout=aiohttp.ClientTimeout(total=None),
+                read_bufsize=1 << 20,
+                headers=_HEADERS,
+            )
+            self._holder["session"] = session
+        return session
+
+    async def _fetch_hops(self, url: ParsedURL, limit: int) -> FetchResult:
+        session = await self._session()
+        current = url
+        redirects = 0
+        while True:
+            check_domain(current, self.allowed_domains)
+            if current.ip is not None:
+                judge_address(str(current.ip), self.policy)
+            try:
+                async with session.get(
+                    yarl.URL(current.url, encoded=True),
+                    allow_redirects=False,
+                    proxy=self.policy.proxy,
+                ) as response:
+                    status = response.status
+                    location = response.headers.get("Location")
+                    if status in _REDIRECTS and location is not None:
+                        redirects += 1
+                        if self.policy.max_redirects == 0:
+                            raise FetchError(
+                                "the media server answered with a redirect and redirects are "
+                                "disabled (MediaPolicy.max_redirects=0)",
+                                upstream_status=status,
+                                http_status=502,
+                            )
+                        if redirects > self.policy.max_redirects:
+                            raise FetchError(
+                                f"more than max_redirects={self.policy.max_redirects} redirects",
+                                http_status=502,
+                            )
+                        current = redirect_target(current, location)
+                        continue
+                    if not 200 <= status < 300:
+                        raise FetchError(
+                            f"the media server answered HTTP {status}", upstream_status=status
+                        )
+                    data = await _read_body(response, limit)
+                    return FetchResult(
+                        data=data,
+                        url=current.url,
+                        content_type=response.headers.get("Content-Type"),
+                        redirects=redirects,
+                    )
+            except MediaError:
+                raise
+            except (aiohttp.ClientError, OSError) as exc:
+                raise _translate(exc) from exc
+
+    async def _fetch(self, url: ParsedURL, limit: int, timeout: float) -> FetchResult:
+        try:
+            return await asyncio.wait_for(self._fetch_hops(url, limit), timeout)
+        except asyncio.TimeoutError as exc:
+            raise FetchTimeout(
+                f"fetching the media took longer than timeout={timeout:g} s (MediaPolicy.timeout)"
+            ) from exc
+
+    def fetch(self, url: ParsedURL, *, limit: int, timeout: float) -> FetchResult:
+        """Fetch ``url`` from this thread (blocking).
+
+        Raises:
+            PolicyError: a hop was refused (domain, address, scheme, URL shape).
+            TooLargeError: the body is larger than ``limit``.
+            FetchTimeout: ``timeout`` seconds passed.
+            FetchError: an upstream error status or a network failure.
+        """
+        return run_sync(self._fetch(url, limit, timeout), timeout + 5)
+
+    async def fetch_async(self, url: ParsedURL, *, limit: int, timeout: float) -> FetchResult:
+        """Fetch ``url`` without blocking the caller's event loop (see ``fetch``)."""
+        return await run_async(self._fetch(url, limit, timeout))
+
+    def close(self) -> None:
+        """Close the connection pool."""
+        session = self._holder.pop("session", None)
+        if session is not None and not session.closed:
+            run_sync(session.close(), 10)
+
+    async def aclose(self) -> None:
+        """Close the connection pool from async code."""
+        session = self._holder.pop("session", None)
+        if session is not None and not session.closed:
+            await run_async(session.close())
