@@ -1,5 +1,6 @@
 """mediagate: untrusted media references in, model-ready arrays out, safely and fast."""
 
+from ._connector import MEDIA_CONNECTOR_REGISTRY, MediaConnector
 from ._errors import (
     DecodeError,
     FetchError,
@@ -11,15 +12,19 @@ from ._errors import (
     TooLargeError,
 )
 from ._media.base import MediaIO, MediaWithBytes
+from ._media.image import ImageMediaIO
 from ._media.video.registry import VIDEO_LOADER_REGISTRY
 from ._policy import MediaPolicy
 
 __all__ = [
+    "MEDIA_CONNECTOR_REGISTRY",
     "VIDEO_LOADER_REGISTRY",
     "DecodeError",
     "FetchError",
     "FetchTimeout",
+    "ImageMediaIO",
     "LocalMediaDisabledError",
+    "MediaConnector",
     "MediaError",
     "MediaIO",
     "MediaPolicy",

@@ -1,0 +1,135 @@
+"""The only place that reads the environment.
+
+Every ``MEDIAGATE_*`` variable is read here, once, by a ``from_env`` constructor; fetch
+and decode code never looks at ``os.environ``.
+
+| variable | meaning |
+|---|---|
+| ``MEDIAGATE_ALLOW_PRIVATE_NETWORKS`` | ``1``/``true`` to allow non-public addresses |
+| ``MEDIAGATE_ALLOWED_NETWORKS`` | comma-separated CIDRs reachable although private |
+| ``MEDIAGATE_MAX_REDIRECTS`` | redirect hops (``0`` disables redirects) |
+| ``MEDIAGATE_MAX_BYTES`` | bytes per item, every modality |
+| ``MEDIAGATE_TIMEOUT`` | total seconds per fetch, every modality |
+| ``MEDIAGATE_MAX_PIXELS`` / ``_MAX_VIDEO_FRAMES`` / ``_MAX_AUDIO_SECONDS`` / ``_MAX_TENSOR_BYTES`` | limits |
+| ``MEDIAGATE_PROXY`` | an http(s) proxy URL (proxy variables of other tools are ignored) |
+| ``MEDIAGATE_ALLOWED_LOCAL_MEDIA_PATH`` | the folder ``file:`` URLs may read |
+| ``MEDIAGATE_ALLOWED_MEDIA_DOMAINS`` | comma-separated host allowlist |
+| ``MEDIAGATE_VIDEO_BACKEND`` | default video loader (``pyav``, ``opencv``, ...) |
+| ``MEDIAGATE_DECODE_WORKERS`` | size of the decode worker pool |
+| ``MEDIAGATE_MEDIA_CACHE`` | download cache folder (unset: no cache) |
+| ``MEDIAGATE_MEDIA_CACHE_MAX_SIZE_MB`` / ``MEDIAGATE_MEDIA_CACHE_TTL_HOURS`` | cache budget |
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from ._policy import MediaPolicy
+
+__all__ = ["cache_kwargs_from_env", "connector_kwargs_from_env", "policy_from_env"]
+
+PREFIX = "MEDIAGATE_"
+
+_TRUE = frozenset({"1", "true", "yes", "on"})
+_FALSE = frozenset({"0", "false", "no", "off", ""})
+
+
+def _environ(environ: Mapping[str, str] | None) -> Mapping[str, str]:
+    return os.environ if environ is None else environ
+
+
+def _bool(name: str, value: str) -> bool:
+    lowered = value.strip().lower()
+    if lowered in _TRUE:
+        return True
+    if lowered in _FALSE:
+        return False
+    raise ValueError(f"{name} must be true or false (1/0, yes/no, on/off)")
+
+
+def _number(kind: Callable[[str], Any]) -> Callable[[str, str], Any]:
+    def parse(name: str, value: str) -> Any:
+        try:
+            return kind(value.strip())
+        except ValueError as exc:
+            raise ValueError(f"{name} must be a {kind.__name__} (got {value!r})") from exc
+
+    return parse
+
+
+def _csv(name: str, value: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in value.split(",") if part.strip())
+
+
+_POLICY_FIELDS: dict[str, tuple[str, Callable[[str, str], Any]]] = {
+    "ALLOW_PRIVATE_NETWORKS": ("allow_private_networks", _bool),
+    "ALLOWED_NETWORKS": ("allowed_networks", _csv),
+    "MAX_REDIRECTS": ("max_redirects", _number(int)),
+    "MAX_BYTES": ("max_bytes", _number(int)),
+    "TIMEOUT": ("timeout", _number(float)),
+    "MAX_PIXELS": ("max_pixels", _number(int)),
+    "MAX_VIDEO_FRAMES": ("max_video_frames", _number(int)),
+    "MAX_AUDIO_SECONDS": ("max_audio_seconds", _number(float)),
+    "MAX_TENSOR_BYTES": ("max_tensor_bytes", _number(int)),
+    "PROXY": ("proxy", lambda name, value: value.strip() or None),
+}
+
+
+def policy_from_env(environ: Mapping[str, str] | None = None) -> MediaPolicy:
+    """The ``MediaPolicy`` the ``MEDIAGATE_*`` variables describe (defaults elsewhere).
+
+    Raises:
+        ValueError: a variable's value is malformed (the message names the variable).
+    """
+    env = _environ(environ)
+    fields: dict[str, Any] = {}
+    for suffix, (field, parse) in _POLICY_FIELDS.items():
+        name = PREFIX + suffix
+        if name in env:
+            fields[field] = parse(name, env[name])
+    try:
+        return MediaPolicy(**fields)
+    except ValueError as exc:
+        raise ValueError(f"{exc} (from the MEDIAGATE_* environment)") from exc
+
+
+def cache_kwargs_from_env(environ: Mapping[str, str] | None = None) -> dict[str, Any] | None:
+    """``MediaCache`` arguments from ``MEDIAGATE_MEDIA_CACHE*``, or ``None`` when unset."""
+    env = _environ(environ)
+    directory = env.get(PREFIX + "MEDIA_CACHE", "").strip()
+    if not directory:
+        return None
+    kwargs: dict[str, Any] = {"directory": directory}
+    size = env.get(PREFIX + "MEDIA_CACHE_MAX_SIZE_MB")
+    if size is not None:
+        kwargs["max_bytes"] = int(_number(float)(PREFIX + "MEDIA_CACHE_MAX_SIZE_MB", size) * 2**20)
+    ttl = env.get(PREFIX + "MEDIA_CACHE_TTL_HOURS")
+    if ttl is not None:
+        kwargs["ttl"] = _number(float)(PREFIX + "MEDIA_CACHE_TTL_HOURS", ttl) * 3600.0
+    return kwargs
+
+
+def connector_kwargs_from_env(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """``MediaConnector`` keyword arguments from the ``MEDIAGATE_*`` variables."""
+    env = _environ(environ)
+    kwargs: dict[str, Any] = {"policy": policy_from_env(env)}
+    local = env.get(PREFIX + "ALLOWED_LOCAL_MEDIA_PATH", "").strip()
+    if local:
+        kwargs["allowed_local_media_path"] = local
+    domains = env.get(PREFIX + "ALLOWED_MEDIA_DOMAINS")
+    if domains is not None:
+        kwargs["allowed_media_domains"] = list(_csv(PREFIX + "ALLOWED_MEDIA_DOMAINS", domains))
+    backend = env.get(PREFIX + "VIDEO_BACKEND", "").strip()
+    if backend:
+        kwargs["media_io_kwargs"] = {"video": {"video_backend": backend}}
+    workers = env.get(PREFIX + "DECODE_WORKERS")
+    if workers is not None:
+        kwargs["max_workers"] = _number(int)(PREFIX + "DECODE_WORKERS", workers)
+    cache = cache_kwargs_from_env(env)
+    if cache is not None:
+        from ._cache import MediaCache
+
+        kwargs["cache"] = MediaCache(**cache)
+    return kwargs
