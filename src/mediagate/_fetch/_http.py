@@ -14,6 +14,10 @@ Every network decision for an http(s) reference is made here, hop by hop:
    body is read, and reading stops at ``max_bytes + 1``;
 6. one total deadline covers resolution, connects and every read of every hop.
 
+Concurrent fetches of the same URL (with the same byte budget) share one download
+(``SingleFlight``), and at most ``max_in_flight`` downloads run at once; the rest wait
+for a slot inside their own deadline instead of piling up buffers.
+
 Proxy variables in the environment are ignored; a proxy is used only when the policy
 names one. No cookies are stored or sent.
 """
@@ -33,6 +37,7 @@ import yarl
 from aiohttp.abc import AbstractResolver, ResolveResult
 
 from .._errors import FetchError, FetchTimeout, MediaError, PolicyError, TooLargeError
+from .._flight import SingleFlight
 from .._policy import MediaPolicy, check_address
 from .._urls import ParsedURL, check_domain, redirect_target
 from ._loop import get_loop, run_async, run_sync
@@ -190,7 +195,8 @@ class HttpFetcher:
     """Fetch http(s) references under a ``MediaPolicy``; sync and async twins.
 
     Both twins run the same coroutine on the private fetch loop, over one connection
-    pool.
+    pool. ``max_in_flight`` bounds concurrent downloads; ``single_flight`` makes
+    concurrent fetches of one URL share a single download.
     """
 
     def __init__(
@@ -199,10 +205,17 @@ class HttpFetcher:
         allowed_domains: frozenset[str] = frozenset(),
         *,
         max_connections: int = 64,
+        max_in_flight: int = 64,
+        single_flight: bool = True,
     ) -> None:
+        if isinstance(max_in_flight, bool) or max_in_flight < 1:
+            raise ValueError("max_in_flight must be a positive integer")
         self.policy = policy
         self.allowed_domains = allowed_domains
         self._max_connections = max_connections
+        self._max_in_flight = max_in_flight
+        self._flight: SingleFlight[FetchResult] | None = SingleFlight() if single_flight else None
+        self._slots: tuple[asyncio.AbstractEventLoop, asyncio.Semaphore] | None = None
         self._holder: dict[str, Any] = {}
         self._finalizer = weakref.finalize(self, _close_session, self._holder)
 
@@ -275,9 +288,25 @@ class HttpFetcher:
             except (aiohttp.ClientError, OSError) as exc:
                 raise _translate(exc) from exc
 
+    def _semaphore(self) -> asyncio.Semaphore:
+        # Made on (and re-made for) the loop that uses it, e.g. after a fork.
+        loop = asyncio.get_running_loop()
+        if self._slots is None or self._slots[0] is not loop:
+            self._slots = (loop, asyncio.Semaphore(self._max_in_flight))
+        return self._slots[1]
+
+    async def _download(self, url: ParsedURL, limit: int) -> FetchResult:
+        async with self._semaphore():
+            return await self._fetch_hops(url, limit)
+
     async def _fetch(self, url: ParsedURL, limit: int, timeout: float) -> FetchResult:
+        if self._flight is None:
+            work = self._download(url, limit)
+        else:
+            # Waiters share the download but each keeps its own deadline.
+            work = self._flight.run((url.url, limit), lambda: self._download(url, limit))
         try:
-            return await asyncio.wait_for(self._fetch_hops(url, limit), timeout)
+            return await asyncio.wait_for(work, timeout)
         except asyncio.TimeoutError as exc:
             raise FetchTimeout(
                 f"fetching the media took longer than timeout={timeout:g} s (MediaPolicy.timeout)"
