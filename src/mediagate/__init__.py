@@ -17,13 +17,12 @@ from ._media.video.registry import VIDEO_LOADER_REGISTRY
 from ._policy import MediaPolicy
 
 __all__ = [
-    "MEDIA_CONNECTOR_REGISTRY",
-    "VIDEO_LOADER_REGISTRY",
     "DecodeError",
     "FetchError",
     "FetchTimeout",
     "ImageMediaIO",
     "LocalMediaDisabledError",
+    "MEDIA_CONNECTOR_REGISTRY",
     "MediaConnector",
     "MediaError",
     "MediaIO",
@@ -32,6 +31,7 @@ __all__ = [
     "OptionError",
     "PolicyError",
     "TooLargeError",
+    "VIDEO_LOADER_REGISTRY",
 ]
 
 __version__ = "0.1.0"

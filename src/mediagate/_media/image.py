@@ -293,9 +293,9 @@ class ImageMediaIO(MediaIO[MediaWithBytes[Image.Image]]):
     def convert_mode(self, image: Image.Image) -> Image.Image:
         """Convert to ``image_mode``, compositing transparency onto the background colour."""
         target = self.image_mode
-        if image.mode == target:
-            return image
         transparent = image.mode in _ALPHA_MODES or "transparency" in image.info
+        if image.mode == target and not (transparent and target not in _ALPHA_MODES):
+            return image
         if transparent and target not in _ALPHA_MODES:
             rgba = image.convert("RGBA")
             background = Image.new("RGBA", rgba.size, (*self.rgba_background_color, 255))
