@@ -246,16 +246,16 @@ class MediaConnector:
         # For caller-supplied connections: the budget holds whatever the transport does.
         if not isinstance(data, (bytes, bytearray, memoryview)):
             raise FetchError("the connection returned something other than bytes")
-        data = bytes(data)
+        body = bytes(data)
         limit = self._limit(media_io)
-        if len(data) > limit:
+        if len(body) > limit:
             raise TooLargeError(
                 f"the response is larger than max_bytes={limit} bytes",
                 limit="max_bytes",
-                value=len(data),
+                value=len(body),
                 maximum=limit,
             )
-        return data
+        return body
 
     def _cache_get(self, ref: ParsedURL) -> bytes | None:
         if self.cache is None:

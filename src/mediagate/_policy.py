@@ -9,9 +9,9 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, Union
+from typing import Any, Literal, Union, cast
 
 from ._errors import PolicyError, TooLargeError
 
@@ -119,7 +119,7 @@ class MediaPolicy:
     """
 
     allow_private_networks: bool = False
-    allowed_networks: tuple[IPNetwork, ...] = ()
+    allowed_networks: Sequence[str | IPNetwork] = ()
     max_redirects: int = 5
     max_bytes: int | None = None
     timeout: float | None = None
@@ -156,6 +156,11 @@ class MediaPolicy:
             isinstance(self.proxy, str) and self.proxy.startswith(("http://", "https://"))
         ):
             raise ValueError("MediaPolicy.proxy must be an http:// or https:// URL")
+
+    @property
+    def networks(self) -> tuple[IPNetwork, ...]:
+        """``allowed_networks`` as parsed network objects."""
+        return cast("tuple[IPNetwork, ...]", self.allowed_networks)
 
     def replace(self, **changes: Any) -> MediaPolicy:
         """A copy with ``changes`` applied (validated like the constructor)."""
@@ -237,7 +242,7 @@ def check_address(address: IPAddress, policy: MediaPolicy) -> str | None:
         embedded = _embedded_ipv4(address)
         if embedded is not None:
             candidates.append(embedded)
-    for net in policy.allowed_networks:
+    for net in policy.networks:
         if any(c.version == net.version and c in net for c in candidates):
             return None
     for candidate in candidates:

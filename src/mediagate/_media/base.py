@@ -70,9 +70,10 @@ class MediaWithBytes(Generic[_M]):
     def __array__(self, dtype: Any = None, copy: bool | None = None) -> npt.NDArray[Any]:
         arr: npt.NDArray[Any] | None = self.__dict__.get("_array")
         if arr is None:
-            arr = np.asarray(self.media)
+            arr = np.asarray(self.media, dtype=None)
         if dtype is not None and arr.dtype != dtype:
-            return arr.astype(dtype)
+            converted: npt.NDArray[Any] = arr.astype(dtype)
+            return converted
         if copy:
             return arr.copy()
         return arr

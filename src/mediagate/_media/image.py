@@ -264,7 +264,7 @@ class ImageMediaIO(MediaIO[MediaWithBytes[Image.Image]]):
 
     def _load_pillow(self, data: bytes, fmt: str) -> Image.Image:
         try:
-            image = Image.open(io.BytesIO(data), formats=[fmt])
+            image: Image.Image = Image.open(io.BytesIO(data), formats=[fmt])
             self._check_pixels(*image.size)
             target = _fit(*image.size, self.max_image_size)
             if target is not None and fmt == "JPEG":
