@@ -75,7 +75,8 @@ class MediaWithBytes(Generic[_M]):
             converted: npt.NDArray[Any] = arr.astype(dtype)
             return converted
         if copy:
-            return arr.copy()
+            duplicate: npt.NDArray[Any] = arr.copy()
+            return duplicate
         return arr
 
     def __getattr__(self, name: str) -> Any:
