@@ -1,0 +1,217 @@
+"""VideoMediaIO: video bytes (or a ``video/jpeg`` frame sequence) to sampled RGB frames."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import numpy.typing as npt
+import pybase64
+import simplejpeg
+
+from ..._errors import DecodeError, OptionError
+from ..._policy import MediaPolicy
+from ..base import MediaIO, OptionSpec, decode_base64, opt_float, validate_options
+from .jpeg_sequence import JPEG_SEQUENCE_OPTIONS, load_jpeg_sequence
+from .registry import VIDEO_LOADER_REGISTRY
+from .sampling import cap_num_frames, check_num_frames
+
+if TYPE_CHECKING:
+    from ..image import ImageMediaIO
+
+__all__ = ["DEFAULT_VIDEO_BACKEND", "VideoMediaIO"]
+
+#: The loader used when ``video_backend`` is not given.
+DEFAULT_VIDEO_BACKEND = "pyav"
+
+#: JPEG quality of ``encode_base64``.
+JPEG_QUALITY = 90
+
+VideoResult = tuple[npt.NDArray[np.uint8], dict[str, Any]]
+
+_FPS = opt_float(0.0, allow_none=True)
+
+
+class VideoMediaIO(MediaIO[VideoResult]):
+    """Uniformly sampled RGB frames and their metadata from video bytes.
+
+    Example::
+
+        io = VideoMediaIO(ImageMediaIO(), num_frames=8)
+        frames, meta = io.load_bytes(mp4_bytes)
+        frames.shape, meta["frames_indices"]  # (8, H, W, 3), [0, 42, ...]
+
+    Args:
+        image_io: decodes the frames of ``video/jpeg`` sequences.
+        num_frames: the most frames returned (``-1``: all, up to ``max_video_frames``).
+        fps: sample at most this many frames per second of video; for ``video/jpeg``,
+            the frame rate reported (default 1).
+        video_backend: a ``VIDEO_LOADER_REGISTRY`` name (default ``"pyav"``).
+        policy: the limits (``max_bytes``, ``max_pixels``, ``max_video_frames``).
+        **loader_options: the backend's own options, plus ``frames_indices``,
+            ``total_num_frames`` and ``duration`` for ``video/jpeg`` payloads.
+
+    Raises:
+        OptionError: an unknown option, a value of the wrong type or range, or an
+            unknown or unavailable backend (the message lists the available ones).
+    """
+
+    modality = "video"
+
+    def __init__(
+        self,
+        image_io: ImageMediaIO,
+        num_frames: int = 32,
+        *,
+        fps: float | None = None,
+        video_backend: str | None = None,
+        policy: MediaPolicy | None = None,
+        **loader_options: Any,
+    ) -> None:
+        super().__init__(policy=policy)
+        self.image_io = image_io
+        self.num_frames: int = check_num_frames(num_frames)
+        self.fps: float | None = _FPS("video", "fps", fps)
+        backend = DEFAULT_VIDEO_BACKEND if video_backend is None else video_backend
+        if not isinstance(backend, str):
+            raise OptionError(
+                "video option 'video_backend' must be a string", option="video_backend"
+            )
+        try:
+            self._loader_cls: Any = VIDEO_LOADER_REGISTRY.get(backend)
+        except (ValueError, ImportError) as exc:
+            raise OptionError(
+                f"video option 'video_backend': {exc}", option="video_backend"
+            ) from exc
+        self.video_backend = backend
+        jpeg_keys = {
+            k: loader_options.pop(k) for k in list(loader_options) if k in JPEG_SEQUENCE_OPTIONS
+        }
+        self._jpeg_options = validate_options("video", jpeg_keys, JPEG_SEQUENCE_OPTIONS)
+        specs: Mapping[str, OptionSpec] | None = getattr(self._loader_cls, "options", None)
+        if specs is not None:
+            if self.fps is not None and "fps" not in specs:
+                raise OptionError(
+                    f"video backend {backend!r} does not take option 'fps'", option="fps"
+                )
+            loader_options = validate_options("video", loader_options, specs)
+        self.loader_options: dict[str, Any] = loader_options
+
+    @property
+    def frame_cap(self) -> int:
+        """The most frames one item yields: ``num_frames`` capped by the policy."""
+        return cap_num_frames(self.num_frames, self.policy.max_video_frames)
+
+    @classmethod
+    def merge_kwargs(
+        cls,
+        default_kwargs: Mapping[str, Any] | None,
+        runtime_kwargs: Mapping[str, Any] | None,
+    ) -> dict[str, Any]:
+        """Shallow merge, request values win; a request that sets only one of ``fps`` and
+        ``num_frames`` drops the other from the defaults.
+
+        Raises:
+            OptionError: either input is not a mapping.
+        """
+        merged = super().merge_kwargs(default_kwargs, runtime_kwargs)
+        runtime = runtime_kwargs or {}
+        if ("fps" in runtime) != ("num_frames" in runtime):
+            merged.pop("num_frames" if "fps" in runtime else "fps", None)
+        return merged
+
+    def load_bytes(self, data: bytes) -> VideoResult:
+        """Sample frames from container bytes (mp4, webm, mkv, avi, ...).
+
+        Raises:
+            TooLargeError: the bytes, a frame's pixels or the frame count exceed the policy.
+            OptionError: ``video/jpeg``-only options were set for a container.
+            DecodeError: not a supported, intact video, or the loader returned
+                something that is not ``(uint8 [N, H, W, 3] frames, metadata dict)``.
+        """
+        data = bytes(data) if not isinstance(data, bytes) else data
+        self.policy.check_size(len(data), "video", what="video")
+        if self._jpeg_options:
+            key = sorted(self._jpeg_options)[0]
+            raise OptionError(
+                f"video option {key!r} only applies to video/jpeg frame sequences", option=key
+            )
+        loader = VIDEO_LOADER_REGISTRY.load(self.video_backend)
+        kwargs = dict(self.loader_options)
+        if self.fps is not None:
+            kwargs["fps"] = self.fps
+        if getattr(self._loader_cls, "wants_policy", False):
+            kwargs["policy"] = self.policy
+        result = loader.load_bytes(data, self.frame_cap, **kwargs)
+        return self._checked(result)
+
+    def load_base64(self, media_type: str, data: str) -> VideoResult:
+        """Decode base64 video bytes, or a ``video/jpeg`` comma-separated JPEG sequence.
+
+        Raises:
+            TooLargeError, OptionError, DecodeError: as ``load_bytes``; invalid base64 or
+                an undecodable JPEG frame is a ``DecodeError``.
+        """
+        if media_type.lower() == "video/jpeg":
+            return load_jpeg_sequence(
+                data,
+                image_io=self.image_io,
+                num_frames=self.frame_cap,
+                max_bytes=self.max_bytes,
+                fps=self.fps,
+                **self._jpeg_options,
+            )
+        return self.load_bytes(decode_base64(data, limit=self.max_bytes, what="video"))
+
+    def encode_base64(
+        self,
+        frames: npt.NDArray[np.uint8] | Sequence[npt.NDArray[np.uint8]],
+        *,
+        video_format: str = "JPEG",
+    ) -> str:
+        """Comma-joined base64 JPEGs of ``frames`` (``[N, H, W, 3]`` uint8 RGB).
+
+        Raises:
+            NotImplementedError: ``video_format`` is not JPEG.
+            ValueError: the frames are not uint8 RGB arrays.
+        """
+        if video_format.upper() not in ("JPEG", "JPG"):
+            raise NotImplementedError(f"video_format {video_format!r} is not supported (JPEG only)")
+        parts = []
+        for frame in frames:
+            array = np.asarray(frame)
+            if array.dtype != np.uint8 or array.ndim != 3 or array.shape[2] != 3:
+                raise ValueError("video frames must be uint8 RGB arrays of shape [H, W, 3]")
+            encoded = simplejpeg.encode_jpeg(
+                np.ascontiguousarray(array), quality=JPEG_QUALITY, colorspace="RGB"
+            )
+            parts.append(pybase64.b64encode(encoded).decode("ascii"))
+        return ",".join(parts)
+
+    def _checked(self, result: Any) -> VideoResult:
+        """The loader's result, validated and cut to the frame cap."""
+        if not isinstance(result, tuple) or len(result) != 2:
+            raise DecodeError(f"video backend {self.video_backend!r} returned a malformed result")
+        frames, metadata = result
+        if (
+            not isinstance(frames, np.ndarray)
+            or frames.dtype != np.uint8
+            or frames.ndim != 4
+            or frames.shape[3] != 3
+            or frames.shape[0] < 1
+            or not isinstance(metadata, dict)
+        ):
+            raise DecodeError(
+                f"video backend {self.video_backend!r} did not return uint8 frames "
+                "[N, H, W, 3] and a metadata dict"
+            )
+        cap = self.frame_cap
+        if frames.shape[0] > cap:
+            frames = frames[:cap]
+            metadata = dict(metadata)
+            indices = metadata.get("frames_indices")
+            if isinstance(indices, list):
+                metadata["frames_indices"] = indices[:cap]
+        metadata.setdefault("video_backend", self.video_backend)
+        return frames, metadata

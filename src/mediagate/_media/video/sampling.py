@@ -1,0 +1,115 @@
+"""The uniform frame-sampling rule every video backend shares (pure, no I/O).
+
+::
+
+    n = total
+    if num_frames > 0: n = min(n, num_frames)
+    if fps > 0:        n = min(n, floor(duration * fps))
+    n = max(n, 1)
+    indices = range(total) if n == total else linspace(0, total - 1, n) cast to int
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from ..._errors import OptionError
+
+__all__ = [
+    "build_metadata",
+    "cap_num_frames",
+    "check_num_frames",
+    "sample_count",
+    "sample_frame_indices",
+]
+
+
+def check_num_frames(num_frames: Any) -> int:
+    """``num_frames`` checked: ``-1`` (all frames, up to the cap) or a positive integer.
+
+    Raises:
+        OptionError: not an integer, ``0``, or below ``-1``.
+    """
+    if isinstance(num_frames, bool) or not isinstance(num_frames, (int, np.integer)):
+        raise OptionError("video option 'num_frames' must be an integer", option="num_frames")
+    value = int(num_frames)
+    if value == 0 or value < -1:
+        raise OptionError(
+            "video option 'num_frames' must be -1 (all, up to the cap) or a positive integer",
+            option="num_frames",
+        )
+    return value
+
+
+def cap_num_frames(num_frames: Any, max_frames: int) -> int:
+    """``num_frames`` as loaders see it: checked, ``-1`` replaced by ``max_frames``, capped.
+
+    Raises:
+        OptionError: as ``check_num_frames``.
+    """
+    value = check_num_frames(num_frames)
+    return max_frames if value == -1 else min(value, max_frames)
+
+
+def sample_count(
+    total: int, *, num_frames: int = -1, fps: float | None = None, duration: float = 0.0
+) -> int:
+    """How many frames uniform sampling returns from a stream of ``total`` frames.
+
+    Args:
+        total: frames in the stream (at least 1).
+        num_frames: the most frames wanted; ``-1`` (or any value below 1) means no cap.
+        fps: frames per second of video wanted; ``None`` or below 0 means no cap.
+        duration: the stream's duration in seconds, used with ``fps``.
+
+    Raises:
+        ValueError: ``total`` is below 1.
+    """
+    if total < 1:
+        raise ValueError("a video stream needs at least one frame to sample")
+    n = total
+    if num_frames > 0:
+        n = min(n, num_frames)
+    if fps is not None and fps > 0 and math.isfinite(duration) and duration >= 0:
+        n = min(n, math.floor(duration * fps))
+    return max(n, 1)
+
+
+def sample_frame_indices(
+    total: int, *, num_frames: int = -1, fps: float | None = None, duration: float = 0.0
+) -> list[int]:
+    """The frame indices uniform sampling returns, ascending.
+
+    Every frame when the count equals ``total``, else ``linspace(0, total - 1, n)`` cast
+    to ``int``.
+
+    Raises:
+        ValueError: ``total`` is below 1.
+    """
+    n = sample_count(total, num_frames=num_frames, fps=fps, duration=duration)
+    if n == total:
+        return list(range(total))
+    return [int(i) for i in np.linspace(0, total - 1, n).astype(np.int64)]
+
+
+def build_metadata(
+    *,
+    total_num_frames: int,
+    fps: float,
+    duration: float,
+    video_backend: str,
+    frames_indices: list[int],
+    do_sample_frames: bool,
+) -> dict[str, Any]:
+    """The metadata dict every backend returns next to its frames."""
+    return {
+        "total_num_frames": int(total_num_frames),
+        "fps": float(fps),
+        "duration": float(duration),
+        "video_backend": video_backend,
+        "frames_indices": [int(i) for i in frames_indices],
+        "do_sample_frames": bool(do_sample_frames),
+    }
