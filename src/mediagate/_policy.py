@@ -11,7 +11,7 @@ import ipaddress
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, Union, cast
+from typing import Any, Literal, cast
 
 from ._errors import PolicyError, TooLargeError
 
@@ -20,14 +20,15 @@ __all__ = [
     "DEFAULT_MAX_BYTES",
     "DEFAULT_TIMEOUTS",
     "MODALITIES",
+    "NON_PUBLIC_NETWORKS",
     "MediaPolicy",
     "Modality",
     "check_address",
     "normalize_host",
 ]
 
-IPAddress = Union[ipaddress.IPv4Address, ipaddress.IPv6Address]
-IPNetwork = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 Modality = Literal["image", "audio", "video", "image_embedding", "audio_embedding"]
 MODALITIES: tuple[Modality, ...] = (
@@ -67,11 +68,42 @@ ALWAYS_REFUSED_NETWORKS: tuple[IPNetwork, ...] = (
     ipaddress.ip_network("ff00::/8"),
 )
 
-# IPv6 forms that carry an IPv4 address a packet may end up at.
-_NAT64_NETWORKS: tuple[ipaddress.IPv6Network, ...] = (
-    ipaddress.IPv6Network("64:ff9b::/96"),
-    ipaddress.IPv6Network("64:ff9b:1::/48"),
+#: Refused unless the policy allows private networks (or names a network holding the
+#: address). ``ipaddress``'s ``is_global`` is consulted too; this table makes the rule
+#: the same on every Python version and adds what it misses (deprecated site-local,
+#: local-use NAT64, the 6to4 relay anycast, documentation and private-use prefixes).
+NON_PUBLIC_NETWORKS: tuple[IPNetwork, ...] = tuple(
+    ipaddress.ip_network(net)
+    for net in (
+        "10.0.0.0/8",  # private
+        "100.64.0.0/10",  # carrier-grade NAT
+        "127.0.0.0/8",  # loopback
+        "169.254.0.0/16",  # link-local (cloud metadata lives here)
+        "172.16.0.0/12",  # private
+        "192.0.0.0/24",  # IETF protocol assignments
+        "192.0.2.0/24",  # documentation
+        "192.88.99.0/24",  # 6to4 relay anycast
+        "192.168.0.0/16",  # private
+        "198.18.0.0/15",  # benchmarking
+        "198.51.100.0/24",  # documentation
+        "203.0.113.0/24",  # documentation
+        "240.0.0.0/4",  # reserved
+        "::1/128",  # loopback
+        "64:ff9b:1::/48",  # local-use NAT64
+        "100::/64",  # discard-only
+        "2001:db8::/32",  # documentation
+        "3fff::/20",  # documentation
+        "5f00::/16",  # segment routing
+        "fc00::/7",  # unique-local
+        "fe80::/10",  # link-local
+        "fec0::/10",  # site-local (deprecated, still routed by some networks)
+    )
 )
+
+# The well-known NAT64 prefix: the last 32 bits are the IPv4 address dialled.
+_NAT64_WELL_KNOWN = ipaddress.IPv6Network("64:ff9b::/96")
+# IPv4-translated addresses (SIIT, ::ffff:0:a.b.c.d).
+_IPV4_TRANSLATED = ipaddress.IPv6Network("::ffff:0:0:0/96")
 
 
 def _as_number(name: str, value: Any, *, integer: bool, allow_none: bool = False) -> Any:
@@ -220,9 +252,8 @@ def _embedded_ipv4(address: ipaddress.IPv6Address) -> ipaddress.IPv4Address | No
         return address.sixtofour
     if address.teredo is not None:
         return address.teredo[1]
-    for net in _NAT64_NETWORKS:
-        if address in net:
-            return ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
+    if address in _NAT64_WELL_KNOWN or address in _IPV4_TRANSLATED:
+        return ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
     # IPv4-compatible (deprecated ::a.b.c.d); ::1 and :: are judged as themselves.
     if int(address) >> 32 == 0 and int(address) > 1:
         return ipaddress.IPv4Address(int(address))
@@ -234,8 +265,8 @@ def check_address(address: IPAddress, policy: MediaPolicy) -> str | None:
 
     Every address class that is not globally routable is refused unless the policy
     allows private networks or names a network that contains it. IPv6 forms that
-    embed an IPv4 address (mapped, NAT64, 6to4, Teredo, compatible) are judged on the
-    embedded address as well.
+    embed an IPv4 address (mapped, translated, NAT64, 6to4, Teredo, compatible) are
+    judged on the embedded address as well. The reason returned never names the address.
     """
     candidates: list[IPAddress] = [address]
     if isinstance(address, ipaddress.IPv6Address):
@@ -252,7 +283,9 @@ def check_address(address: IPAddress, policy: MediaPolicy) -> str | None:
     if policy.allow_private_networks:
         return None
     for candidate in candidates:
-        if not candidate.is_global:
+        if not candidate.is_global or any(
+            candidate.version == net.version and candidate in net for net in NON_PUBLIC_NETWORKS
+        ):
             return "a non-public address (set allow_private_networks or allowed_networks)"
     return None
 
