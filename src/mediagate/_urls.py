@@ -71,11 +71,15 @@ class ParsedURL:
         return (self.scheme, self.host, self.port)
 
 
+#: Longest scheme name looked for; the search never scans (or copies) a long URL.
+_MAX_SCHEME = 32
+
+
 def _scheme_of(url: str) -> str:
-    head, sep, _ = url.partition(":")
-    if not sep or not head:
+    end = url.find(":", 0, _MAX_SCHEME + 1)
+    if end <= 0:
         raise _refuse("the media URL has no scheme (use http, https, data or file)")
-    return head.lower()
+    return url[:end].lower()
 
 
 def _canonical_host(raw: str) -> str:
@@ -152,7 +156,13 @@ def _parse_file(url: str) -> ParsedURL:
     path = path.split("#", 1)[0].split("?", 1)[0]
     if not path.startswith("/"):
         raise _refuse("file: URLs must hold an absolute path")
-    decoded = unquote(path, errors="strict")
+    try:
+        decoded = unquote(path, errors="strict")
+        # A path the file system cannot name (a lone surrogate) is refused here, not
+        # deep inside the reader.
+        decoded.encode("utf-8")
+    except UnicodeError as exc:
+        raise _refuse("the file path is not valid percent-encoded UTF-8") from exc
     if "\x00" in decoded:
         raise _refuse("the file path contains a NUL character")
     return ParsedURL(scheme="file", url=f"file://{path}", path=decoded)
@@ -216,6 +226,10 @@ def redirect_target(current: ParsedURL, location: str) -> ParsedURL:
 # data: URLs (RFC 2397)
 
 
+#: Longest ``data:`` header (media type and parameters) accepted.
+_MAX_DATA_HEADER = 1024
+
+
 @dataclass(frozen=True)
 class DataURL:
     """A split ``data:`` URL; ``payload`` is still encoded."""
@@ -240,11 +254,13 @@ def parse_data_url(url: str) -> DataURL:
     """
     if _scheme_of(url) != "data":
         raise _refuse("not a data: URL")
-    header, sep, payload = url[len("data:") :].partition(",")
-    if not sep:
+    start = len("data:")
+    comma = url.find(",", start, start + _MAX_DATA_HEADER + 1)
+    if comma < 0:
+        if len(url) > start + _MAX_DATA_HEADER:
+            raise DecodeError("malformed data: URL (header too long)", http_status=400)
         raise DecodeError("malformed data: URL (no comma before the payload)", http_status=400)
-    if len(header) > 1024:
-        raise DecodeError("malformed data: URL (header too long)", http_status=400)
+    header, payload = url[start:comma], url[comma + 1 :]
     pieces = [p.strip() for p in unquote(header).split(";")]
     media_type = pieces[0].lower() or "text/plain"
     if "/" not in media_type or _CONTROL.search(media_type):
@@ -262,15 +278,30 @@ def parse_data_url(url: str) -> DataURL:
     return DataURL(media_type, tuple(params), is_base64, payload)
 
 
+_PERCENT_ESCAPE = re.compile(r"%[0-9A-Fa-f]{2}")
+
+
 def data_url_size(data: DataURL) -> int:
-    """An upper bound of the decoded payload's size, computed from its length."""
-    encoded = len(data.payload) - 2 * data.payload.count("%")
+    """An upper bound of the decoded payload's size, computed from its length.
+
+    Only well-formed ``%XX`` escapes shrink the estimate: a stray ``%`` decodes to
+    itself, so a payload of ``%`` characters cannot pass for an empty one.
+    """
+    payload = data.payload
+    escapes = _PERCENT_ESCAPE.subn("", payload)[1] if "%" in payload else 0
+    encoded = len(payload) - 2 * escapes
     return encoded // 4 * 3 + 3 if data.is_base64 else encoded
 
 
 def check_data_url_size(data: DataURL, limit: int) -> None:
-    """Raise ``TooLargeError`` when the payload would decode to more than ``limit``."""
-    size = data_url_size(data)
+    """Raise ``TooLargeError`` when the payload would decode to more than ``limit``.
+
+    Judged from the payload's length alone: whatever its escapes, every four
+    characters decode to at least one byte, so a longer payload is refused unscanned.
+    """
+    size = len(data.payload) // 4
+    if size <= limit + 3:
+        size = data_url_size(data)
     if size > limit + 3:
         raise TooLargeError(
             f"data: URL payload decodes to about {size} bytes, over max_bytes={limit} "
