@@ -53,6 +53,10 @@ _HEADERS = {
 }
 
 
+def _unresolved() -> FetchError:
+    return FetchError("the URL's host name could not be resolved")
+
+
 def _refused_address(why: str) -> PolicyError:
     # The resolved address is never put in the message.
     return PolicyError(f"the URL's host resolves to {why}")
@@ -60,7 +64,10 @@ def _refused_address(why: str) -> PolicyError:
 
 def judge_address(host: str, policy: MediaPolicy) -> None:
     """Judge one address string; raise ``PolicyError`` when it may not be dialled."""
-    address = ipaddress.ip_address(host.split("%", 1)[0])
+    try:
+        address = ipaddress.ip_address(host.split("%", 1)[0])
+    except ValueError:
+        raise _refused_address("something that is not an IP address") from None
     why = check_address(address, policy)
     if why is not None:
         raise _refused_address(why)
@@ -77,18 +84,22 @@ class GuardedResolver(AbstractResolver):
     ) -> list[ResolveResult]:
         loop = asyncio.get_running_loop()
         try:
+            # ``socket.getaddrinfo`` is looked up at call time, once per new connection;
+            # the addresses it returns are the only ones dialled.
             infos = await loop.run_in_executor(
                 None,
                 lambda: socket.getaddrinfo(host, port, family, socket.SOCK_STREAM),
             )
-        except socket.gaierror as exc:
-            raise FetchError("the URL's host name could not be resolved") from exc
+        except (OSError, UnicodeError) as exc:
+            raise _unresolved() from exc
         if not infos:
-            raise FetchError("the URL's host name could not be resolved")
+            raise _unresolved()
         results: list[ResolveResult] = []
+        # Every answer is judged before any is dialled: one bad address refuses the hop.
+        for _, _, _, _, sockaddr in infos:
+            judge_address(str(sockaddr[0]), self._policy)
         for fam, _, proto, _, sockaddr in infos:
             address = str(sockaddr[0])
-            judge_address(address, self._policy)
             results.append(
                 {
                     "hostname": host,
@@ -124,18 +135,23 @@ def _too_large(size: int, limit: int, what: str) -> TooLargeError:
     )
 
 
-def _inflater(encoding: str) -> Any:
+def _inflater(encodings: list[str]) -> Any:
     """A zlib inflater for one layer of gzip/deflate; ``None`` for identity.
 
     Raises:
-        FetchError: any other (or a stacked) Content-Encoding.
+        FetchError: any other Content-Encoding, or more than one layer.
     """
-    encoding = encoding.strip().lower()
-    if encoding in ("", "identity"):
+    layers = [
+        token.strip().lower()
+        for value in encodings
+        for token in value.split(",")
+        if token.strip().lower() not in ("", "identity")
+    ]
+    if not layers:
         return None
-    if encoding in ("gzip", "x-gzip"):
+    if len(layers) == 1 and layers[0] in ("gzip", "x-gzip"):
         return zlib.decompressobj(16 + zlib.MAX_WBITS)
-    if encoding == "deflate":
+    if len(layers) == 1 and layers[0] == "deflate":
         return zlib.decompressobj(zlib.MAX_WBITS)
     raise FetchError(
         "the media server sent an unsupported Content-Encoding (only one layer of gzip "
@@ -143,11 +159,15 @@ def _inflater(encoding: str) -> Any:
     )
 
 
+def _corrupt_encoding() -> FetchError:
+    return FetchError("the media server sent a corrupt or incomplete compressed body")
+
+
 async def _read_body(response: aiohttp.ClientResponse, limit: int) -> bytes:
     length = response.content_length
     if length is not None and length > limit:
         raise _too_large(length, limit, "the response (by its Content-Length)")
-    inflater = _inflater(response.headers.get("Content-Encoding", ""))
+    inflater = _inflater(response.headers.getall("Content-Encoding", []))
     chunks: list[bytes] = []
     total = 0
     while True:
@@ -155,20 +175,31 @@ async def _read_body(response: aiohttp.ClientResponse, limit: int) -> bytes:
         if not chunk:
             break
         if inflater is not None:
+            if inflater.eof:
+                # Data after the end of the compressed stream (a second member).
+                raise _corrupt_encoding()
             # Never let zlib produce more than the remaining budget plus one byte.
-            chunk = inflater.decompress(chunk, limit - total + 1)
+            try:
+                chunk = inflater.decompress(chunk, limit - total + 1)
+            except zlib.error as exc:
+                raise _corrupt_encoding() from exc
             if inflater.unconsumed_tail:
                 raise _too_large(limit + 1, limit, "the inflated response")
         chunks.append(chunk)
         total += len(chunk)
         if total > limit:
             raise _too_large(total, limit, "the response")
+    if inflater is not None and (not inflater.eof or inflater.unused_data):
+        raise _corrupt_encoding()
     return b"".join(chunks)
 
 
 def _translate(exc: BaseException) -> MediaError:
     if isinstance(exc, aiohttp.ClientSSLError):
         return FetchError("TLS to the media server failed (certificate or handshake)")
+    if isinstance(exc, aiohttp.ClientConnectorError) and isinstance(exc.os_error, MediaError):
+        # Our resolver's own error, wrapped by the connector: pass it on as it was.
+        return exc.os_error
     if isinstance(exc, aiohttp.ClientConnectorError):
         return FetchError("could not connect to the media server")
     if isinstance(exc, aiohttp.InvalidURL):
