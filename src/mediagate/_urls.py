@@ -11,7 +11,7 @@ from __future__ import annotations
 import ipaddress
 import re
 import socket
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 from urllib.parse import quote, unquote, unquote_to_bytes, urljoin, urlsplit
 
@@ -232,17 +232,32 @@ _MAX_DATA_HEADER = 1024
 
 @dataclass(frozen=True)
 class DataURL:
-    """A split ``data:`` URL; ``payload`` is still encoded."""
+    """A split ``data:`` URL; ``payload`` is still encoded.
+
+    The payload is not copied out of the URL until it is asked for, so a URL far over
+    the byte budget is refused from ``payload_length`` without a second copy in memory.
+    """
 
     media_type: str
     params: tuple[tuple[str, str], ...]
     is_base64: bool
-    payload: str
+    source: str = field(repr=False)
+    start: int = field(repr=False)
+
+    @property
+    def payload_length(self) -> int:
+        """How many characters the (still encoded) payload has."""
+        return len(self.source) - self.start
+
+    @property
+    def payload(self) -> str:
+        """The encoded payload (a copy out of the URL)."""
+        return self.source[self.start :]
 
     def __repr__(self) -> str:
         return (
             f"DataURL(media_type={self.media_type!r}, is_base64={self.is_base64}, "
-            f"payload_chars={len(self.payload)})"
+            f"payload_chars={self.payload_length})"
         )
 
 
@@ -260,7 +275,7 @@ def parse_data_url(url: str) -> DataURL:
         if len(url) > start + _MAX_DATA_HEADER:
             raise DecodeError("malformed data: URL (header too long)", http_status=400)
         raise DecodeError("malformed data: URL (no comma before the payload)", http_status=400)
-    header, payload = url[start:comma], url[comma + 1 :]
+    header = url[start:comma]
     pieces = [p.strip() for p in unquote(header).split(";")]
     media_type = pieces[0].lower() or "text/plain"
     if "/" not in media_type or _CONTROL.search(media_type):
@@ -275,7 +290,7 @@ def parse_data_url(url: str) -> DataURL:
             params.append((key.strip().lower(), value.strip()))
         elif piece:
             raise DecodeError("malformed data: URL (bad parameter)", http_status=400)
-    return DataURL(media_type, tuple(params), is_base64, payload)
+    return DataURL(media_type, tuple(params), is_base64, url, comma + 1)
 
 
 _PERCENT_ESCAPE = re.compile(r"%[0-9A-Fa-f]{2}")
@@ -287,9 +302,10 @@ def data_url_size(data: DataURL) -> int:
     Only well-formed ``%XX`` escapes shrink the estimate: a stray ``%`` decodes to
     itself, so a payload of ``%`` characters cannot pass for an empty one.
     """
-    payload = data.payload
-    escapes = _PERCENT_ESCAPE.subn("", payload)[1] if "%" in payload else 0
-    encoded = len(payload) - 2 * escapes
+    escapes = 0
+    if data.source.find("%", data.start) >= 0:
+        escapes = _PERCENT_ESCAPE.subn("", data.payload)[1]
+    encoded = data.payload_length - 2 * escapes
     return encoded // 4 * 3 + 3 if data.is_base64 else encoded
 
 
@@ -299,7 +315,7 @@ def check_data_url_size(data: DataURL, limit: int) -> None:
     Judged from the payload's length alone: whatever its escapes, every four
     characters decode to at least one byte, so a longer payload is refused unscanned.
     """
-    size = len(data.payload) // 4
+    size = data.payload_length // 4
     if size <= limit + 3:
         size = data_url_size(data)
     if size > limit + 3:
@@ -332,4 +348,5 @@ def decode_data_url(data: DataURL, limit: int) -> bytes:
 
 def base64_payload(data: DataURL) -> str:
     """The base64 text of a ``;base64`` payload, percent escapes undone."""
-    return unquote(data.payload) if "%" in data.payload else data.payload
+    payload = data.payload
+    return unquote(payload) if "%" in payload else payload
