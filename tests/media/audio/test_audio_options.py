@@ -1,0 +1,144 @@
+"""AudioMediaIO options, resampling, the duration cap, base64 and files, encode_base64."""
+
+from __future__ import annotations
+
+import base64
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import soxr
+
+from mediagate import DecodeError, MediaPolicy, OptionError, TooLargeError
+from mediagate._media.audio import AudioMediaIO
+
+
+@pytest.fixture
+def wav_2s(kit: SimpleNamespace) -> bytes:
+    """Two seconds of a stereo tone at 44.1 kHz, PCM_16."""
+    return kit.soundfile_bytes(kit.tone(2.0, 44100), 44100, "WAV", "PCM_16")
+
+
+@pytest.mark.parametrize("name", ["wav-pcm16", "mp3", "ogg-opus", "m4a-aac"])
+def test_sample_rate_resamples_and_keeps_pitch(kit: SimpleNamespace, name: str) -> None:
+    build, rate, _ = kit.FORMATS[name]
+    data = build(kit.tone(0.5, rate, channels=1), rate)
+    audio, sr = AudioMediaIO(sample_rate=16000).load_bytes(data)
+
+    assert sr == 16000 and isinstance(sr, int)
+    assert audio.dtype == np.float32
+    assert abs(len(audio) / 16000 - 0.5) < 0.06
+    assert kit.dominant_hz(audio, sr) == pytest.approx(kit.LEFT_HZ, abs=5)
+
+
+def test_resampling_is_soxr_hq_on_the_mono_mix(wav_2s: bytes) -> None:
+    native, rate = AudioMediaIO().load_bytes(wav_2s)
+    resampled, _ = AudioMediaIO(sample_rate=16000).load_bytes(wav_2s)
+    np.testing.assert_allclose(resampled, soxr.resample(native, rate, 16000, quality="HQ"))
+
+
+def test_requesting_the_native_rate_changes_nothing(wav_2s: bytes) -> None:
+    native, _ = AudioMediaIO().load_bytes(wav_2s)
+    same, sr = AudioMediaIO(sample_rate=44100).load_bytes(wav_2s)
+    assert sr == 44100
+    np.testing.assert_array_equal(same, native)
+
+
+@pytest.mark.parametrize(
+    "options,key",
+    [
+        ({"sample_rat": 16000}, "sample_rat"),
+        ({"sample_rate": "16000"}, "sample_rate"),
+        ({"sample_rate": 0}, "sample_rate"),
+        ({"sample_rate": 10_000_000}, "sample_rate"),
+        ({"max_seconds": -1}, "max_seconds"),
+        ({"max_seconds": float("inf")}, "max_seconds"),
+        ({"max_seconds": "5"}, "max_seconds"),
+    ],
+)
+def test_bad_options_name_the_key(options: dict[str, object], key: str) -> None:
+    with pytest.raises(OptionError) as info:
+        AudioMediaIO(**options)  # type: ignore[arg-type]
+    assert info.value.option == key
+    assert isinstance(info.value, ValueError)
+
+
+def test_merged_request_options_are_checked_too() -> None:
+    merged = AudioMediaIO.merge_kwargs({"sample_rate": 16000}, {"max_seconds": 3})
+    io = AudioMediaIO(**merged)
+    assert (io.sample_rate, io.max_seconds) == (16000, 3)
+
+
+def test_duration_over_the_policy_cap_is_refused(wav_2s: bytes) -> None:
+    with pytest.raises(TooLargeError) as info:
+        AudioMediaIO(policy=MediaPolicy(max_audio_seconds=1.5)).load_bytes(wav_2s)
+    assert info.value.limit == "max_audio_seconds"
+    assert info.value.maximum == 1.5
+    assert "max_audio_seconds" in str(info.value)
+
+
+def test_max_seconds_lowers_the_cap(wav_2s: bytes) -> None:
+    with pytest.raises(TooLargeError):
+        AudioMediaIO(max_seconds=1.0).load_bytes(wav_2s)
+
+
+def test_max_seconds_cannot_raise_the_cap(wav_2s: bytes) -> None:
+    io = AudioMediaIO(max_seconds=3600, policy=MediaPolicy(max_audio_seconds=1.5))
+    assert io.max_seconds == 1.5
+    with pytest.raises(TooLargeError):
+        io.load_bytes(wav_2s)
+
+
+def test_payload_over_max_bytes_is_refused_before_decoding(wav_2s: bytes) -> None:
+    with pytest.raises(TooLargeError) as info:
+        AudioMediaIO(policy=MediaPolicy(max_bytes=1000)).load_bytes(wav_2s)
+    assert info.value.limit == "max_bytes"
+
+
+def test_load_base64_and_load_file(wav_2s: bytes, tmp_path: Path) -> None:
+    io = AudioMediaIO()
+    expected, _ = io.load_bytes(wav_2s)
+    from_b64, sr = io.load_base64("audio/wav", base64.b64encode(wav_2s).decode())
+    path = tmp_path / "a.wav"
+    path.write_bytes(wav_2s)
+    from_file, _ = io.load_file(path)
+    assert sr == 44100
+    np.testing.assert_array_equal(from_b64, expected)
+    np.testing.assert_array_equal(from_file, expected)
+
+
+def test_invalid_base64_is_a_decode_error() -> None:
+    with pytest.raises(DecodeError):
+        AudioMediaIO().load_base64("audio/wav", "UklGR!!!not base64")
+
+
+def test_encode_base64_wav_round_trips_exactly(kit: SimpleNamespace) -> None:
+    io = AudioMediaIO()
+    mono = kit.tone(0.3, 16000, channels=1)[:, 0]
+    audio, sr = io.load_base64("audio/wav", io.encode_base64((mono, 16000)))
+    assert sr == 16000
+    np.testing.assert_array_equal(audio, mono)
+
+
+@pytest.mark.parametrize("audio_format", ["FLAC", "OGG", "MP3"])
+def test_encode_base64_other_formats_round_trip(kit: SimpleNamespace, audio_format: str) -> None:
+    io = AudioMediaIO()
+    stereo = kit.tone(0.5, 44100)
+    encoded = io.encode_base64((stereo, 44100), audio_format=audio_format)
+    audio, sr = io.load_base64("audio/x", encoded)
+    assert sr == 44100
+    assert abs(len(audio) / sr - 0.5) < 0.06
+    ratio = kit.band_energy(audio, sr, kit.LEFT_HZ) / kit.band_energy(audio, sr, kit.RIGHT_HZ)
+    assert 0.5 < ratio < 2
+
+
+def test_encode_base64_refuses_unknown_formats_and_bad_input() -> None:
+    io = AudioMediaIO()
+    with pytest.raises(OptionError) as info:
+        io.encode_base64((np.zeros(10, np.float32), 16000), audio_format="AAC")
+    assert info.value.option == "audio_format"
+    with pytest.raises(ValueError):
+        io.encode_base64((np.zeros((2, 2, 2), np.float32), 16000))
+    with pytest.raises(ValueError):
+        io.encode_base64((np.zeros(10, np.float32), 0))
