@@ -30,7 +30,12 @@ from ..._errors import DecodeError, TooLargeError
 from ..._policy import MediaPolicy
 from ..base import OptionSpec, opt_float
 from .container import StreamIndex, av_errors, index_stream, open_video
-from .sampling import build_metadata, cap_num_frames, sample_frame_indices
+from .sampling import (
+    build_metadata,
+    cap_num_frames,
+    sample_frame_indices,
+    short_tail_tolerated,
+)
 
 __all__ = ["SAMPLING_OPTIONS", "PyAVVideoLoader"]
 
@@ -277,14 +282,11 @@ def _counting_walk(
             slot += 1
         if slot == len(targets):
             return
-    missing = len(targets) - slot
-    tolerance = max(2, total // 100)
-    if last_frame is None or total - 1 - number > tolerance:
+    if last_frame is None or not short_tail_tolerated(total, number + 1):
         raise DecodeError(
-            f"the video stream ended after {max(number, 0)} of its {total} frames "
+            f"the video stream ended after {number + 1} of its {total} frames "
             "(damaged or truncated file)"
         )
-    # A few frames short at the very end (a header that over-counts): repeat the last.
-    for _ in range(missing):
+    while slot < len(targets):
         _store(last_frame, out, slot, policy)
         slot += 1

@@ -24,6 +24,7 @@ __all__ = [
     "check_num_frames",
     "sample_count",
     "sample_frame_indices",
+    "short_tail_tolerated",
 ]
 
 
@@ -93,6 +94,14 @@ def sample_frame_indices(
     if n == total:
         return list(range(total))
     return [int(i) for i in np.linspace(0, total - 1, n).astype(np.int64)]
+
+
+def short_tail_tolerated(total: int, seen: int) -> bool:
+    """Whether a stream that yielded ``seen`` of its ``total`` indexed frames is still
+    usable: at least one frame, and at most ``max(2, total // 100)`` missing at the end
+    (headers that over-count by a frame or two). The missing ones repeat the last frame.
+    """
+    return seen > 0 and total - seen <= max(2, total // 100)
 
 
 def build_metadata(
