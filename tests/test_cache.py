@@ -314,8 +314,7 @@ _WORKER = textwrap.dedent(
 
 
 def test_four_processes_share_one_folder(tmp_path: Path) -> None:
-    folder = tmp_path / "shared"
-    MediaCache(folder, max_bytes=40 * BLOCK_SIZE).close()
+    folder = tmp_path / "shared"  # created by whichever worker comes first
     procs = [
         subprocess.Popen(
             [sys.executable, "-c", _WORKER, str(folder), str(worker)],

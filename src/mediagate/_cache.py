@@ -46,6 +46,7 @@ import sqlite3
 import stat
 import threading
 import time
+import weakref
 import zlib
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
@@ -87,6 +88,17 @@ _BATCH = 32
 _BUSY_SECONDS = 10.0
 #: Temporary files older than this are leftovers of a crashed writer.
 _STALE_TMP_SECONDS = 3600.0
+
+
+#: Connections a forked child inherited: kept alive, never used or closed there.
+_INHERITED: list[sqlite3.Connection] = []
+
+
+def _close_all(connections: list[sqlite3.Connection]) -> None:
+    for conn in connections:
+        with contextlib.suppress(sqlite3.Error):
+            conn.close()
+    connections.clear()
 
 
 def billed_size(size: int) -> int:
@@ -179,6 +191,7 @@ class MediaCache:
         self._local = threading.local()
         self._pid = os.getpid()
         self._connections: list[sqlite3.Connection] = []
+        self._finalizer = weakref.finalize(self, _close_all, self._connections)
         self._lock = threading.Lock()
         self._hits = self._misses = self._evictions = 0
         _owned_private_dir(self.directory)
@@ -200,9 +213,10 @@ class MediaCache:
 
     def _connection(self) -> sqlite3.Connection:
         if self._pid != os.getpid():
-            # A forked child must not use its parent's connections.
+            # A forked child must neither use nor close its parent's connections.
+            _INHERITED.extend(self._connections)
+            self._connections.clear()
             self._local = threading.local()
-            self._connections = []
             self._pid = os.getpid()
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
         if conn is None:
@@ -262,11 +276,8 @@ class MediaCache:
     def close(self) -> None:
         """Close this object's index connections (it reopens them if used again)."""
         with self._lock:
-            connections, self._connections = self._connections, []
-        self._local = threading.local()
-        for conn in connections:
-            with contextlib.suppress(sqlite3.Error):
-                conn.close()
+            self._local = threading.local()
+            _close_all(self._connections)
 
     def __enter__(self) -> MediaCache:
         return self
