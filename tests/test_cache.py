@@ -98,6 +98,19 @@ def test_ttl_expiry(tmp_path: Path) -> None:
     assert data_files(tmp_path / "c") == []
 
 
+def test_putting_the_same_bytes_renews_the_entry(tmp_path: Path) -> None:
+    clock = Clock()
+    with MediaCache(tmp_path / "c", ttl=60.0, clock=clock) as c:
+        c.put("https://h/a", b"same")
+        (before,) = data_files(tmp_path / "c")
+        clock.now += 50.0
+        c.put("https://h/a", b"same")
+        clock.now += 50.0
+        assert c.get("https://h/a") == b"same"
+        assert data_files(tmp_path / "c") == [before]
+        assert c.stats().bytes_stored == BLOCK_SIZE
+
+
 def test_expired_entries_are_dropped_by_later_writes(tmp_path: Path) -> None:
     clock = Clock()
     with MediaCache(tmp_path / "c", ttl=60.0, clock=clock) as c:

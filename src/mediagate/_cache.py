@@ -20,7 +20,8 @@ Rules:
 
 - Keys are the canonical URL strings; only their sha256 reaches the file system.
 - ``put`` writes the bytes to ``tmp/``, then, holding the write lock, records the row,
-  renames the file into place, unlinks replaced and evicted files and commits. A reader
+  unlinks replaced and evicted files, renames the new file into place and commits.
+  Putting bytes the entry already holds only renews its times. A reader
   never sees a half-written file, and a crash can at worst leave a row whose file is
   missing (a miss, removed when found) or one unreferenced file.
 - ``get`` checks the exact length and a CRC-32 against the row: a corrupt, truncated or
@@ -375,6 +376,8 @@ class MediaCache:
 
     def _put(self, hashed: str, data: bytes, billed: int) -> None:
         crc = zlib.crc32(data)
+        if self._refresh_if_same(hashed, len(data), crc):
+            return
         file = f"{hashed[:2]}/{hashed}.{secrets.token_hex(8)}"
         final = self.directory / "data" / file
         fd = -1
@@ -397,6 +400,21 @@ class MediaCache:
             raise
         with self._lock:
             self._evictions += evicted
+
+    def _refresh_if_same(self, hashed: str, size: int, crc: int) -> bool:
+        """Renew an entry that already holds these bytes (concurrent fetches of one URL)."""
+        conn = self._connection()
+        row = conn.execute(
+            "SELECT file, size, crc FROM entries WHERE key = ?", (hashed,)
+        ).fetchone()
+        if row is None or (row[1], row[2]) != (size, crc):
+            return False
+        now = self._clock()
+        updated = conn.execute(
+            "UPDATE entries SET created = ?, accessed = ? WHERE key = ? AND file = ?",
+            (now, now, hashed, row[0]),
+        )
+        return updated.rowcount == 1
 
     def _record(
         self,
