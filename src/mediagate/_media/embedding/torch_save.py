@@ -4,8 +4,9 @@
 tensors and plain containers, never calls an arbitrary global), under sparse-tensor
 invariant checks, from memory, onto the CPU. Zip archives are checked first: every
 entry stored uncompressed, as ``torch.save`` writes them, and their total size within
-the payload, so no entry can inflate. Sparse tensors are densified only after their
-dense size is checked against the budget.
+the payload, so no entry can inflate. The pickle must use protocol 2, the one
+``torch.save`` writes and the safe unpickler is built for. Sparse tensors are
+densified only after their dense size is checked against the budget.
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ __all__ = ["ZIP_MAGIC", "is_torch_save", "load_torch_save"]
 
 ZIP_MAGIC = b"PK\x03\x04"
 _PICKLE_PROTO = 0x80
+#: The pickle protocol ``torch.save`` writes; the safe unpickler is made for it.
+_TORCH_PICKLE_HEAD = b"\x80\x02"
 
 
 def is_torch_save(data: bytes) -> bool:
@@ -34,17 +37,32 @@ def is_torch_save(data: bytes) -> bool:
 
 def _check_zip(data: bytes) -> None:
     try:
-        with zipfile.ZipFile(io.BytesIO(data)) as archive:
-            infos = archive.infolist()
+        archive = zipfile.ZipFile(io.BytesIO(data))
     except (zipfile.BadZipFile, ValueError, EOFError) as exc:
         raise DecodeError("torch.save archive is not a valid zip file") from exc
-    total = 0
-    for info in infos:
-        if info.compress_type != zipfile.ZIP_STORED or info.file_size != info.compress_size:
-            raise DecodeError("torch.save archive has a compressed entry")
-        total += info.file_size
-    if total > len(data):
-        raise DecodeError("torch.save archive declares more data than it holds")
+    with archive:
+        infos = archive.infolist()
+        total = 0
+        for info in infos:
+            if info.compress_type != zipfile.ZIP_STORED or info.file_size != info.compress_size:
+                raise DecodeError("torch.save archive has a compressed entry")
+            total += info.file_size
+        if total > len(data):
+            raise DecodeError("torch.save archive declares more data than it holds")
+        pickles = [i for i in infos if i.filename.endswith("/data.pkl")]
+        if len(pickles) != 1:
+            raise DecodeError("torch.save archive must hold exactly one data.pkl")
+        try:
+            with archive.open(pickles[0]) as pkl:
+                head = pkl.read(2)
+        except (zipfile.BadZipFile, ValueError, EOFError) as exc:
+            raise DecodeError("torch.save archive is not a valid zip file") from exc
+    _check_pickle_head(head)
+
+
+def _check_pickle_head(head: bytes) -> None:
+    if head != _TORCH_PICKLE_HEAD:
+        raise DecodeError("torch.save payload uses a pickle protocol other than 2")
 
 
 def _load(data: bytes) -> object:
@@ -68,6 +86,8 @@ def load_torch_save(data: bytes, max_tensor_bytes: int) -> torch.Tensor:
 
     if data.startswith(ZIP_MAGIC):
         _check_zip(data)
+    else:
+        _check_pickle_head(data[:2])
     try:
         obj = _load(data)
     except (pickle.UnpicklingError, RuntimeError, ValueError, TypeError) as exc:
