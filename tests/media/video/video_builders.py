@@ -8,8 +8,10 @@ levels, never across the middle, so ``read_number`` survives any of them.
 from __future__ import annotations
 
 import io
+import tempfile
 from collections.abc import Sequence
 from fractions import Fraction
+from pathlib import Path
 from typing import Any
 
 import av
@@ -69,24 +71,30 @@ def encode_clip(
     pix_fmt: str = "yuv420p",
     options: dict[str, str] | None = None,
     pts: Sequence[int] | None = None,
-    container_options: dict[str, str] | None = None,
+    faststart: bool = False,
 ) -> bytes:
-    """Encode ``frames`` painted frames; ``pts`` (in 1/1000 s) makes a variable rate."""
-    buffer = io.BytesIO()
-    with av.open(buffer, "w", format=container, container_options=container_options or {}) as out:
-        stream = out.add_stream(codec, rate=rate)
-        stream.width, stream.height, stream.pix_fmt = width, height, pix_fmt
-        if gop is not None:
-            stream.codec_context.gop_size = gop
-        if options:
-            stream.options = options
-        if pts is not None:
-            stream.codec_context.time_base = Fraction(1, 1000)
-        for i in range(frames):
-            frame = av.VideoFrame.from_ndarray(paint(i % 256, width, height), format="rgb24")
+    """Encode ``frames`` painted frames; ``pts`` (in 1/1000 s) makes a variable rate.
+
+    ``faststart`` puts an mp4's index before its data (FFmpeg needs a real file for it).
+    """
+    with tempfile.TemporaryDirectory() as folder:
+        target: Any = Path(folder) / f"clip.{container}" if faststart else io.BytesIO()
+        muxer_options = {"movflags": "faststart"} if faststart else {}
+        with av.open(target, "w", format=container, container_options=muxer_options) as out:
+            stream = out.add_stream(codec, rate=rate)
+            stream.width, stream.height, stream.pix_fmt = width, height, pix_fmt
+            if gop is not None:
+                stream.codec_context.gop_size = gop
+            if options:
+                stream.options = options
             if pts is not None:
-                frame.pts = pts[i]
-                frame.time_base = Fraction(1, 1000)
-            out.mux(stream.encode(frame))
-        out.mux(stream.encode())
-    return buffer.getvalue()
+                stream.codec_context.time_base = Fraction(1, 1000)
+            for i in range(frames):
+                image = paint(i % 256, width, height)
+                frame = av.VideoFrame.from_ndarray(image, format="rgb24")
+                if pts is not None:
+                    frame.pts = pts[i]
+                    frame.time_base = Fraction(1, 1000)
+                out.mux(stream.encode(frame))
+            out.mux(stream.encode())
+        return target.read_bytes() if faststart else target.getvalue()

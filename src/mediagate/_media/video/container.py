@@ -7,7 +7,9 @@ The rules, in the order they apply:
    playlist (HLS), a concat list, an image sequence or a device. Text playlists get a
    message of their own.
 2. **Open from memory** with a nested-open hook that refuses every request, so no
-   demuxer can read another file or URL, whatever the bytes say.
+   demuxer can read another file or URL, whatever the bytes say. FFmpeg's own
+   ``format_whitelist`` and ``codec_whitelist`` say the same, so no other demuxer, and
+   no decoder off the allowlist, runs even while the stream is being probed.
 3. Check the demuxer FFmpeg ended up with against ``ALLOWED_FORMATS``, the codec
    against ``ALLOWED_CODECS`` and the declared dimensions against ``max_pixels``, all
    before a frame is decoded. The decoder gets ``max_pixels`` too, so a stream that
@@ -78,8 +80,41 @@ ALLOWED_CODECS: frozenset[str] = frozenset(
     }
 )
 
+#: FFmpeg decoders that may open while probing (``codec_whitelist``): the allowed video
+#: codecs under every decoder name FFmpeg may pick for them, and the audio decoders of
+#: the usual soundtracks, so probing a clip's audio stays cheap. Nothing else runs.
+PROBE_DECODERS: frozenset[str] = ALLOWED_CODECS | {
+    "libdav1d",
+    "libaom-av1",
+    "libvpx",
+    "libvpx-vp8",
+    "libvpx-vp9",
+    "aac",
+    "aac_fixed",
+    "mp3",
+    "mp3float",
+    "mp2",
+    "mp2float",
+    "opus",
+    "libopus",
+    "vorbis",
+    "libvorbis",
+    "flac",
+    "ac3",
+    "eac3",
+    "alac",
+    "pcm_s16le",
+    "pcm_s16be",
+    "pcm_s24le",
+    "pcm_f32le",
+    "pcm_u8",
+}
+
 #: Packets indexed at most: far beyond a day of 30 fps video, well below a denial of service.
 MAX_STREAM_PACKETS = 3_000_000
+
+# Containers whose declared frame count is the number of packets they hold.
+_COUNTING_FORMATS = frozenset({"mov", "mov,mp4,m4a,3gp,3g2,mj2", "avi"})
 
 _ISO_BMFF_BOXES = (b"ftyp", b"moov", b"mdat", b"free", b"skip", b"wide", b"pnot")
 _PLAYLIST_MARKERS = (b"#EXTM3U", b"ffconcat", b"#EXT-X-", b"<?xml", b"<MPD", b"[playlist]")
@@ -153,6 +188,22 @@ def av_errors(what: str) -> Iterator[None]:
         raise DecodeError(f"the video could not be decoded ({what} failed)") from exc
 
 
+def _open(data: bytes, demuxer: str, decoders: str, max_pixels: int) -> InputContainer:
+    with av_errors("opening the container"):
+        return av.open(
+            io.BytesIO(data),
+            mode="r",
+            format=demuxer,
+            options={
+                "max_pixels": str(max_pixels),
+                "codec_whitelist": decoders,
+                "format_whitelist": ",".join(sorted(set(CONTAINER_SIGNATURES.values()))),
+            },
+            metadata_errors="replace",
+            io_open=_refuse_nested_open,
+        )
+
+
 def open_video(data: bytes, *, max_pixels: int) -> tuple[InputContainer, VideoStream]:
     """Open ``data`` as a video container with the rules in the module docstring.
 
@@ -163,24 +214,45 @@ def open_video(data: bytes, *, max_pixels: int) -> tuple[InputContainer, VideoSt
         TooLargeError: the stream's dimensions exceed ``max_pixels``.
     """
     demuxer = sniff_container(data)
-    with av_errors("opening the container"):
-        container = av.open(
-            io.BytesIO(data),
-            mode="r",
-            format=demuxer,
-            options={"max_pixels": str(max_pixels)},
-            metadata_errors="replace",
-            io_open=_refuse_nested_open,
-        )
+    container = _open(data, demuxer, ",".join(sorted(PROBE_DECODERS)), max_pixels)
     try:
-        stream = _checked_stream(container, max_pixels=max_pixels)
+        stream = _checked_stream(container)
+        width, height = stream.codec_context.width, stream.codec_context.height
+        if not width or not height:
+            # The decoder refused the first frame while probing, usually for its size:
+            # read the size the container and stream headers declare, decoding nothing.
+            width, height = _declared_size(data, demuxer, max_pixels)
+        _check_size(width, height, max_pixels)
+        # Decoder-side guard for streams whose frame size changes after the header.
+        stream.codec_context.options = {"max_pixels": str(max_pixels)}
     except BaseException:
         container.close()
         raise
     return container, stream
 
 
-def _checked_stream(container: InputContainer, *, max_pixels: int) -> VideoStream:
+def _declared_size(data: bytes, demuxer: str, max_pixels: int) -> tuple[int, int]:
+    with _open(data, demuxer, "none", max_pixels) as container:
+        if not container.streams.video:
+            return 0, 0
+        ctx = container.streams.video[0].codec_context
+        return int(ctx.width or 0), int(ctx.height or 0)
+
+
+def _check_size(width: int, height: int, max_pixels: int) -> None:
+    if width * height > max_pixels:
+        raise TooLargeError(
+            f"video frames of {width}x{height} pixels exceed max_pixels={max_pixels} "
+            f"(raise MediaPolicy.max_pixels to allow them)",
+            limit="max_pixels",
+            value=width * height,
+            maximum=max_pixels,
+        )
+    if width <= 0 or height <= 0:
+        raise DecodeError("the video stream's frame size cannot be read (damaged file)")
+
+
+def _checked_stream(container: InputContainer) -> VideoStream:
     if container.format.name not in ALLOWED_FORMATS:
         raise DecodeError("the video container format is not supported", http_status=415)
     if not container.streams.video:
@@ -196,19 +268,6 @@ def _checked_stream(container: InputContainer, *, max_pixels: int) -> VideoStrea
             f"(supported: {', '.join(sorted(ALLOWED_CODECS))})",
             http_status=415,
         )
-    width, height = int(ctx.width or 0), int(ctx.height or 0)
-    if width * height > max_pixels:
-        raise TooLargeError(
-            f"video frames of {width}x{height} pixels exceed max_pixels={max_pixels} "
-            f"(raise MediaPolicy.max_pixels to allow them)",
-            limit="max_pixels",
-            value=width * height,
-            maximum=max_pixels,
-        )
-    if width <= 0 or height <= 0:
-        raise DecodeError("the video stream declares no frame size")
-    # Decoder-side guard for streams whose frame size changes after the header.
-    ctx.options = {"max_pixels": str(max_pixels)}
     return stream
 
 
@@ -251,32 +310,34 @@ def index_stream(container: InputContainer, stream: VideoStream) -> StreamIndex:
         TooLargeError: more than ``MAX_STREAM_PACKETS`` packets.
     """
     stamps: list[tuple[int, bool]] = []
+    packets = 0
     missing = False
+    last_corrupt = False
     with av_errors("reading the video packets"):
         for packet in container.demux(stream):
-            if packet.size == 0:
-                continue
-            if len(stamps) >= MAX_STREAM_PACKETS:
+            if packet.size == 0 and packet.pts is None and packet.dts is None:
+                continue  # the demuxer's end-of-stream marker
+            packets += 1
+            if packets > MAX_STREAM_PACKETS:
                 raise TooLargeError(
                     f"the video stream has more than {MAX_STREAM_PACKETS} frames",
                     limit="max_video_frames",
-                    value=len(stamps) + 1,
+                    value=packets,
                     maximum=MAX_STREAM_PACKETS,
                 )
+            last_corrupt = packet.is_corrupt
+            if packet.size == 0 or packet.is_discard:
+                continue  # a dropped frame (AVI) or one an edit list hides (MP4)
             ts = packet.pts if packet.pts is not None else packet.dts
-            if ts is None:
+            if packet.pts is None:
                 missing = True
-                ts = len(stamps)
-            if packet.is_discard:
-                continue
-            stamps.append((ts, packet.is_keyframe))
-    declared = int(stream.frames or 0)
+            stamps.append((len(stamps) if ts is None else ts, packet.is_keyframe))
     if not stamps:
         raise DecodeError("the video stream has no frames (empty or truncated file)")
-    if container.format.name in ("mov", "mov,mp4,m4a,3gp,3g2,mj2") and declared > len(stamps):
+    declared = int(stream.frames or 0)
+    if last_corrupt or (container.format.name in _COUNTING_FORMATS and declared > packets):
         raise DecodeError(
-            f"the video data ends after {len(stamps)} of the {declared} frames its header "
-            "declares (truncated file)"
+            "the video data ends before the last frame its header declares (truncated file)"
         )
     order = sorted(range(len(stamps)), key=lambda i: stamps[i][0])
     pts = [stamps[i][0] for i in order]

@@ -100,7 +100,8 @@ def _grab_walk(
     out = np.empty((len(targets), height, width, 3), dtype=np.uint8)
     source = io.BytesIO(data)  # must outlive the capture, which reads from it
     try:
-        capture = cv2.VideoCapture(source, cv2.CAP_FFMPEG, [])
+        # OpenCV reads any io.BufferedIOBase; its stubs only name IStreamReader.
+        capture = cv2.VideoCapture(source, cv2.CAP_FFMPEG, [])  # type: ignore[call-overload]
     except cv2.error as exc:
         raise DecodeError("the video could not be opened by OpenCV") from exc
     try:
@@ -151,6 +152,7 @@ def _to_rgb(
     if bgr.ndim != 3 or bgr.shape[2] != 3:
         raise DecodeError("OpenCV did not decode the video to 3-channel frames")
     if (w, h) != (width, height):
-        bgr = cv2.resize(bgr, (width, height), interpolation=cv2.INTER_AREA)
-    rgb: npt.NDArray[np.uint8] = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
-    return rgb
+        bgr = np.asarray(
+            cv2.resize(bgr, (width, height), interpolation=cv2.INTER_AREA), dtype=np.uint8
+        )
+    return np.asarray(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), dtype=np.uint8)
