@@ -82,3 +82,19 @@ def test_python_dash_m_runs_the_cli() -> None:
     )
     assert proc.returncode == 1
     assert proc.stderr.startswith("mediagate: error: PolicyError") and "Traceback" not in proc.stderr
+
+
+def test_demo_loads_every_sample_and_refuses_the_hostile_ones(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert main(["demo", "--json"]) == 0
+    records = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    loaded = [(r["modality"], r["source"]) for r in records if r["ok"]]
+    for expected in [("image", "http"), ("image", "data"), ("image", "file"),
+                     ("audio", "http"), ("audio", "data"), ("video", "http"),
+                     ("video", "file"), ("image-embedding", "b64")]:
+        assert expected in loaded
+    refused = [r["error"] for r in records if not r["ok"]]
+    assert refused == ["PolicyError"] * 3
+    video = next(r for r in records if r["ok"] and r["modality"] == "video")
+    assert video["result"]["shape"] == [8, 48, 64, 3]

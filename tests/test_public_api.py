@@ -101,10 +101,11 @@ def test_media_with_bytes_from_array_builds_media_once_and_pickles() -> None:
         calls.append(1)
         return Image.fromarray(a)
 
-    wrapped = MediaWithBytes.from_array(array, b"raw", to_image)
+    wrapped = MediaWithBytes.from_array(array, b"raw", to_image, known={"size": (3, 2)})
     assert np.asarray(wrapped) is array  # no copy, no decode
+    assert wrapped.size == (3, 2)  # answered without building the media
     assert calls == []
-    assert wrapped.size == (3, 2) and wrapped.media is wrapped.media
+    assert wrapped.mode == "RGB" and wrapped.media is wrapped.media
     assert calls == [1]
     clone = pickle.loads(pickle.dumps(wrapped))
     assert np.array_equal(np.asarray(clone), array)

@@ -1,5 +1,6 @@
 """mediagate: untrusted media references in, model-ready arrays out, safely and fast."""
 
+from ._cache import MediaCache
 from ._connector import MEDIA_CONNECTOR_REGISTRY, MediaConnector
 from ._errors import (
     DecodeError,
@@ -11,18 +12,25 @@ from ._errors import (
     PolicyError,
     TooLargeError,
 )
+from ._media.audio import AudioMediaIO
 from ._media.base import MediaIO, MediaWithBytes
+from ._media.embedding import AudioEmbeddingMediaIO, ImageEmbeddingMediaIO
 from ._media.image import ImageMediaIO
+from ._media.video.io import VideoMediaIO
 from ._media.video.registry import VIDEO_LOADER_REGISTRY
 from ._policy import MediaPolicy
 
 __all__ = [
+    "AudioEmbeddingMediaIO",
+    "AudioMediaIO",
     "DecodeError",
     "FetchError",
     "FetchTimeout",
+    "ImageEmbeddingMediaIO",
     "ImageMediaIO",
     "LocalMediaDisabledError",
     "MEDIA_CONNECTOR_REGISTRY",
+    "MediaCache",
     "MediaConnector",
     "MediaError",
     "MediaIO",
@@ -32,6 +40,7 @@ __all__ = [
     "PolicyError",
     "TooLargeError",
     "VIDEO_LOADER_REGISTRY",
+    "VideoMediaIO",
 ]
 
 __version__ = "0.1.0"

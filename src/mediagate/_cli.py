@@ -110,7 +110,7 @@ def _text(record: dict[str, Any]) -> str:
         parts.append(f"{key}={value}")
     stages = ", ".join(f"{k} {v * 1000:.1f} ms" for k, v in record["stages"].items())
     line2 = "    " + " ".join(str(p).replace(" ", "") for p in parts)
-    line3 = f"    bytes={record['bytes']} {stages}"
+    line3 = f"    bytes={record['bytes']}" + (f" {stages}" if stages else "")
     return "\n".join([head, line2, line3])
 
 

@@ -226,11 +226,17 @@ class MediaConnector:
         return self.policy.timeout_for(media_io.modality)
 
     def _load_data_url(self, ref: ParsedURL, media_io: MediaIO[_M]) -> _M:
+        return self._load_data_url_sized(ref, media_io)[0]
+
+    def _load_data_url_sized(self, ref: ParsedURL, media_io: MediaIO[_M]) -> tuple[_M, int]:
         data = parse_data_url(ref.url)
         check_data_url_size(data, self._limit(media_io))
         if data.is_base64:
-            return media_io.load_base64(data.media_type, base64_payload(data))
-        return media_io.load_bytes(decode_data_url(data, self._limit(media_io)))
+            payload = base64_payload(data)
+            size = len(payload) // 4 * 3 - payload[-2:].count("=")
+            return media_io.load_base64(data.media_type, payload), size
+        raw = decode_data_url(data, self._limit(media_io))
+        return media_io.load_bytes(raw), len(raw)
 
     def _read_file_url(self, ref: ParsedURL, media_io: MediaIO[Any]) -> bytes:
         if self.allowed_local_media_path is None:
@@ -285,7 +291,7 @@ class MediaConnector:
         ref = parse_url(url)
         report = LoadReport(source=ref.scheme)
         if ref.scheme == "data":
-            result = self._load_data_url(ref, media_io)
+            result, report.num_bytes = self._load_data_url_sized(ref, media_io)
             report.stages["decode"] = time.perf_counter() - start
             return result, report
         if ref.scheme == "file":

@@ -39,6 +39,9 @@ T = TypeVar("T")
 _M = TypeVar("_M")
 
 
+_OWN_FIELDS = frozenset({"media", "original_bytes", "_array", "_to_media", "_known"})
+
+
 @dataclass
 class MediaWithBytes(Generic[_M]):
     """Decoded media together with the bytes it came from.
@@ -57,14 +60,23 @@ class MediaWithBytes(Generic[_M]):
         array: npt.NDArray[Any],
         original_bytes: bytes,
         to_media: Callable[[npt.NDArray[Any]], _M],
+        *,
+        known: Mapping[str, Any] | None = None,
     ) -> MediaWithBytes[_M]:
         """A result whose array is decoded already and whose ``media`` is built on demand.
 
         ``np.asarray(result)`` returns ``array`` itself (no copy); ``result.media`` is
-        ``to_media(array)``, built on first access and then kept.
+        ``to_media(array)``, built on first access and then kept. Attributes named in
+        ``known`` (e.g. ``size`` and ``mode``) are answered without building it, so
+        reading them never costs a conversion on the caller's thread.
         """
         obj = cls.__new__(cls)
-        obj.__dict__.update(original_bytes=original_bytes, _array=array, _to_media=to_media)
+        obj.__dict__.update(
+            original_bytes=original_bytes,
+            _array=array,
+            _to_media=to_media,
+            _known=dict(known or {}),
+        )
         return obj
 
     def __array__(self, dtype: Any = None, copy: bool | None = None) -> npt.NDArray[Any]:
@@ -84,11 +96,14 @@ class MediaWithBytes(Generic[_M]):
         # (see ``from_array``). Dunders and our own fields are never delegated:
         # unpickling and copy probe them before ``media`` exists.
         state = self.__dict__
+        known = state.get("_known")
+        if known and name in known and "media" not in state:
+            return known[name]
         if name == "media" and "_to_media" in state:
             media = state["_to_media"](state["_array"])
             state["media"] = media
             return media
-        if name.startswith("__") or name in ("media", "original_bytes", "_array", "_to_media"):
+        if name.startswith("__") or name in _OWN_FIELDS:
             raise AttributeError(name)
         return getattr(self.media, name)
 

@@ -260,7 +260,10 @@ class ImageMediaIO(MediaIO[MediaWithBytes[Image.Image]]):
             resized = Image.fromarray(array).resize(target, Image.Resampling.BICUBIC)
             array = np.asarray(resized)
         array = _oriented(array, orientation)
-        return MediaWithBytes.from_array(array, data, _array_to_pil)
+        height, width = array.shape[:2]
+        known = {"size": (width, height), "width": width, "height": height}
+        known["mode"] = self.image_mode
+        return MediaWithBytes.from_array(array, data, _array_to_pil, known=known)
 
     def _load_pillow(self, data: bytes, fmt: str) -> Image.Image:
         try:
