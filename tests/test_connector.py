@@ -279,9 +279,12 @@ def test_from_env_builds_policy_and_options(tmp_path: Path) -> None:
         "MEDIAGATE_ALLOWED_MEDIA_DOMAINS": "A.example., b.example",
         "MEDIAGATE_ALLOWED_LOCAL_MEDIA_PATH": str(tmp_path),
         "MEDIAGATE_DECODE_WORKERS": "3",
+        "MEDIAGATE_MEDIA_CACHE": str(tmp_path / "cache"),
+        "MEDIAGATE_MEDIA_CACHE_MAX_SIZE_MB": "2",
     }
     with MediaConnector.from_env(env) as conn:
         assert conn.policy.allow_private_networks and conn.policy.max_bytes == 1234
         assert conn.allowed_media_domains == {"a.example", "b.example"}
         assert conn.allowed_local_media_path == tmp_path.resolve()
         assert conn.max_workers == 3
+        assert conn.cache is not None and conn.cache.max_bytes == 2 * 2**20

@@ -16,6 +16,7 @@ and decode code never looks at ``os.environ``.
 | ``MEDIAGATE_ALLOWED_MEDIA_DOMAINS`` | comma-separated host allowlist |
 | ``MEDIAGATE_VIDEO_BACKEND`` | default video loader (``pyav``, ``opencv``, ...) |
 | ``MEDIAGATE_DECODE_WORKERS`` | size of the decode worker pool |
+| ``MEDIAGATE_MAX_IN_FLIGHT`` | downloads in progress at once (default 64) |
 | ``MEDIAGATE_MEDIA_CACHE`` | download cache folder (unset: no cache) |
 | ``MEDIAGATE_MEDIA_CACHE_MAX_SIZE_MB`` / ``MEDIAGATE_MEDIA_CACHE_TTL_HOURS`` | cache budget |
 """
@@ -127,6 +128,9 @@ def connector_kwargs_from_env(environ: Mapping[str, str] | None = None) -> dict[
     workers = env.get(PREFIX + "DECODE_WORKERS")
     if workers is not None:
         kwargs["max_workers"] = _number(int)(PREFIX + "DECODE_WORKERS", workers)
+    in_flight = env.get(PREFIX + "MAX_IN_FLIGHT")
+    if in_flight is not None:
+        kwargs["max_in_flight"] = _number(int)(PREFIX + "MAX_IN_FLIGHT", in_flight)
     cache = cache_kwargs_from_env(env)
     if cache is not None:
         from ._cache import MediaCache

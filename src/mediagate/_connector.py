@@ -43,6 +43,8 @@ from ._urls import (
 if TYPE_CHECKING:
     import torch
 
+    from ._cache import MediaCache
+
 __all__ = ["MEDIA_CONNECTOR_REGISTRY", "LoadReport", "MediaConnector"]
 
 _M = TypeVar("_M")
@@ -122,6 +124,7 @@ class MediaConnector:
         policy: limits and network rules (default ``MediaPolicy()``).
         cache: an optional ``MediaCache`` for http(s) downloads.
         max_workers: size of the decode worker pool used by the async twins.
+        max_in_flight: downloads in progress at once; further fetches wait their turn.
 
     Raises:
         ValueError: ``allowed_local_media_path`` is not an existing directory.
@@ -136,8 +139,9 @@ class MediaConnector:
         allowed_local_media_path: str | os.PathLike[str] = "",
         allowed_media_domains: list[str] | None = None,
         policy: MediaPolicy | None = None,
-        cache: Any = None,
+        cache: MediaCache | None = None,
         max_workers: int | None = None,
+        max_in_flight: int = 64,
     ) -> None:
         if policy is not None and not isinstance(policy, MediaPolicy):
             raise TypeError("policy must be a MediaPolicy")
@@ -153,7 +157,9 @@ class MediaConnector:
             raise ValueError("max_workers must be a positive integer")
         self.max_workers = max_workers or _default_workers()
         self._pool: ThreadPoolExecutor | None = None
-        self._fetcher = HttpFetcher(self.policy, self.allowed_media_domains)
+        self._fetcher = HttpFetcher(
+            self.policy, self.allowed_media_domains, max_in_flight=max_in_flight
+        )
         self._validate_server_defaults()
 
     @classmethod
