@@ -6,8 +6,8 @@ import os
 from collections.abc import Iterator
 
 import pytest
-from builders import LoopbackServer, start_loopback_server
 
+from builders import LoopbackServer, start_loopback_server
 from mediagate import MediaConnector, MediaPolicy
 
 _PROXY_VARIABLES = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY")

@@ -8,8 +8,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from builders import LoopbackServer, Route, data_url, jpeg_bytes, png_bytes
 
+from builders import LoopbackServer, Route, data_url, jpeg_bytes, png_bytes
 from mediagate._cli import guess_modality, main
 
 
@@ -23,8 +23,13 @@ def test_fetch_data_url_prints_what_was_loaded(capsys: pytest.CaptureFixture[str
 def test_fetch_json(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     (tmp_path / "a.jpg").write_bytes(jpeg_bytes(20, 10))
     code = main(
-        ["fetch", (tmp_path / "a.jpg").as_uri(), "--allowed-local-media-path", str(tmp_path),
-         "--json"]
+        [
+            "fetch",
+            (tmp_path / "a.jpg").as_uri(),
+            "--allowed-local-media-path",
+            str(tmp_path),
+            "--json",
+        ]
     )
     record = json.loads(capsys.readouterr().out)
     assert code == 0 and record["ok"] is True
@@ -50,8 +55,11 @@ def test_http_needs_private_networks_flag_for_loopback(
         (["fetch", "ftp://example/a.png", "--json"], 1, "PolicyError"),
         (["fetch", "data:image/png;base64,AAAA", "--json"], 1, "DecodeError"),
         (["fetch", "data:image/png,x", "--media-io-kwargs", "{bad", "--json"], 2, "OptionError"),
-        (["fetch", "data:image/png,x", "--media-io-kwargs", '{"image": {"nope": 1}}', "--json"],
-         2, "OptionError"),
+        (
+            ["fetch", "data:image/png,x", "--media-io-kwargs", '{"image": {"nope": 1}}', "--json"],
+            2,
+            "OptionError",
+        ),
     ],
 )
 def test_errors_are_one_json_line_with_exit_code(
@@ -78,10 +86,15 @@ def test_guess_modality() -> None:
 def test_python_dash_m_runs_the_cli() -> None:
     proc = subprocess.run(
         [sys.executable, "-m", "mediagate", "fetch", "gopher://x/"],
-        capture_output=True, text=True, timeout=60, check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
     assert proc.returncode == 1
-    assert proc.stderr.startswith("mediagate: error: PolicyError") and "Traceback" not in proc.stderr
+    assert (
+        proc.stderr.startswith("mediagate: error: PolicyError") and "Traceback" not in proc.stderr
+    )
 
 
 def test_demo_loads_every_sample_and_refuses_the_hostile_ones(
@@ -90,9 +103,16 @@ def test_demo_loads_every_sample_and_refuses_the_hostile_ones(
     assert main(["demo", "--json"]) == 0
     records = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     loaded = [(r["modality"], r["source"]) for r in records if r["ok"]]
-    for expected in [("image", "http"), ("image", "data"), ("image", "file"),
-                     ("audio", "http"), ("audio", "data"), ("video", "http"),
-                     ("video", "file"), ("image-embedding", "b64")]:
+    for expected in [
+        ("image", "http"),
+        ("image", "data"),
+        ("image", "file"),
+        ("audio", "http"),
+        ("audio", "data"),
+        ("video", "http"),
+        ("video", "file"),
+        ("image-embedding", "b64"),
+    ]:
         assert expected in loaded
     refused = [r["error"] for r in records if not r["ok"]]
     assert refused == ["PolicyError"] * 3

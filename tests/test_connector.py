@@ -11,8 +11,8 @@ from typing import Any
 
 import numpy as np
 import pytest
-from builders import LoopbackServer, Route, data_url, jpeg_bytes, png_bytes
 
+from builders import LoopbackServer, Route, data_url, jpeg_bytes, png_bytes
 from mediagate import (
     DecodeError,
     FetchError,

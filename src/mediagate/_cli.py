@@ -23,7 +23,6 @@ import numpy as np
 from ._connector import LoadReport, MediaConnector
 from ._errors import MediaError, OptionError
 from ._media.base import MediaIO
-from ._media.image import ImageMediaIO
 from ._policy import MediaPolicy
 
 __all__ = ["describe", "main"]
@@ -216,7 +215,7 @@ def _fetch_command(args: argparse.Namespace) -> int:
         return _fail(exc, args.json, 1)
     except ValueError as exc:  # a bad option outside the media error tree
         return _fail(exc, args.json, 2, message=str(exc))
-    except Exception as exc:  # noqa: BLE001 - the CLI never prints a traceback
+    except Exception as exc:
         return _fail(exc, args.json, 3)
     print(json.dumps(record) if args.json else _text(record))
     return 0
@@ -244,5 +243,5 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         return run_demo(as_json=args.json)
-    except Exception as exc:  # noqa: BLE001 - the CLI never prints a traceback
+    except Exception as exc:
         return _fail(exc, args.json, 3, message=f"the demo failed: {type(exc).__name__}: {exc}")

@@ -10,7 +10,8 @@ and decode code never looks at ``os.environ``.
 | ``MEDIAGATE_MAX_REDIRECTS`` | redirect hops (``0`` disables redirects) |
 | ``MEDIAGATE_MAX_BYTES`` | bytes per item, every modality |
 | ``MEDIAGATE_TIMEOUT`` | total seconds per fetch, every modality |
-| ``MEDIAGATE_MAX_PIXELS`` / ``_MAX_VIDEO_FRAMES`` / ``_MAX_AUDIO_SECONDS`` / ``_MAX_TENSOR_BYTES`` | limits |
+| ``MEDIAGATE_MAX_PIXELS``, ``..._MAX_VIDEO_FRAMES`` | limits |
+| ``MEDIAGATE_MAX_AUDIO_SECONDS``, ``..._MAX_TENSOR_BYTES`` | limits |
 | ``MEDIAGATE_PROXY`` | an http(s) proxy URL (proxy variables of other tools are ignored) |
 | ``MEDIAGATE_ALLOWED_LOCAL_MEDIA_PATH`` | the folder ``file:`` URLs may read |
 | ``MEDIAGATE_ALLOWED_MEDIA_DOMAINS`` | comma-separated host allowlist |

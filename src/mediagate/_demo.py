@@ -83,11 +83,14 @@ def _run(samples: Path, as_json: bool) -> int:
     # The demo's own server is on loopback, so exactly that address is allowed.
     policy = MediaPolicy(allowed_networks=["127.0.0.1/32"])
     failures = 0
-    with loopback_server(samples) as base, MediaConnector(
-        {"video": {"num_frames": 8}},
-        allowed_local_media_path=samples,
-        policy=policy,
-    ) as connector:
+    with (
+        loopback_server(samples) as base,
+        MediaConnector(
+            {"video": {"num_frames": 8}},
+            allowed_local_media_path=samples,
+            policy=policy,
+        ) as connector,
+    ):
         if not as_json:
             print(f"mediagate demo: samples served at {base} (loopback only)\n")
         loads = [

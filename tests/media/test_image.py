@@ -8,9 +8,9 @@ import time
 
 import numpy as np
 import pytest
-from builders import encode, gradient, jpeg_bytes, png_bytes
 from PIL import Image, ImageOps
 
+from builders import encode, gradient, jpeg_bytes, png_bytes
 from mediagate import (
     DecodeError,
     ImageMediaIO,
@@ -23,8 +23,14 @@ from mediagate import (
 
 @pytest.mark.parametrize(
     ("fmt", "params"),
-    [("PNG", {}), ("JPEG", {"quality": 95}), ("WEBP", {"lossless": True}), ("GIF", {}),
-     ("BMP", {}), ("TIFF", {})],
+    [
+        ("PNG", {}),
+        ("JPEG", {"quality": 95}),
+        ("WEBP", {"lossless": True}),
+        ("GIF", {}),
+        ("BMP", {}),
+        ("TIFF", {}),
+    ],
 )
 def test_common_formats_decode(fmt: str, params: dict[str, object]) -> None:
     source = Image.fromarray(gradient(33, 21))
@@ -225,5 +231,6 @@ def test_encode_base64_round_trips() -> None:
         text = io_.encode_base64(image, image_format=fmt)
         back = io_.load_base64(f"image/{fmt.lower()}", text)
         assert back.size == (12, 7)
-    assert np.array_equal(np.asarray(io_.load_base64("image/png", io_.encode_base64(image))),
-                          np.asarray(image))
+    assert np.array_equal(
+        np.asarray(io_.load_base64("image/png", io_.encode_base64(image))), np.asarray(image)
+    )
