@@ -21,6 +21,8 @@ from ._media.video.registry import VIDEO_LOADER_REGISTRY
 from ._policy import MediaPolicy
 
 __all__ = [
+    "MEDIA_CONNECTOR_REGISTRY",
+    "VIDEO_LOADER_REGISTRY",
     "AudioEmbeddingMediaIO",
     "AudioMediaIO",
     "DecodeError",
@@ -29,7 +31,6 @@ __all__ = [
     "ImageEmbeddingMediaIO",
     "ImageMediaIO",
     "LocalMediaDisabledError",
-    "MEDIA_CONNECTOR_REGISTRY",
     "MediaCache",
     "MediaConnector",
     "MediaError",
@@ -39,7 +40,6 @@ __all__ = [
     "OptionError",
     "PolicyError",
     "TooLargeError",
-    "VIDEO_LOADER_REGISTRY",
     "VideoMediaIO",
 ]
 
