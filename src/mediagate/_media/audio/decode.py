@@ -68,7 +68,15 @@ ALLOWED_AV_CODECS = frozenset(
 _SOUNDFILE_FORMATS = frozenset({"WAV", "WAVEX", "AIFF", "FLAC", "MP3", "OGG"})
 _BLOCK_FRAMES = 1 << 16
 _INITIAL_CAPACITY_CAP = 1 << 24  # samples reserved up front on a header's word alone
-_INT_SCALE = {np.dtype(np.int16): 2.0**-15, np.dtype(np.int32): 2.0**-31}
+
+# FFmpeg sample format (without the planar "p") -> (dtype, offset, scale to [-1, 1]).
+_SAMPLE_FORMATS: dict[str, tuple[np.dtype[Any], float, float]] = {
+    "u8": (np.dtype(np.uint8), 128.0, 2.0**-7),
+    "s16": (np.dtype(np.int16), 0.0, 2.0**-15),
+    "s32": (np.dtype(np.int32), 0.0, 2.0**-31),
+    "flt": (np.dtype(np.float32), 0.0, 1.0),
+    "dbl": (np.dtype(np.float64), 0.0, 1.0),
+}
 
 
 @dataclass(frozen=True)
@@ -203,13 +211,48 @@ def _refuse_nested_open(url: str, flags: int, options: dict[str, str]) -> NoRetu
     raise PermissionError("the container tried to open another resource")
 
 
-def _frame_block(frame: av.AudioFrame, channels: int) -> tuple[npt.NDArray[Any], float]:
-    """The frame's samples as ``(samples, channels)`` and the scale to [-1, 1]."""
-    arr = frame.to_ndarray()
-    block = arr.T if frame.format.is_planar else arr.reshape(-1, channels)
-    if block.dtype == np.uint8:
-        return block.astype(np.float32) - np.float32(128), 2.0**-7
-    return block, _INT_SCALE.get(block.dtype, 1.0)
+@dataclass(frozen=True)
+class _FrameLayout:
+    """How one decoded frame's planes become a block of channel sums."""
+
+    name: str
+    dtype: np.dtype[Any]
+    planar: bool
+    offset: float
+    scale: float
+
+    @classmethod
+    def of(cls, frame: av.AudioFrame) -> _FrameLayout:
+        name = frame.format.name
+        planar = name.endswith("p")
+        spec = _SAMPLE_FORMATS.get(name[:-1] if planar else name)
+        if spec is None:
+            raise DecodeError("audio decodes to an unsupported sample format")
+        return cls(name, spec[0], planar, spec[1], spec[2])
+
+    def sum_into(self, frame: av.AudioFrame, channels: int, dst: npt.NDArray[np.float32]) -> None:
+        """Write the sum of the frame's channels, scaled to [-1, 1] per channel, to ``dst``."""
+        frames = len(dst)
+        # The planes expose FFmpeg's buffers (buffer protocol, untyped in PyAV's
+        # stubs): numpy views of them mean no copy until the sum.
+        planes: Any = frame.planes
+        if self.planar:
+            if len(planes) != channels:
+                raise DecodeError("audio changes its channel count mid-stream")
+            views = [np.frombuffer(plane, self.dtype, frames) for plane in planes]
+            if channels == 1:
+                dst[:] = views[0]
+            else:
+                np.add(views[0], views[1], out=dst, dtype=np.float32)
+                for view in views[2:]:
+                    np.add(dst, view, out=dst, dtype=np.float32)
+        else:
+            block = np.frombuffer(planes[0], self.dtype, frames * channels)
+            _sum_channels(block.reshape(frames, channels), dst)
+        if self.offset:
+            dst -= np.float32(self.offset * channels)
+        if self.scale != 1.0:
+            dst *= np.float32(self.scale)
 
 
 def _decode_pyav(
@@ -237,17 +280,19 @@ def _decode_pyav(
         if declared and kind.exact_length:
             limits.check(declared, rate, channels, declared=True)
         out = _MonoBuffer(min(declared, _INITIAL_CAPACITY_CAP) or _BLOCK_FRAMES)
-        for frame in container.decode(stream):
-            if frame.sample_rate != rate or frame.layout.nb_channels != channels:
-                raise DecodeError("audio changes its sample rate or channels mid-stream")
-            got = frame.samples
-            limits.check(out.size + got, rate, channels)
-            block, scale = _frame_block(frame, channels)
-            dst = out.claim(got)
-            _sum_channels(block, dst)
-            if scale != 1.0:
-                dst *= np.float32(scale)
-            out.commit(got)
+        layout: _FrameLayout | None = None
+        for packet in container.demux(stream):
+            for frame in ctx.decode(packet):
+                if frame.sample_rate != rate:
+                    raise DecodeError("audio changes its sample rate mid-stream")
+                if layout is None or frame.format.name != layout.name:
+                    if layout is not None:
+                        raise DecodeError("audio changes its sample format mid-stream")
+                    layout = _FrameLayout.of(frame)
+                got = frame.samples
+                limits.check(out.size + got, rate, channels)
+                layout.sum_into(frame, channels, out.claim(got))
+                out.commit(got)
     return out.result(1.0 / channels), rate
 
 

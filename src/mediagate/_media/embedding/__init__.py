@@ -5,7 +5,6 @@ torch is optional: this package imports without it, and the MediaIO classes rais
 """
 
 from .mediaio import (
-    EMBEDDING_FORMATS,
     EMBEDDING_OPTIONS,
     AudioEmbeddingMediaIO,
     ImageEmbeddingMediaIO,
@@ -13,7 +12,6 @@ from .mediaio import (
 )
 
 __all__ = [
-    "EMBEDDING_FORMATS",
     "EMBEDDING_OPTIONS",
     "AudioEmbeddingMediaIO",
     "ImageEmbeddingMediaIO",

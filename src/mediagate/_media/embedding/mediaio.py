@@ -19,14 +19,11 @@ if TYPE_CHECKING:
     import torch
 
 __all__ = [
-    "EMBEDDING_FORMATS",
     "EMBEDDING_OPTIONS",
     "AudioEmbeddingMediaIO",
     "ImageEmbeddingMediaIO",
 ]
 
-#: Payload formats, in the order they are sniffed.
-EMBEDDING_FORMATS = ("npy", "safetensors", "torch")
 _MAX_NAME = 1024
 
 
@@ -42,31 +39,10 @@ def _opt_tensor_name(modality: str, key: str, value: Any) -> Any:
     return value
 
 
-def _opt_formats(modality: str, key: str, value: Any) -> Any:
-    if value is None:
-        return None
-    if isinstance(value, str):
-        value = [value]
-    if (
-        not isinstance(value, (list, tuple, set, frozenset))
-        or not value
-        or not all(isinstance(v, str) and v in EMBEDDING_FORMATS for v in value)
-    ):
-        raise OptionError(
-            f"{modality} option {key!r} must be a non-empty list drawn from "
-            + ", ".join(map(repr, EMBEDDING_FORMATS)),
-            option=key,
-        )
-    return frozenset(value)
-
-
 #: The options embedding MediaIOs accept ("media_io_kwargs" for the embedding modalities).
 EMBEDDING_OPTIONS: Mapping[str, OptionSpec] = {
     "tensor_name": OptionSpec(
         _opt_tensor_name, "which tensor of a safetensors payload to return (None: the only one)"
-    ),
-    "formats": OptionSpec(
-        _opt_formats, "accept only these payload formats ('npy', 'safetensors', 'torch')"
     ),
 }
 
@@ -104,8 +80,6 @@ class _EmbeddingMediaIO(MediaIO["torch.Tensor"]):
         super().__init__(policy=policy)
         checked = validate_options(self.modality, options, EMBEDDING_OPTIONS)
         self.tensor_name: str | None = checked.get("tensor_name")
-        formats = checked.get("formats")
-        self.formats: frozenset[str] = formats or frozenset(EMBEDDING_FORMATS)
 
     def load_bytes(self, data: bytes) -> torch.Tensor:
         """Decode one tensor from ``data``.
@@ -119,8 +93,6 @@ class _EmbeddingMediaIO(MediaIO["torch.Tensor"]):
         data = bytes(data)
         self.policy.check_size(len(data), self.modality)
         kind = sniff_embedding(data)
-        if kind not in self.formats:
-            raise DecodeError(f"{kind} embedding payloads are not accepted here")
         limit = self.policy.max_tensor_bytes
         if kind == "npy":
             return load_npy(data, limit)
