@@ -1,8 +1,9 @@
 """``file:`` references: resolve under the allowed root and read regular files only.
 
 Containment is judged component-wise on the fully resolved path (``..``, percent
-escapes and symlinks already applied), then judged again on the opened descriptor, so
-a path swapped between the check and the open is still caught. Files are opened
+escapes and symlinks already applied). That path is then opened one component at a
+time with ``O_NOFOLLOW`` relative to its parent, so a symlink swapped in between the
+check and the open fails instead of leading outside. Files are opened
 non-blocking (a FIFO cannot hang the worker) and must be regular files (no devices,
 no directories); their size is capped before and while reading.
 """
@@ -12,7 +13,6 @@ from __future__ import annotations
 import errno
 import os
 import stat
-import sys
 from pathlib import Path
 
 from ._errors import PolicyError, TooLargeError
@@ -101,51 +101,86 @@ def _os_reason(exc: OSError) -> str:
     return exc.strerror or "I/O error"
 
 
-def _fd_path(fd: int) -> Path | None:
-    if sys.platform.startswith("linux"):
-        try:
-            return Path(os.readlink(f"/proc/self/fd/{fd}"))
-        except OSError:
-            return None
-    return None
+def _resolve(candidate: Path) -> Path:
+    """``candidate`` with ``..`` and every symlink resolved (it must exist)."""
+    return candidate.resolve(strict=True)
+
+
+_DIR_FLAGS = (
+    os.O_RDONLY
+    | getattr(os, "O_DIRECTORY", 0)
+    | getattr(os, "O_NOFOLLOW", 0)
+    | getattr(os, "O_CLOEXEC", 0)
+)
+
+
+def _open_beneath(root: Path, resolved: Path) -> int:
+    """Open ``resolved`` (already judged to lie in ``root``) one component at a time.
+
+    ``resolved`` holds no symlinks, so any symlink met now was swapped in after the
+    check: every component is opened relative to its parent with ``O_NOFOLLOW``, and
+    such a swap fails instead of leading outside.
+    """
+    parts = resolved.relative_to(root).parts
+    if not parts:
+        return _open_nonblocking(root, nofollow=True)
+    fd = os.open(root, _DIR_FLAGS & ~getattr(os, "O_NOFOLLOW", 0))
+    try:
+        for part in parts[:-1]:
+            child = os.open(part, _DIR_FLAGS, dir_fd=fd)
+            os.close(fd)
+            fd = child
+        flags = (
+            os.O_RDONLY
+            | getattr(os, "O_NONBLOCK", 0)
+            | getattr(os, "O_NOFOLLOW", 0)
+            | getattr(os, "O_CLOEXEC", 0)
+        )
+        return os.open(parts[-1], flags, dir_fd=fd)
+    finally:
+        os.close(fd)
+
+
+def _open_checked(root: Path, resolved: Path) -> int:
+    if os.open in os.supports_dir_fd:
+        return _open_beneath(root, resolved)
+    # No openat here: open the path, then compare it with what was judged.
+    fd = _open_nonblocking(resolved, nofollow=True)
+    now = os.stat(resolved, follow_symlinks=False)
+    info = os.fstat(fd)
+    if (now.st_dev, now.st_ino) != (info.st_dev, info.st_ino):
+        os.close(fd)
+        raise PolicyError("the file changed while it was being opened")
+    return fd
 
 
 def read_under_root(root: Path, relative: str, limit: int) -> bytes:
     """Read ``relative`` (an absolute or root-relative path) if it lies inside ``root``.
 
-    ``root`` must already be resolved (see ``check_allowed_root``).
+    ``root`` must already be resolved (see ``check_allowed_root``). Containment is
+    judged component-wise, so ``/data/m-private`` is not inside ``/data/m``.
 
     Raises:
         PolicyError: outside the root, not a regular file, or not readable.
         TooLargeError: larger than ``limit``.
     """
+    if "\x00" in relative:
+        raise PolicyError("the file path contains a NUL character", http_status=400)
     candidate = Path(relative)
     if not candidate.is_absolute():
         candidate = root / candidate
-    if "\x00" in relative:
-        raise PolicyError("the file path contains a NUL character", http_status=400)
     try:
-        resolved = candidate.resolve(strict=True)
-    except (OSError, RuntimeError) as exc:
-        reason = _os_reason(exc) if isinstance(exc, OSError) else "a symlink loop"
+        resolved = _resolve(candidate)
+    except (OSError, RuntimeError, ValueError) as exc:
+        reason = _os_reason(exc) if isinstance(exc, OSError) else "it cannot be resolved"
         raise PolicyError(f"cannot open the file ({reason})", http_status=400) from exc
     if not resolved.is_relative_to(root):
         raise PolicyError("the file is outside allowed_local_media_path")
     try:
-        fd = _open_nonblocking(resolved, nofollow=True)
+        fd = _open_checked(root, resolved)
     except OSError as exc:
         raise PolicyError(f"cannot open the file ({_os_reason(exc)})", http_status=400) from exc
     try:
-        opened = _fd_path(fd)
-        if opened is not None:
-            if not opened.is_relative_to(root):
-                raise PolicyError("the file is outside allowed_local_media_path")
-        else:
-            # No descriptor path on this platform: compare identities instead.
-            now = os.stat(resolved, follow_symlinks=False)
-            info = os.fstat(fd)
-            if (now.st_dev, now.st_ino) != (info.st_dev, info.st_ino):
-                raise PolicyError("the file changed while it was being opened")
         return read_fd_capped(fd, limit)
     finally:
         os.close(fd)
