@@ -20,17 +20,11 @@ import numpy as np
 import numpy.typing as npt
 import soundfile as sf
 
-from ..._errors import DecodeError, MediaError, TooLargeError
+from ..._errors import DecodeError, MediaError
+from .limits import INITIAL_CAPACITY_CAP, AudioLimits, MonoBuffer
 from .sniff import AudioKind, Decoder, sniff_audio
 
-__all__ = ["MAX_CHANNELS", "MAX_SAMPLE_RATE", "AudioLimits", "decode_audio"]
-
-#: The highest sample rate (Hz) accepted from a header or a decoded frame.
-MAX_SAMPLE_RATE = 384_000
-#: The most channels accepted from a header or a decoded frame.
-MAX_CHANNELS = 32
-#: Decoded-size budget per second of ``max_seconds``: stereo float32 at MAX_SAMPLE_RATE.
-DECODED_BYTES_PER_SECOND = MAX_SAMPLE_RATE * 2 * 4
+__all__ = ["ALLOWED_AV_CODECS", "decode_audio"]
 
 #: FFmpeg decoders allowed to run on untrusted audio.
 ALLOWED_AV_CODECS = frozenset(
@@ -67,7 +61,6 @@ ALLOWED_AV_CODECS = frozenset(
 
 _SOUNDFILE_FORMATS = frozenset({"WAV", "WAVEX", "AIFF", "FLAC", "MP3", "OGG"})
 _BLOCK_FRAMES = 1 << 16
-_INITIAL_CAPACITY_CAP = 1 << 24  # samples reserved up front on a header's word alone
 
 # FFmpeg sample format (without the planar "p") -> (dtype, offset, scale to [-1, 1]).
 _SAMPLE_FORMATS: dict[str, tuple[np.dtype[Any], float, float]] = {
@@ -77,96 +70,6 @@ _SAMPLE_FORMATS: dict[str, tuple[np.dtype[Any], float, float]] = {
     "flt": (np.dtype(np.float32), 0.0, 1.0),
     "dbl": (np.dtype(np.float64), 0.0, 1.0),
 }
-
-
-@dataclass(frozen=True)
-class AudioLimits:
-    """The duration cap for one decode and the budgets derived from it."""
-
-    max_seconds: float
-
-    @property
-    def max_decoded_bytes(self) -> int:
-        """PCM bytes (all channels, float32) a decode may produce before it stops."""
-        return math.floor(self.max_seconds * DECODED_BYTES_PER_SECOND)
-
-    def check_format(self, rate: float, channels: int) -> None:
-        """Refuse a sample rate or channel count no real audio has.
-
-        Raises:
-            TooLargeError: the rate or the channel count is over its ceiling.
-            DecodeError: the rate or channel count is not positive.
-        """
-        if not rate > 0 or channels < 1:
-            raise DecodeError("audio declares no sample rate or no channels")
-        if rate > MAX_SAMPLE_RATE:
-            raise TooLargeError(
-                f"audio sample rate is over {MAX_SAMPLE_RATE} Hz",
-                limit="sample_rate",
-                value=rate,
-                maximum=MAX_SAMPLE_RATE,
-            )
-        if channels > MAX_CHANNELS:
-            raise TooLargeError(
-                f"audio has more than {MAX_CHANNELS} channels",
-                limit="channels",
-                value=channels,
-                maximum=MAX_CHANNELS,
-            )
-
-    def check(self, frames: int, rate: float, channels: int, *, declared: bool = False) -> None:
-        """Refuse ``frames`` per channel at ``rate`` if over the duration or size budget.
-
-        Raises:
-            TooLargeError: over ``max_seconds`` or over ``max_decoded_bytes``.
-        """
-        seconds = frames / rate
-        how = "declares" if declared else "decodes to"
-        if seconds > self.max_seconds:
-            raise TooLargeError(
-                f"audio {how} more than max_audio_seconds={self.max_seconds:g} s "
-                f"(raise MediaPolicy.max_audio_seconds to allow longer audio)",
-                limit="max_audio_seconds",
-                value=seconds,
-                maximum=self.max_seconds,
-            )
-        decoded = frames * channels * 4
-        if decoded > self.max_decoded_bytes:
-            raise TooLargeError(
-                f"audio {how} more than {self.max_decoded_bytes} bytes of samples "
-                f"(the budget follows MediaPolicy.max_audio_seconds)",
-                limit="decoded_bytes",
-                value=decoded,
-                maximum=self.max_decoded_bytes,
-            )
-
-
-class _MonoBuffer:
-    """A growing float32 buffer that blocks of channel sums are written into."""
-
-    def __init__(self, capacity: int) -> None:
-        self._data = np.empty(max(capacity, 1), dtype=np.float32)
-        self.size = 0
-
-    def claim(self, frames: int) -> npt.NDArray[np.float32]:
-        """A writable view of the next ``frames`` samples (committed by ``commit``)."""
-        end = self.size + frames
-        if end > len(self._data):
-            grown = np.empty(max(end, 2 * len(self._data)), dtype=np.float32)
-            grown[: self.size] = self._data[: self.size]
-            self._data = grown
-        return self._data[self.size : end]
-
-    def commit(self, frames: int) -> None:
-        self.size += frames
-
-    def result(self, scale: float) -> npt.NDArray[np.float32]:
-        out = self._data[: self.size]
-        if len(self._data) > 2 * self.size + 4096:
-            out = out.copy()  # do not keep a mostly empty reservation alive
-        if scale != 1.0:
-            out *= np.float32(scale)
-        return out
 
 
 def _sum_channels(block: npt.NDArray[Any], dst: npt.NDArray[np.float32]) -> None:
@@ -190,8 +93,8 @@ def _decode_soundfile(
         declared = int(snd.frames)
         if declared > 0 and kind.exact_length:
             limits.check(declared, rate, channels, declared=True)
-        capacity = min(max(declared, 0), _INITIAL_CAPACITY_CAP) or _BLOCK_FRAMES
-        out = _MonoBuffer(capacity)
+        capacity = min(max(declared, 0), INITIAL_CAPACITY_CAP) or _BLOCK_FRAMES
+        out = MonoBuffer(capacity)
         block = np.empty((_BLOCK_FRAMES, channels), dtype=np.float32)
         while True:
             # Reading into ``out=`` asks libsndfile for what is really there rather
@@ -202,8 +105,6 @@ def _decode_soundfile(
             limits.check(out.size + got, rate, channels)
             _sum_channels(block[:got], out.claim(got))
             out.commit(got)
-            if got < _BLOCK_FRAMES:
-                break
     return out.result(1.0 / channels), rate
 
 
@@ -279,7 +180,7 @@ def _decode_pyav(
             declared = max(0, math.ceil(container.duration * rate / av.time_base))
         if declared and kind.exact_length:
             limits.check(declared, rate, channels, declared=True)
-        out = _MonoBuffer(min(declared, _INITIAL_CAPACITY_CAP) or _BLOCK_FRAMES)
+        out = MonoBuffer(min(declared, INITIAL_CAPACITY_CAP) or _BLOCK_FRAMES)
         layout: _FrameLayout | None = None
         for packet in container.demux(stream):
             for frame in ctx.decode(packet):

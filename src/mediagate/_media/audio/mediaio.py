@@ -15,7 +15,8 @@ import soxr
 from ..._errors import OptionError
 from ..._policy import MediaPolicy
 from ..base import MediaIO, OptionSpec, opt_float, opt_int, validate_options
-from .decode import MAX_SAMPLE_RATE, AudioLimits, decode_audio
+from .decode import decode_audio
+from .limits import MAX_SAMPLE_RATE, AudioLimits
 
 __all__ = ["AUDIO_OPTIONS", "ENCODE_FORMATS", "AudioMediaIO"]
 

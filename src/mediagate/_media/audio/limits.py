@@ -1,0 +1,123 @@
+"""The limits one audio decode runs under, and the buffer that enforces growth.
+
+Pure accounting: no decoder is imported here.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from ..._errors import DecodeError, TooLargeError
+
+__all__ = [
+    "DECODED_BYTES_PER_SECOND",
+    "INITIAL_CAPACITY_CAP",
+    "MAX_CHANNELS",
+    "MAX_SAMPLE_RATE",
+    "AudioLimits",
+    "MonoBuffer",
+]
+
+#: The highest sample rate (Hz) accepted from a header or a decoded frame.
+MAX_SAMPLE_RATE = 384_000
+#: The most channels accepted from a header or a decoded frame.
+MAX_CHANNELS = 32
+#: Decoded-size budget per second of ``max_seconds``: stereo float32 at MAX_SAMPLE_RATE.
+DECODED_BYTES_PER_SECOND = MAX_SAMPLE_RATE * 2 * 4
+
+#: Samples reserved up front on a header's word alone; beyond it the buffer grows.
+INITIAL_CAPACITY_CAP = 1 << 24
+
+
+@dataclass(frozen=True)
+class AudioLimits:
+    """The duration cap for one decode and the budgets derived from it."""
+
+    max_seconds: float
+
+    @property
+    def max_decoded_bytes(self) -> int:
+        """PCM bytes (all channels, float32) a decode may produce before it stops."""
+        return math.floor(self.max_seconds * DECODED_BYTES_PER_SECOND)
+
+    def check_format(self, rate: float, channels: int) -> None:
+        """Refuse a sample rate or channel count no real audio has.
+
+        Raises:
+            TooLargeError: the rate or the channel count is over its ceiling.
+            DecodeError: the rate or channel count is not positive.
+        """
+        if not rate > 0 or channels < 1:
+            raise DecodeError("audio declares no sample rate or no channels")
+        if rate > MAX_SAMPLE_RATE:
+            raise TooLargeError(
+                f"audio sample rate is over {MAX_SAMPLE_RATE} Hz",
+                limit="sample_rate",
+                value=rate,
+                maximum=MAX_SAMPLE_RATE,
+            )
+        if channels > MAX_CHANNELS:
+            raise TooLargeError(
+                f"audio has more than {MAX_CHANNELS} channels",
+                limit="channels",
+                value=channels,
+                maximum=MAX_CHANNELS,
+            )
+
+    def check(self, frames: int, rate: float, channels: int, *, declared: bool = False) -> None:
+        """Refuse ``frames`` per channel at ``rate`` if over the duration or size budget.
+
+        Raises:
+            TooLargeError: over ``max_seconds`` or over ``max_decoded_bytes``.
+        """
+        seconds = frames / rate
+        how = "declares" if declared else "decodes to"
+        if seconds > self.max_seconds:
+            raise TooLargeError(
+                f"audio {how} more than max_audio_seconds={self.max_seconds:g} s "
+                f"(raise MediaPolicy.max_audio_seconds to allow longer audio)",
+                limit="max_audio_seconds",
+                value=seconds,
+                maximum=self.max_seconds,
+            )
+        decoded = frames * channels * 4
+        if decoded > self.max_decoded_bytes:
+            raise TooLargeError(
+                f"audio {how} more than {self.max_decoded_bytes} bytes of samples "
+                f"(the budget follows MediaPolicy.max_audio_seconds)",
+                limit="decoded_bytes",
+                value=decoded,
+                maximum=self.max_decoded_bytes,
+            )
+
+
+class MonoBuffer:
+    """A growing float32 buffer that blocks of channel sums are written into."""
+
+    def __init__(self, capacity: int) -> None:
+        self._data = np.empty(max(capacity, 1), dtype=np.float32)
+        self.size = 0
+
+    def claim(self, frames: int) -> npt.NDArray[np.float32]:
+        """A writable view of the next ``frames`` samples (committed by ``commit``)."""
+        end = self.size + frames
+        if end > len(self._data):
+            grown = np.empty(max(end, 2 * len(self._data)), dtype=np.float32)
+            grown[: self.size] = self._data[: self.size]
+            self._data = grown
+        return self._data[self.size : end]
+
+    def commit(self, frames: int) -> None:
+        self.size += frames
+
+    def result(self, scale: float) -> npt.NDArray[np.float32]:
+        out = self._data[: self.size]
+        if len(self._data) > 2 * self.size + 4096:
+            out = out.copy()  # do not keep a mostly empty reservation alive
+        if scale != 1.0:
+            out *= np.float32(scale)
+        return out
