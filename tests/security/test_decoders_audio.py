@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import struct
 import time
+import tracemalloc
 from collections.abc import Callable
 
 import numpy as np
@@ -124,7 +125,15 @@ def test_opus_whose_pages_lie_about_length_stops_at_the_cap_while_decoding(
     payload = opus_silence(2 * 3600, honest_granules=False)
     io_ = AudioMediaIO(policy=MediaPolicy(max_audio_seconds=30))
 
-    err, elapsed = refuse(io_, payload)
+    tracemalloc.start()
+    try:
+        err, elapsed = refuse(io_, payload)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+    # 30 s of mono float32 is 5.8 MB; two hours would be 1.4 GB.
+    assert peak < 32 * 1024 * 1024
 
     assert err.limit == "max_audio_seconds"
     assert "decodes to" in str(err)  # found by counting samples, not from a header
