@@ -50,6 +50,8 @@ SAMPLING_OPTIONS: Mapping[str, OptionSpec] = {
 # Targets at most this many frames past the last decoded frame are reached by decoding
 # forward even when a keyframe lies in between.
 _FORWARD_SLACK = 1
+# Mean frames decoded per seek from which frame threading is used (see _configure_decoder).
+_FRAME_THREADS_MIN_RUN = 48
 # A seek that lands past its target is retried once from an earlier keyframe.
 _SEEK_RETRIES = 1
 
@@ -131,7 +133,7 @@ def _decode_targets(
 ) -> npt.NDArray[np.uint8]:
     width, height = stream.codec_context.width, stream.codec_context.height
     out = np.empty((len(targets), height, width, 3), dtype=np.uint8)
-    _configure_decoder(stream)
+    _configure_decoder(stream, _mean_run(index, targets) if index.exact else index.total)
     if index.exact:
         try:
             with av_errors("decoding"):
@@ -142,7 +144,7 @@ def _decode_targets(
     # Start over on a fresh container and number frames by counting them.
     fresh, fresh_stream = open_video(data, max_pixels=policy.max_pixels)
     try:
-        _configure_decoder(fresh_stream)
+        _configure_decoder(fresh_stream, index.total)
         with av_errors("decoding"):
             _counting_walk(fresh, fresh_stream, index.total, targets, out, policy)
     finally:
@@ -150,10 +152,35 @@ def _decode_targets(
     return out
 
 
-def _configure_decoder(stream: VideoStream) -> None:
+def _configure_decoder(stream: VideoStream, mean_run: float) -> None:
+    """Turn on FFmpeg threading suited to runs of ``mean_run`` frames between seeks.
+
+    Frame threading pays off on long forward runs, but each seek drains and refills its
+    pipeline, which costs more than it gains on short runs; slice threading has no
+    such latency.
+    """
     ctx = stream.codec_context
-    ctx.thread_type = "AUTO"
+    ctx.thread_type = "AUTO" if mean_run >= _FRAME_THREADS_MIN_RUN else "SLICE"
     ctx.thread_count = 0
+
+
+def _key_before(index: StreamIndex, frame: int) -> int:
+    """The keyframe at or before ``frame``."""
+    return index.keyframes[max(0, bisect.bisect_right(index.keyframes, frame) - 1)]
+
+
+def _mean_run(index: StreamIndex, targets: list[int]) -> float:
+    """Frames the seek walk decodes per seek, on average (non-reference ones included)."""
+    runs: list[int] = []
+    previous = -1
+    for target in targets:
+        key = _key_before(index, target)
+        if not runs or key > previous + _FORWARD_SLACK:
+            runs.append(target - key + 1)
+        else:
+            runs[-1] += target - previous
+        previous = target
+    return sum(runs) / len(runs)
 
 
 def _store(frame: VideoFrame, out: npt.NDArray[np.uint8], slot: int, policy: MediaPolicy) -> None:
@@ -205,7 +232,7 @@ def _seek_walk(
     retries = 0
     while slot < len(targets):
         target = targets[slot]
-        key = index.keyframes[max(0, bisect.bisect_right(index.keyframes, target) - 1)]
+        key = _key_before(index, target)
         if frames is None or key > last + _FORWARD_SLACK:
             if retries:
                 # The last seek overshot: start from the keyframe before this one.
@@ -251,9 +278,7 @@ def _drain_point(index: StreamIndex, targets: list[int], slot: int) -> int | Non
     """
     end = slot
     while end + 1 < len(targets):
-        nxt = targets[end + 1]
-        key = index.keyframes[max(0, bisect.bisect_right(index.keyframes, nxt) - 1)]
-        if key > targets[end] + _FORWARD_SLACK:
+        if _key_before(index, targets[end + 1]) > targets[end] + _FORWARD_SLACK:
             break
         end += 1
     if end + 1 == len(targets):
