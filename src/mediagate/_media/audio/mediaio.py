@@ -90,7 +90,7 @@ class AudioMediaIO(MediaIO[tuple[npt.NDArray[np.float32], float]]):
         Raises:
             TooLargeError: the payload is over ``max_bytes``, or the audio is longer
                 than the duration cap (from its header or while decoding), or its
-                rate or channel count is over the ceilings in ``decode``.
+                rate or channel count is over ``MAX_SAMPLE_RATE`` or ``MAX_CHANNELS``.
             DecodeError: not a supported audio format, or not decodable.
         """
         self.policy.check_size(len(data), self.modality)
