@@ -5,12 +5,16 @@ the first run and cached under ``benchmarks/.work``. All sides decode the same b
 held in memory, except librosa, which is given the cached file's path (how it is
 used); mediagate's side then reads the file too (``load_file``).
 
-Targets:
-- decode to mono float32 within 1.2x of the fastest raw decoder for the format
-  (soundfile or PyAV, each giving all channels, no downmix);
-- resampling to 16 kHz adds at most 20% to mediagate's own decode;
-- against ``librosa.load(path, sr=16000)``: at least 1.3x faster on MP3 and 2x on
-  Opus (that column is skipped when librosa is not importable).
+Targets (written as ratios of medians, as ``benchmarks/run.py`` reads them):
+- ``mediagate/raw-<fastest> <= 1.2x``: decoding to mono float32 against the fastest
+  raw decoder for the format (soundfile or PyAV, all channels, no downmix);
+- ``mediagate/native-rate <= 1.2x``: resampling to 16 kHz adds at most 20%;
+- ``reference/mediagate >= 1.3x`` on MP3 and ``>= 2x`` on Opus, the reference being
+  ``librosa.load(path, sr=16000)``.
+
+librosa runs in this interpreter when importable, else in the one named by
+``MEDIAGATE_BENCH_REF_PYTHON`` (``benchmarks/run.py`` sets it to its reference venv);
+its runs are timed in that process, not interleaved with mediagate's.
 
 Run ``python benchmarks/bench_audio.py`` (``--quick`` for one timed run per side).
 """
@@ -18,8 +22,11 @@ Run ``python benchmarks/bench_audio.py`` (``--quick`` for one timed run per side
 from __future__ import annotations
 
 import io
+import json
+import os
+import re
+import subprocess
 import sys
-import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -33,6 +40,8 @@ from _common import Result, alternate, peak_memory, ratio
 from mediagate._media.audio import AudioMediaIO
 
 WORK = Path(__file__).resolve().parent / ".work"
+#: The reference interpreter (with librosa) that ``benchmarks/run.py`` names.
+REF_PYTHON_ENV = "MEDIAGATE_BENCH_REF_PYTHON"
 SECONDS, RATE = 60, 44100
 
 DECODE_TARGET = 1.2
@@ -118,15 +127,56 @@ def _soundfile_reads(data: bytes) -> bool:
     return True
 
 
-def _librosa() -> Any:
+# Times ``librosa.load(path, sr=16000)`` in whichever interpreter runs it; prints JSON
+# (null when librosa is missing or cannot read the file, e.g. MP4 without audioread).
+_LIBROSA_SCRIPT = """
+import json, sys, time, warnings
+path, runs, warmup = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+try:
+    import librosa
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        librosa.load(path, sr=16000, duration=0.1)
+except Exception:
+    print("null")
+    raise SystemExit(0)
+times = []
+for i in range(warmup + runs):
+    start = time.perf_counter()
+    librosa.load(path, sr=16000)
+    if i >= warmup:
+        times.append(time.perf_counter() - start)
+print(json.dumps(times))
+"""
+
+
+def librosa_times(path: Path, runs: int, warmup: int) -> list[float] | None:
+    """``librosa.load(path, sr=16000)`` timings, or None where librosa cannot run.
+
+    Runs here when librosa is importable, else in the reference interpreter named by
+    ``MEDIAGATE_BENCH_REF_PYTHON`` (set by ``benchmarks/run.py``).
+    """
+    python = sys.executable
     try:
-        import librosa
+        import librosa  # noqa: F401
     except ImportError:
+        python = os.environ.get(REF_PYTHON_ENV, "")
+        if not python or not Path(python).exists():
+            return None
+    done = subprocess.run(
+        [python, "-c", _LIBROSA_SCRIPT, str(path), str(runs), str(warmup)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    if done.returncode != 0:
         return None
-    return librosa
+    times = json.loads(done.stdout.strip().splitlines()[-1] if done.stdout.strip() else "null")
+    return [float(t) for t in times] if isinstance(times, list) and times else None
 
 
-def _measure(name: str, runs: int, warmup: int, librosa: Any) -> list[Result]:
+def _measure(name: str, runs: int, warmup: int) -> list[Result]:
     native, at_16k = AudioMediaIO(), AudioMediaIO(sample_rate=16000)
     path = workload(name)
     data = path.read_bytes()
@@ -135,82 +185,65 @@ def _measure(name: str, runs: int, warmup: int, librosa: Any) -> list[Result]:
 
     sides: dict[str, Callable[[], Any]] = {"mediagate": lambda: native.load_bytes(data)}
     if _soundfile_reads(data):
-        sides["soundfile"] = lambda: raw_soundfile(data)
-    sides["pyav"] = lambda: raw_pyav(data)
-    decode = Result(
-        "decode",
-        label,
-        alternate(sides, runs=runs, warmup=warmup),
-        target=f"mediagate <= {DECODE_TARGET}x fastest raw decoder",
-    )
+        sides["raw-soundfile"] = lambda: raw_soundfile(data)
+    sides["raw-pyav"] = lambda: raw_pyav(data)
+    decode = Result("decode", label, alternate(sides, runs=runs, warmup=warmup))
+    fastest = min((s for s in decode.times if s != "mediagate"), key=decode.median)
+    decode.target = f"mediagate/{fastest} <= {DECODE_TARGET}x"
+    decode.note = f"mono float32 vs the fastest raw decoder ({fastest}, all channels)"
     decode.peak_bytes["mediagate"] = peak_memory(lambda: native.load_bytes(data))
     results.append(decode)
 
     resample_sides: dict[str, Callable[[], Any]] = {
-        "mediagate": lambda: native.load_bytes(data),
-        "mediagate@16k": lambda: at_16k.load_bytes(data),
+        "mediagate": lambda: at_16k.load_bytes(data),
+        "native-rate": lambda: native.load_bytes(data),
     }
-    results.append(
-        Result(
-            "resample",
-            label,
-            alternate(resample_sides, runs=runs, warmup=warmup),
-            target=f"mediagate@16k <= {RESAMPLE_TARGET}x mediagate",
-        )
+    resample = Result(
+        "resample",
+        label,
+        alternate(resample_sides, runs=runs, warmup=warmup),
+        target=f"mediagate/native-rate <= {RESAMPLE_TARGET}x",
+        note="decode + soxr HQ to 16 kHz vs decode alone",
     )
+    results.append(resample)
 
-    if librosa is not None and _librosa_reads(librosa, path):
+    reference = librosa_times(path, runs, warmup)
+    if reference is not None:
         goal = LIBROSA_TARGETS.get(name)
-        librosa_sides: dict[str, Callable[[], Any]] = {
-            "mediagate@16k": lambda: at_16k.load_file(path),
-            "librosa@16k": lambda: librosa.load(str(path), sr=16000),
-        }
+        ours = alternate({"mediagate": lambda: at_16k.load_file(path)}, runs=runs, warmup=warmup)
         results.append(
             Result(
                 "librosa",
                 label,
-                alternate(librosa_sides, runs=runs, warmup=warmup),
-                target=f"librosa >= {goal}x mediagate@16k" if goal else "(no target)",
+                {"mediagate": ours["mediagate"], "reference": reference},
+                target=f"reference/mediagate >= {goal}x" if goal else "",
+                note="librosa.load(path, sr=16000) vs load_file at sample_rate=16000",
             )
         )
     return results
 
 
-def _librosa_reads(librosa: Any, path: Path) -> bool:
-    """Whether librosa can load ``path`` here (it cannot read MP4/AAC without audioread)."""
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            librosa.load(str(path), sr=16000, duration=0.1)
-    except Exception:
-        return False
-    return True
-
-
 def run(quick: bool = False) -> list[Result]:
-    """Time every workload: decode, resample and (when importable) librosa results."""
+    """Time every workload: decode, resample and (where librosa runs) reference results."""
     runs, warmup = (1, 1) if quick else (7, 1)
-    librosa = _librosa()
     results: list[Result] = []
     for name in FORMATS:
-        results.extend(_measure(name, runs, warmup, librosa))
+        results.extend(_measure(name, runs, warmup))
     return results
 
 
-def verdict(result: Result) -> tuple[float, str]:
-    """The ratio each target is about and whether it is met."""
-    if result.group == "decode":
-        fastest = min(result.median(s) for s in result.times if s != "mediagate")
-        value = result.median("mediagate") / fastest
-        return value, "yes" if value <= DECODE_TARGET else "no"
-    if result.group == "resample":
-        value = ratio(result, "mediagate@16k", "mediagate")
-        return value, "yes" if value <= RESAMPLE_TARGET else "no"
-    value = ratio(result, "librosa@16k", "mediagate@16k")
-    goal = LIBROSA_TARGETS.get(result.workload.split()[0])
-    if goal is None:
-        return value, "-"
-    return value, "yes" if value >= goal else "no"
+_TARGET = re.compile(r"^\s*([\w.-]+)\s*/\s*([\w.-]+)\s*(>=|<=)\s*([\d.]+)\s*x\s*$")
+
+
+def verdict(result: Result) -> tuple[float | None, str]:
+    """The ratio a result's target is about, and whether it is met."""
+    match = _TARGET.match(result.target)
+    if match is None:
+        return None, "-"
+    top, bottom, op, bound = match.groups()
+    value = ratio(result, top, bottom)
+    met = value >= float(bound) if op == ">=" else value <= float(bound)
+    return value, "yes" if met else "no"
 
 
 def table(results: list[Result]) -> str:
@@ -221,9 +254,10 @@ def table(results: list[Result]) -> str:
     for result in results:
         medians = ", ".join(f"{s} {result.median(s) * 1000:.1f}" for s in result.times)
         value, met = verdict(result)
+        shown = "-" if value is None else f"{value:.2f}"
         lines.append(
-            f"| {result.group} | {result.workload} | {medians} | {value:.2f} "
-            f"| {result.target} | {met} |"
+            f"| {result.group} | {result.workload} | {medians} | {shown} "
+            f"| {result.target or '(none)'} | {met} |"
         )
     return "\n".join(lines)
 
@@ -231,8 +265,11 @@ def table(results: list[Result]) -> str:
 def main(argv: list[str]) -> None:
     results = run(quick="--quick" in argv)
     print(table(results))
-    if _librosa() is None:
-        print("\n(librosa is not importable here: the librosa comparison was skipped)")
+    if not any(r.group == "librosa" for r in results):
+        print(
+            "\n(librosa is neither importable here nor in $MEDIAGATE_BENCH_REF_PYTHON: "
+            "the librosa comparison was skipped)"
+        )
 
 
 if __name__ == "__main__":
