@@ -1,0 +1,478 @@
+"""Run every benchmark, side by side with the reference implementation, in one command.
+
+    .venv/bin/python benchmarks/run.py            # full run (what `make bench` does)
+    .venv/bin/python benchmarks/run.py --quick    # a smoke run: fewer items, 3 runs
+
+The reference is vLLM's media layer (``vllm.multimodal.utils.MediaConnector``), installed
+on first use into ``benchmarks/.ref-venv`` (see ``ensure_reference_venv``). Image
+workloads run here; video, audio, cache and concurrency come from the ``bench_*.py``
+modules' ``run(quick)``. A module that is missing or fails is recorded as "not run" and
+the rest go on. Results go to ``benchmarks/RESULTS.md`` and ``benchmarks/results.png``.
+
+Targets are written ``"<side>/<side> >= Nx"`` or ``"<side>/<side> <= Nx"`` (ratios of
+medians), several joined by ``"; "``; a target is met when every part holds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import importlib
+import json
+import math
+import os
+import platform
+import re
+import subprocess
+import sys
+import time
+import traceback
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+BENCH = Path(__file__).resolve().parent
+ROOT = BENCH.parent
+for _path in (str(BENCH), str(ROOT)):
+    if _path not in sys.path:
+        sys.path.insert(0, _path)
+
+from _common import Result  # noqa: E402
+from bench_images import LIMITS, run_images  # noqa: E402
+
+__all__ = ["ReferenceBuildError", "ensure_reference_venv", "judge", "main"]
+
+# -- the reference environment ---------------------------------------------------------
+
+REF_VENV = BENCH / ".ref-venv"
+REF_PYTHON = REF_VENV / "bin" / "python"
+REF_STAMP = REF_VENV / ".stamp"
+REF_LOG = BENCH / ".work" / "ref-venv-build.log"
+#: The environment variable other bench modules read to find the reference interpreter.
+REF_PYTHON_ENV = "MEDIAGATE_BENCH_REF_PYTHON"
+VLLM_PIN = "vllm==0.33.0"
+#: The CPU build that installs from the local wheel; any other torch is gigabytes.
+TORCH_PIN = "torch==2.13.0"
+#: What ``from vllm.multimodal.utils import MediaConnector`` imports, found by trying the
+#: import in a bare environment; each is installed with the version range vLLM declares.
+MEDIA_IMPORT_PACKAGES = (
+    "aiohttp",
+    "cachetools",
+    "cbor2",
+    "numpy",
+    "openai",
+    "oss-harmony",
+    "pillow",
+    "psutil",
+    "pybase64",
+    "pydantic",
+    "pyzmq",
+    "regex",
+    "requests",
+    "transformers",
+)
+#: The reference's audio path resamples with librosa (bench_audio compares against it).
+EXTRA_PACKAGES = ("librosa",)
+REF_IMPORT_CHECK = "from vllm.multimodal.utils import MediaConnector; import librosa"
+
+
+class ReferenceBuildError(RuntimeError):
+    """The reference environment could not be built; the message says which step failed."""
+
+
+def _canonical(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def _stamp_spec() -> dict[str, Any]:
+    return {
+        "vllm": VLLM_PIN,
+        "torch": TORCH_PIN,
+        "packages": list(MEDIA_IMPORT_PACKAGES),
+        "extra": list(EXTRA_PACKAGES),
+        "python": platform.python_version(),
+    }
+
+
+def _pip(args: Sequence[str], log: Any) -> None:
+    command = [str(REF_PYTHON), "-m", "pip", "--disable-pip-version-check", *args]
+    log.write(f"$ {' '.join(command)}\n")
+    log.flush()
+    done = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, check=False)
+    if done.returncode != 0:
+        raise ReferenceBuildError(
+            f"`pip {' '.join(args)}` failed (exit {done.returncode}); see {REF_LOG}"
+        )
+
+
+def _declared_requirements() -> dict[str, str]:
+    """vLLM's own requirement strings, by canonical package name."""
+    script = "import importlib.metadata as m, json; print(json.dumps(m.requires('vllm') or []))"
+    out = subprocess.run(
+        [str(REF_PYTHON), "-c", script], capture_output=True, text=True, check=False
+    )
+    if out.returncode != 0:
+        raise ReferenceBuildError(f"reading vLLM's metadata failed: {out.stderr.strip()[-300:]}")
+    declared: dict[str, str] = {}
+    for requirement in json.loads(out.stdout):
+        match = re.match(r"\s*([A-Za-z0-9][A-Za-z0-9._-]*)", requirement)
+        if match:
+            declared[_canonical(match.group(1))] = requirement
+    return declared
+
+
+def ensure_reference_venv(log: Callable[[str], None] = print) -> Path:
+    """Build ``benchmarks/.ref-venv`` once; later calls return at once (a stamp file).
+
+    Steps: a venv; ``pip install torch==2.13.0`` (the local CPU build); ``pip install
+    --no-deps vllm==0.33.0`` (its full dependency set is CUDA kernels and serving stacks
+    that media loading never imports); then the packages the media import path needs,
+    with vLLM's declared version ranges, under a constraint that keeps torch at 2.13.0;
+    then the import itself is checked.
+
+    Raises:
+        ReferenceBuildError: a step failed; the message names it.
+    """
+    spec = json.dumps(_stamp_spec(), sort_keys=True)
+    if REF_STAMP.exists() and REF_PYTHON.exists() and REF_STAMP.read_text() == spec:
+        return REF_PYTHON
+    log(f"building the reference environment in {REF_VENV} (log: {REF_LOG})")
+    REF_LOG.parent.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    with REF_LOG.open("a", encoding="utf-8") as out:
+        if not REF_PYTHON.exists():
+            made = subprocess.run(
+                [sys.executable, "-m", "venv", str(REF_VENV)],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                check=False,
+            )
+            if made.returncode != 0:
+                raise ReferenceBuildError(f"creating the venv failed; see {REF_LOG}")
+        constraints = REF_VENV / "constraints.txt"
+        constraints.write_text(TORCH_PIN + "\n")
+        log(f"  pip install {TORCH_PIN}")
+        _pip(["install", "-q", TORCH_PIN], out)
+        log(f"  pip install --no-deps {VLLM_PIN}")
+        _pip(["install", "-q", "--no-deps", VLLM_PIN], out)
+        declared = _declared_requirements()
+        wanted = [declared.get(_canonical(name), name) for name in MEDIA_IMPORT_PACKAGES]
+        wanted += list(EXTRA_PACKAGES)
+        log(f"  pip install -c constraints.txt {' '.join(repr(w) for w in wanted)}")
+        _pip(["install", "-q", "-c", str(constraints), *wanted], out)
+        check = subprocess.run(
+            [str(REF_PYTHON), "-c", REF_IMPORT_CHECK], capture_output=True, text=True, check=False
+        )
+        out.write(check.stdout + check.stderr)
+        if check.returncode != 0:
+            last = (check.stderr.strip().splitlines() or ["no output"])[-1]
+            raise ReferenceBuildError(f"the reference import failed: {last}")
+    REF_STAMP.write_text(spec)
+    log(f"  reference environment ready in {time.perf_counter() - start:.0f} s")
+    return REF_PYTHON
+
+
+# -- judging results -------------------------------------------------------------------
+
+_TARGET = re.compile(r"^\s*([\w.-]+)\s*/\s*([\w.-]+)\s*(>=|<=)\s*([\d.]+)\s*x\s*$")
+
+
+@dataclass
+class Verdict:
+    """How a result fares against its target: ``met`` is None when it cannot be judged."""
+
+    met: bool | None
+    detail: str = ""
+
+
+def _ratio(result: Result, top: str, bottom: str) -> float | None:
+    if top not in result.times or bottom not in result.times:
+        return None
+    below = result.median(bottom)
+    return result.median(top) / below if below > 0 else None
+
+
+def judge(result: Result) -> Verdict:
+    """Check ``result.target`` (``"a/b >= Nx"`` parts joined by ``"; "``)."""
+    explicit = getattr(result, "met", None)
+    if isinstance(explicit, bool):
+        return Verdict(explicit)
+    if not result.target.strip():
+        return Verdict(None)
+    verdicts: list[bool] = []
+    for part in result.target.split(";"):
+        match = _TARGET.match(part)
+        if match is None:
+            return Verdict(None, f"target not machine-readable: {part.strip()!r}")
+        top, bottom, op, bound = match.groups()
+        value = _ratio(result, top, bottom)
+        if value is None:
+            return Verdict(None, f"{top} or {bottom} not run")
+        verdicts.append(value >= float(bound) if op == ">=" else value <= float(bound))
+    return Verdict(all(verdicts))
+
+
+def _sides(result: Result) -> tuple[str | None, str | None, str | None, list[str]]:
+    """(reference, mediagate, floor, others) side names of ``result``."""
+    names = list(result.times)
+    ours = "mediagate" if "mediagate" in names else (names[0] if names else None)
+    floor = next((n for n in names if n == "floor" or n.startswith("raw")), None)
+    rest = [n for n in names if n not in (ours, floor)]
+    reference = "reference" if "reference" in rest else (rest[0] if rest else None)
+    others = [n for n in rest if n != reference]
+    return reference, ours, floor, others
+
+
+# -- other modules ---------------------------------------------------------------------
+
+OTHER_MODULES = ("video", "audio", "cache", "concurrency")
+GROUPS = ("images", *OTHER_MODULES)
+
+
+def run_module(group: str, quick: bool) -> list[Result]:
+    """``bench_<group>.run(quick)``, or one "not run" row saying why."""
+    name = f"bench_{group}"
+    if not (BENCH / f"{name}.py").exists():
+        return [_not_run(group, f"benchmarks/{name}.py does not exist yet")]
+    try:
+        module = importlib.import_module(name)
+        runner = getattr(module, "run", None)
+        if runner is None:
+            return [_not_run(group, f"benchmarks/{name}.py has no run()")]
+        results = list(runner(quick=quick))
+    except Exception as exc:
+        traceback.print_exc()
+        return [_not_run(group, f"{type(exc).__name__}: {exc}")]
+    good = [r for r in results if isinstance(r, Result) or hasattr(r, "times")]
+    return good or [_not_run(group, "run() returned no results")]
+
+
+def _not_run(group: str, reason: str) -> Result:
+    return Result(group=group, workload="(all)", times={}, note=f"not run: {reason}")
+
+
+# -- writing ---------------------------------------------------------------------------
+
+
+def _ms(seconds: float) -> str:
+    ms = seconds * 1e3
+    return f"{ms:.0f} ms" if ms >= 100 else f"{ms:.1f} ms"
+
+
+def _mib(value: int | None) -> str:
+    return "-" if value is None else f"{value / 2**20:.0f}"
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def _note(result: Result, verdict: Verdict) -> str:
+    parts = [result.note] if result.note else []
+    if verdict.detail:
+        parts.append(verdict.detail)
+    if verdict.met is False:
+        limit = LIMITS.get(result.workload)
+        if limit:
+            parts.append(f"what limits it: {limit}")
+    return "; ".join(parts)
+
+
+def markdown_table(results: Sequence[Result]) -> str:
+    """The results as one markdown table (medians, ratios, peak memory, targets)."""
+    header = (
+        "| group | workload | reference | mediagate | raw floor | ref / mediagate "
+        "| mediagate / floor | peak MiB (ref / mg) | target | met | note |\n"
+        "|---|---|---:|---:|---:|---:|---:|---:|---|---|---|\n"
+    )
+    rows = []
+    for result in results:
+        reference, ours, floor, others = _sides(result)
+        verdict = judge(result)
+        speed = _ratio(result, reference, ours) if reference and ours else None
+        over_floor = _ratio(result, ours, floor) if ours and floor else None
+        note = _note(result, verdict)
+        if others:
+            also = ", ".join(f"{n} {_ms(result.median(n))}" for n in others)
+            note = f"also: {also}" + (f"; {note}" if note else "")
+        met = {True: "yes", False: "**no**", None: "n/a"}[verdict.met]
+        peaks = result.peak_bytes
+        peak = (
+            f"{_mib(peaks.get(reference or ''))} / {_mib(peaks.get(ours or ''))}" if peaks else "-"
+        )
+        cells = [
+            result.group,
+            result.workload,
+            _ms(result.median(reference)) if reference else "-",
+            _ms(result.median(ours)) if ours else "-",
+            _ms(result.median(floor)) if floor else "-",
+            f"{speed:.2f}x" if speed else "-",
+            f"{over_floor:.2f}x" if over_floor else "-",
+            peak,
+            result.target or "-",
+            met,
+            note,
+        ]
+        rows.append("| " + " | ".join(_cell(c) for c in cells) + " |")
+    return header + "\n".join(rows) + "\n"
+
+
+def write_markdown(
+    results: Sequence[Result], path: Path, meta: dict[str, str], chart: Path | None
+) -> None:
+    met = [judge(r).met for r in results]
+    lines = [
+        "# mediagate benchmarks",
+        "",
+        "Generated by `make bench` (`.venv/bin/python benchmarks/run.py`); see "
+        "`benchmarks/README.md` for what each workload means.",
+        "",
+        *(f"- **{key}**: {value}" for key, value in meta.items()),
+        f"- **targets met**: {met.count(True)} of {sum(m is not None for m in met)} judged",
+        "",
+        "Times are medians of alternating runs (reference, mediagate, floor, reference, ...) "
+        "after one warm-up, each side in its own persistent process. *ref / mediagate* above 1 "
+        "means mediagate is faster; *mediagate / floor* is mediagate's time over the raw "
+        "decoder decoding the same bytes already in memory (no fetch), so 1.00x is the limit. "
+        "Peak memory is the growth of each worker's resident set during a run (median).",
+        "",
+        markdown_table(results),
+    ]
+    if chart is not None:
+        lines += [f"![results]({chart.name})", ""]
+    path.write_text("\n".join(lines), encoding="utf-8")
+
+
+def draw_chart(results: Sequence[Result], path: Path) -> bool:
+    """Two bar panels (speed-up over the reference; time over the floor) drawn with Pillow."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    rows: list[tuple[str, float | None, float | None, bool | None]] = []
+    for result in results:
+        reference, ours, floor, _ = _sides(result)
+        speed = _ratio(result, reference, ours) if reference and ours else None
+        over = _ratio(result, ours, floor) if ours and floor else None
+        if speed is None and over is None:
+            continue
+        rows.append((f"{result.group}: {result.workload}", speed, over, judge(result).met))
+    if not rows:
+        return False
+    try:
+        font: Any = ImageFont.load_default(size=13)
+    except TypeError:  # Pillow without FreeType
+        font = ImageFont.load_default()
+    label_w, panel_w, row_h, top = 520, 300, 24, 56
+    width, height = label_w + 2 * panel_w + 60, top + row_h * len(rows) + 30
+    image = Image.new("RGB", (width, height), "white")
+    draw = ImageDraw.Draw(image)
+    draw.text((10, 8), "mediagate benchmarks", fill="black", font=font)
+    panels = (
+        (label_w, "reference / mediagate (log scale, right is faster)", 0.25, 8.0, (1.0, 2.0)),
+        (label_w + panel_w + 40, "mediagate / raw decoder floor (log scale)", 0.5, 16.0, (1.3,)),
+    )
+    for x0, title, low, high, marks in panels:
+        draw.text((x0, 30), title, fill="black", font=font)
+
+        def xpos(value: float, x0: int = x0, low: float = low, high: float = high) -> int:
+            value = min(max(value, low), high)
+            share = math.log(value / low) / math.log(high / low)
+            return int(x0 + share * panel_w)
+
+        for mark in marks:
+            x = xpos(mark)
+            draw.line([(x, top - 6), (x, height - 24)], fill=(150, 150, 150), width=1)
+            draw.text((x - 8, height - 20), f"{mark:g}x", fill=(90, 90, 90), font=font)
+    for index, (label, speed, over, met) in enumerate(rows):
+        y = top + index * row_h
+        draw.text((10, y + 4), label[:78], fill="black", font=font)
+        colour = {True: (46, 139, 87), False: (200, 60, 50), None: (130, 130, 130)}[met]
+        for (x0, _, low, high, _), value in zip(panels, (speed, over), strict=True):
+            if value is None:
+                continue
+            share = math.log(min(max(value, low), high) / low) / math.log(high / low)
+            x1 = int(x0 + share * panel_w)
+            draw.rectangle([(x0, y + 4), (max(x0 + 1, x1), y + row_h - 6)], fill=colour)
+            draw.text((x1 + 4, y + 4), f"{value:.2f}x", fill="black", font=font)
+    image.save(path)
+    return True
+
+
+# -- main ------------------------------------------------------------------------------
+
+
+def _load_average() -> str:
+    try:
+        return " ".join(f"{v:.1f}" for v in os.getloadavg())
+    except OSError:
+        return "unknown"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="mediagate benchmarks against the reference")
+    parser.add_argument("--quick", action="store_true", help="fewer items and 3 runs")
+    parser.add_argument(
+        "--no-reference", action="store_true", help="skip building and running the reference"
+    )
+    parser.add_argument("--runs", type=int, default=None, help="timed runs per side")
+    parser.add_argument(
+        "--only", nargs="+", choices=GROUPS, default=None, help="run only these groups"
+    )
+    parser.add_argument(
+        "--images", nargs="+", default=None, help="run only these image workloads (by name)"
+    )
+    parser.add_argument(
+        "--out", type=Path, default=BENCH, help="folder for RESULTS.md and results.png"
+    )
+    args = parser.parse_args(argv)
+    groups = args.only or list(GROUPS)
+    started, load_before = time.perf_counter(), _load_average()
+
+    reference: Path | None = None
+    reference_note = "not run (--no-reference)"
+    if not args.no_reference:
+        try:
+            reference = ensure_reference_venv()
+            reference_note = f"{VLLM_PIN} in benchmarks/.ref-venv ({TORCH_PIN} CPU)"
+            os.environ[REF_PYTHON_ENV] = str(reference)
+        except ReferenceBuildError as exc:
+            reference_note = f"not run: {exc}"
+            print(f"reference {reference_note}", file=sys.stderr)
+
+    results: list[Result] = []
+    versions: dict[str, str] = {}
+    if "images" in groups:
+        print("images")
+        results += run_images(
+            quick=args.quick,
+            reference_python=reference,
+            runs=args.runs,
+            only=args.images,
+            versions=versions,
+        )
+    for group in OTHER_MODULES:
+        if group in groups:
+            print(group)
+            results += run_module(group, args.quick)
+
+    meta = {
+        "mode": ("quick" if args.quick else "full")
+        + f", {args.runs or (3 if args.quick else 5)} timed runs per side",
+        "reference": reference_note,
+        "versions": ", ".join(f"{k} {v}" for k, v in sorted(versions.items())) or "-",
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, load average "
+        f"{load_before} before and {_load_average()} after",
+        "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "duration": f"{time.perf_counter() - started:.0f} s",
+    }
+    args.out.mkdir(parents=True, exist_ok=True)
+    chart = args.out / "results.png"
+    drawn = draw_chart(results, chart)
+    write_markdown(results, args.out / "RESULTS.md", meta, chart if drawn else None)
+    print(markdown_table(results))
+    print(f"wrote {args.out / 'RESULTS.md'}" + (f" and {chart}" if drawn else ""))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
