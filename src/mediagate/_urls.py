@@ -165,7 +165,8 @@ def _parse_file(url: str) -> ParsedURL:
         raise _refuse("the file path is not valid percent-encoded UTF-8") from exc
     if "\x00" in decoded:
         raise _refuse("the file path contains a NUL character")
-    return ParsedURL(scheme="file", url=f"file://{path}", path=decoded)
+    canonical = quote(decoded, safe=_SAFE_PATH.replace("%", ""))
+    return ParsedURL(scheme="file", url=f"file://{canonical}", path=decoded)
 
 
 def parse_url(url: str) -> ParsedURL:
@@ -216,7 +217,11 @@ def redirect_target(current: ParsedURL, location: str) -> ParsedURL:
     """
     if _CONTROL.search(location.strip(" \t")):
         raise _refuse("the redirect target contains control characters or a backslash")
-    target = parse_url(urljoin(current.url, location.strip(" \t")))
+    try:
+        joined = urljoin(current.url, location.strip(" \t"))
+    except ValueError as exc:  # e.g. an unbalanced "[" in the authority
+        raise _refuse("the redirect target is malformed") from exc
+    target = parse_url(joined)
     if target.scheme not in ("http", "https"):
         raise PolicyError("redirects may only lead to http or https URLs")
     return target
