@@ -238,3 +238,11 @@ def test_data_url_size_is_judged_from_length() -> None:
         decode_data_url(parse_data_url("data:," + "%" * 200), 100)
     with pytest.raises(TooLargeError):
         check_data_url_size(parse_data_url("data:;base64," + "A" * 1000), 100)
+
+
+@pytest.mark.parametrize(
+    "location", ["http://[", "//[::1", "http://[::1]x/", "https://a.test:99999/"]
+)
+def test_malformed_redirect_targets_are_policy_errors(location: str) -> None:
+    with pytest.raises(PolicyError):
+        redirect_target(parse_url("http://a.test/"), location)

@@ -75,6 +75,7 @@ def test_parse_url_fails_only_with_media_errors_and_is_canonical(url: str) -> No
         assert parsed.scheme == "file"
         assert parsed.path.startswith("/")
         assert "\x00" not in parsed.path
+        assert parse_url(parsed.url) == parsed
 
 
 @FUZZ

@@ -391,6 +391,8 @@ def test_n4_allowlist_does_not_lift_the_address_rules(
         "dict://127.0.0.1:{port}/",
         "http://user@127.0.0.1:{port}/img",
         "http://127.0.0.1:{port}\\@evil.test/img",
+        "http://[",
+        "http://[::1",
     ],
 )
 def test_n5_redirect_to_a_forbidden_target_is_refused(
