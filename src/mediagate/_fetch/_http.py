@@ -316,7 +316,9 @@ class HttpFetcher:
                     )
             except MediaError:
                 raise
-            except (aiohttp.ClientError, OSError) as exc:
+            except Exception as exc:
+                # The one boundary where client-library errors become ours; anything
+                # unforeseen is still a typed FetchError whose text names nothing.
                 raise _translate(exc) from exc
 
     def _semaphore(self) -> asyncio.Semaphore:
