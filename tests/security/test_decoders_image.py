@@ -180,7 +180,8 @@ def _frames(count: int, mode: str = "RGB") -> list[Image.Image]:
 
 @pytest.mark.parametrize("fmt", ["GIF", "WEBP", "PNG", "TIFF"])
 def test_d2_thousands_of_frames_decode_the_first_only(fmt: str) -> None:
-    frames = _frames(3000)
+    # Multi-page TIFFs are slow to build, not to read: fewer pages make the same point.
+    frames = _frames(1000 if fmt == "TIFF" else 3000)
     params: dict[str, Any] = {"save_all": True, "append_images": frames[1:]}
     if fmt != "TIFF":
         params["duration"] = 10
