@@ -185,20 +185,15 @@ class ImageMediaIO(MediaIO[MediaWithBytes[Image.Image]]):
         self.max_pixels = min(
             checked.get("max_pixels", self.policy.max_pixels), self.policy.max_pixels
         )
+        # A request may only lower the server's pixel cap.
+        self._limits = self.policy.replace(max_pixels=self.max_pixels)
         self.kwargs = {k: v for k, v in checked.items() if k != "image_mode"}
         self._formats = _enabled_formats()
 
     # -- decoding ---------------------------------------------------------------------
 
     def _check_pixels(self, width: int, height: int) -> None:
-        if width * height > self.max_pixels:
-            raise TooLargeError(
-                f"image of {width}x{height} pixels exceeds max_pixels={self.max_pixels} "
-                f"(raise MediaPolicy.max_pixels to allow it)",
-                limit="max_pixels",
-                value=width * height,
-                maximum=self.max_pixels,
-            )
+        self._limits.check_pixels(width, height)
 
     def load_bytes(self, data: bytes) -> MediaWithBytes[Image.Image]:
         """Decode one image (the first frame of an animation).
