@@ -2,10 +2,12 @@
 
 For each sampled frame the walk either keeps decoding forward (when no keyframe lies
 between the last decoded frame and the target) or seeks to the keyframe at or before
-the target. Packets of frames that are not returned are decoded with
-``skip_frame="NONREF"``: frames nothing else refers to are dropped by the decoder, the
-ones later frames need are still decoded. FFmpeg's frame and slice threading are on,
-and only the returned frames are converted to RGB.
+the target; when the planned seeks would leave less than half of the frames up to the
+last target undecoded, it walks forward once instead. Packets of frames that are not
+returned are decoded with ``skip_frame="NONREF"``: frames nothing else refers to are
+dropped by the decoder, the ones later frames need are still decoded. FFmpeg threading
+is on (frame threads for long forward runs, slice threads between frequent seeks), and
+only the returned frames are converted to RGB.
 
 Frames are identified by presentation timestamp against the packet index (see
 ``container.index_stream``), so variable frame rates and B-frames number correctly. When
@@ -50,6 +52,8 @@ SAMPLING_OPTIONS: Mapping[str, OptionSpec] = {
 # Targets at most this many frames past the last decoded frame are reached by decoding
 # forward even when a keyframe lies in between.
 _FORWARD_SLACK = 1
+# Seeks are planned only when they leave at least this share of frames undecoded.
+_SEEK_MIN_SAVING = 0.5
 # Mean frames decoded per seek from which frame threading is used (see _configure_decoder).
 _FRAME_THREADS_MIN_RUN = 48
 # A seek that lands past its target is retried once from an earlier keyframe.
@@ -133,11 +137,16 @@ def _decode_targets(
 ) -> npt.NDArray[np.uint8]:
     width, height = stream.codec_context.width, stream.codec_context.height
     out = np.empty((len(targets), height, width, 3), dtype=np.uint8)
-    _configure_decoder(stream, _mean_run(index, targets) if index.exact else index.total)
+    runs = _plan_runs(index, targets, _FORWARD_SLACK)
+    slack = _FORWARD_SLACK
+    if sum(runs) > _SEEK_MIN_SAVING * (targets[-1] + 1):
+        # Seeking would skip little: walk forward once, with no pipeline drains.
+        slack, runs = index.total, [targets[-1] + 1]
+    _configure_decoder(stream, sum(runs) / len(runs) if index.exact else index.total)
     if index.exact:
         try:
             with av_errors("decoding"):
-                _seek_walk(container, stream, index, targets, out, policy)
+                _seek_walk(container, stream, index, targets, out, policy, slack)
             return out
         except _Missed:
             pass
@@ -169,18 +178,18 @@ def _key_before(index: StreamIndex, frame: int) -> int:
     return index.keyframes[max(0, bisect.bisect_right(index.keyframes, frame) - 1)]
 
 
-def _mean_run(index: StreamIndex, targets: list[int]) -> float:
-    """Frames the seek walk decodes per seek, on average (non-reference ones included)."""
+def _plan_runs(index: StreamIndex, targets: list[int], slack: int) -> list[int]:
+    """Frames the seek walk decodes after each seek (non-reference ones included)."""
     runs: list[int] = []
     previous = -1
     for target in targets:
         key = _key_before(index, target)
-        if not runs or key > previous + _FORWARD_SLACK:
+        if not runs or key > previous + slack:
             runs.append(target - key + 1)
         else:
             runs[-1] += target - previous
         previous = target
-    return sum(runs) / len(runs)
+    return runs
 
 
 def _store(frame: VideoFrame, out: npt.NDArray[np.uint8], slot: int, policy: MediaPolicy) -> None:
@@ -223,6 +232,7 @@ def _seek_walk(
     targets: list[int],
     out: npt.NDArray[np.uint8],
     policy: MediaPolicy,
+    slack: int,
 ) -> None:
     frame_of = {ts: i for i, ts in enumerate(index.pts)}
     wanted = {index.pts[t] for t in targets}
@@ -233,13 +243,13 @@ def _seek_walk(
     while slot < len(targets):
         target = targets[slot]
         key = _key_before(index, target)
-        if frames is None or key > last + _FORWARD_SLACK:
+        if frames is None or key > last + slack:
             if retries:
                 # The last seek overshot: start from the keyframe before this one.
                 pos = bisect.bisect_left(index.keyframes, key)
                 key = index.keyframes[max(0, pos - retries)]
             container.seek(index.pts[key], stream=stream, backward=True, any_frame=False)
-            frames = _decoded(container, stream, wanted, _drain_point(index, targets, slot))
+            frames = _decoded(container, stream, wanted, _drain_point(index, targets, slot, slack))
             last = -1
         for frame in frames:
             number = frame_of.get(frame.pts) if frame.pts is not None else None
@@ -270,7 +280,7 @@ def _seek_walk(
             retries += 1
 
 
-def _drain_point(index: StreamIndex, targets: list[int], slot: int) -> int | None:
+def _drain_point(index: StreamIndex, targets: list[int], slot: int, slack: int) -> int | None:
     """The timestamp after whose packet the decoder may be drained.
 
     That is the last target reached by decoding forward from ``targets[slot]``: the
@@ -278,7 +288,7 @@ def _drain_point(index: StreamIndex, targets: list[int], slot: int) -> int | Non
     """
     end = slot
     while end + 1 < len(targets):
-        if _key_before(index, targets[end + 1]) > targets[end] + _FORWARD_SLACK:
+        if _key_before(index, targets[end + 1]) > targets[end] + slack:
             break
         end += 1
     if end + 1 == len(targets):
