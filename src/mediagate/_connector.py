@@ -261,12 +261,7 @@ class MediaConnector:
         body = bytes(data)
         limit = self._limit(media_io)
         if len(body) > limit:
-            raise TooLargeError(
-                f"the response is larger than max_bytes={limit} bytes",
-                limit="max_bytes",
-                value=len(body),
-                maximum=limit,
-            )
+            raise TooLargeError.over_max_bytes("the response", len(body), limit)
         return body
 
     def _cache_get(self, ref: ParsedURL) -> bytes | None:

@@ -20,6 +20,13 @@ option to change; they never carry payload bytes, object reprs or resolved addre
 
 from __future__ import annotations
 
+import sys
+
+if sys.version_info >= (3, 11):
+    from typing import Self
+else:  # pragma: no cover
+    from typing_extensions import Self
+
 __all__ = [
     "DecodeError",
     "FetchError",
@@ -97,6 +104,18 @@ class TooLargeError(MediaError, ValueError):
         self.limit = limit
         self.value = value
         self.maximum = maximum
+
+    @classmethod
+    def over_max_bytes(cls, what: str, size: int, limit: int, *, estimate: bool = False) -> Self:
+        """The error for ``what`` of ``size`` bytes (or about that many) over ``limit``."""
+        amount = f"about {size}" if estimate else str(size)
+        return cls(
+            f"{what} is {amount} bytes, over max_bytes={limit} "
+            f"(raise MediaPolicy.max_bytes to allow it)",
+            limit="max_bytes",
+            value=size,
+            maximum=limit,
+        )
 
 
 class FetchError(MediaError, ConnectionError):

@@ -37,12 +37,7 @@ def check_allowed_root(root: str | os.PathLike[str]) -> Path:
 
 
 def _too_large(size: int, limit: int) -> TooLargeError:
-    return TooLargeError(
-        f"local file is larger than max_bytes={limit} bytes (raise MediaPolicy.max_bytes)",
-        limit="max_bytes",
-        value=size,
-        maximum=limit,
-    )
+    return TooLargeError.over_max_bytes("the local file", size, limit)
 
 
 def read_fd_capped(fd: int, limit: int) -> bytes:

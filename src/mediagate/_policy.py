@@ -221,13 +221,7 @@ class MediaPolicy:
         """Raise ``TooLargeError`` when ``size`` bytes exceed the modality's budget."""
         limit = self.max_bytes_for(modality)
         if size > limit:
-            raise TooLargeError(
-                f"{what} of {modality} is larger than max_bytes={limit} bytes "
-                f"(raise MediaPolicy.max_bytes to allow it)",
-                limit="max_bytes",
-                value=size,
-                maximum=limit,
-            )
+            raise TooLargeError.over_max_bytes(f"{what} of {modality}", size, limit)
 
     def check_pixels(self, width: int, height: int, *, what: str = "image") -> None:
         """Raise ``TooLargeError`` when ``width * height`` exceeds ``max_pixels``."""

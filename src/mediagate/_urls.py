@@ -324,13 +324,7 @@ def check_data_url_size(data: DataURL, limit: int) -> None:
     if size <= limit + 3:
         size = data_url_size(data)
     if size > limit + 3:
-        raise TooLargeError(
-            f"data: URL payload decodes to about {size} bytes, over max_bytes={limit} "
-            f"(raise MediaPolicy.max_bytes)",
-            limit="max_bytes",
-            value=size,
-            maximum=limit,
-        )
+        raise TooLargeError.over_max_bytes("the data: URL payload", size, limit, estimate=True)
 
 
 def decode_data_url(data: DataURL, limit: int) -> bytes:
@@ -342,12 +336,7 @@ def decode_data_url(data: DataURL, limit: int) -> bytes:
     check_data_url_size(data, limit)
     decoded = unquote_to_bytes(data.payload)
     if len(decoded) > limit:
-        raise TooLargeError(
-            f"data: URL payload is larger than max_bytes={limit}",
-            limit="max_bytes",
-            value=len(decoded),
-            maximum=limit,
-        )
+        raise TooLargeError.over_max_bytes("the data: URL payload", len(decoded), limit)
     return decoded
 
 

@@ -127,12 +127,7 @@ class FetchResult:
 
 
 def _too_large(size: int, limit: int, what: str) -> TooLargeError:
-    return TooLargeError(
-        f"{what} is larger than max_bytes={limit} bytes (raise MediaPolicy.max_bytes)",
-        limit="max_bytes",
-        value=size,
-        maximum=limit,
-    )
+    return TooLargeError.over_max_bytes(what, size, limit)
 
 
 def _inflater(encodings: list[str]) -> Any:

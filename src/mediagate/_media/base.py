@@ -274,24 +274,13 @@ def decode_base64(data: str | bytes, *, limit: int, what: str = "base64 payload"
         raw = bytes(data).strip()
     estimated = len(raw) // 4 * 3
     if estimated > limit + 2:
-        raise TooLargeError(
-            f"{what} decodes to about {estimated} bytes, over max_bytes={limit} "
-            f"(raise MediaPolicy.max_bytes)",
-            limit="max_bytes",
-            value=estimated,
-            maximum=limit,
-        )
+        raise TooLargeError.over_max_bytes(what, estimated, limit, estimate=True)
     try:
         decoded: bytes = pybase64.b64decode(raw, validate=True)
     except (binascii.Error, ValueError) as exc:
         raise DecodeError(f"{what} is not valid base64") from exc
     if len(decoded) > limit:
-        raise TooLargeError(
-            f"{what} is larger than max_bytes={limit} bytes (raise MediaPolicy.max_bytes)",
-            limit="max_bytes",
-            value=len(decoded),
-            maximum=limit,
-        )
+        raise TooLargeError.over_max_bytes(what, len(decoded), limit)
     return decoded
 
 
