@@ -149,6 +149,15 @@ class Side:
         """Release what the side holds."""
 
 
+def _shape(out: Any) -> list[int]:
+    """The shape of a result without converting it (a PIL image is not copied)."""
+    if isinstance(out, np.ndarray):
+        return list(out.shape)
+    width, height = out.size
+    bands = len(out.getbands())
+    return [height, width] if bands == 1 else [height, width, bands]
+
+
 def _finish(result: Any, output: str) -> Any:
     if output == "pil":
         return result.media
@@ -162,8 +171,8 @@ class ReferenceSide(Side):
 
     def __init__(self) -> None:
         super().__init__()
-        from vllm.multimodal.media import ImageMediaIO
-        from vllm.multimodal.utils import MediaConnector
+        from vllm.multimodal.media import ImageMediaIO  # type: ignore[import-not-found]
+        from vllm.multimodal.utils import MediaConnector  # type: ignore[import-not-found]
 
         self._connector = MediaConnector()
         self._image_io = ImageMediaIO(image_mode="RGB")
@@ -175,7 +184,7 @@ class ReferenceSide(Side):
         return _finish(self._image_io.load_bytes(self.file_bytes(item)), command["output"])
 
     def versions(self) -> dict[str, str]:
-        import vllm
+        import vllm  # type: ignore[import-not-found]
 
         return {**super().versions(), "vllm": vllm.__version__}
 
@@ -273,7 +282,7 @@ async def _run_async(side: Side, items: list[str], command: dict[str, Any]) -> t
     if concurrency <= 1:
         for item in items:
             out = await side.load(item, command)
-            shape = shape or list(np.asarray(out).shape)
+            shape = shape or _shape(out)
             count += 1
             del out
         return count, shape
@@ -282,7 +291,7 @@ async def _run_async(side: Side, items: list[str], command: dict[str, Any]) -> t
     async def one(item: str) -> list[int]:
         async with gate:
             out = await side.load(item, command)
-            return list(np.asarray(out).shape)  # the result itself is dropped here
+            return _shape(out)  # the result itself is dropped here
 
     shapes = await asyncio.gather(*(one(item) for item in items))
     return len(shapes), shapes[0] if shapes else None
@@ -301,7 +310,7 @@ def run_command(
             shape = None
             for item in items:
                 out = side.decode(item, command)
-                shape = shape or list(np.asarray(out).shape)
+                shape = shape or _shape(out)
                 del out
             count = len(items)
         else:

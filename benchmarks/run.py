@@ -175,7 +175,16 @@ def ensure_reference_venv(log: Callable[[str], None] = print) -> Path:
 
 # -- judging results -------------------------------------------------------------------
 
-_TARGET = re.compile(r"^\s*([\w.-]+)\s*/\s*([\w.-]+)\s*(>=|<=)\s*([\d.]+)\s*x\s*$")
+_OPS: dict[str, Callable[[float, float], bool]] = {
+    ">=": lambda a, b: a >= b,
+    "<=": lambda a, b: a <= b,
+    ">": lambda a, b: a > b,
+    "<": lambda a, b: a < b,
+}
+_RATIO = re.compile(r"^([\w .-]+?)\s*/\s*([\w .-]+?)\s*(>=|<=|>|<)\s*([\d.]+)\s*x$")
+_BARE = re.compile(r"^(>=|<=|>|<)\s*([\d.]+)\s*x$")
+_FASTER = re.compile(r"^([\w .-]+?)\s*(>=|>)\s*([\d.]+)\s*x faster$")
+_PERCENTILE = re.compile(r"^p(\d+)\s*(>=|<=|>|<)\s*([\d.]+)\s*ms$")
 
 
 @dataclass
@@ -193,34 +202,83 @@ def _ratio(result: Result, top: str, bottom: str) -> float | None:
     return result.median(top) / below if below > 0 else None
 
 
-def judge(result: Result) -> Verdict:
-    """Check ``result.target`` (``"a/b >= Nx"`` parts joined by ``"; "``)."""
-    explicit = getattr(result, "met", None)
-    if isinstance(explicit, bool):
-        return Verdict(explicit)
-    if not result.target.strip():
-        return Verdict(None)
-    verdicts: list[bool] = []
-    for part in result.target.split(";"):
-        match = _TARGET.match(part)
-        if match is None:
-            return Verdict(None, f"target not machine-readable: {part.strip()!r}")
+def _judge_part(result: Result, part: str) -> Verdict:
+    """One target clause; the forms are listed in ``judge``."""
+    if match := _RATIO.match(part):
         top, bottom, op, bound = match.groups()
         value = _ratio(result, top, bottom)
         if value is None:
-            return Verdict(None, f"{top} or {bottom} not run")
-        verdicts.append(value >= float(bound) if op == ">=" else value <= float(bound))
-    return Verdict(all(verdicts))
+            missing = [side for side in (top, bottom) if side not in result.times]
+            return Verdict(None, f"no timed side named {' or '.join(map(repr, missing))}")
+        return Verdict(_OPS[op](value, float(bound)))
+    if match := _BARE.match(part):
+        reference, ours, _, _ = _sides(result)
+        value = _ratio(result, reference, ours) if reference and ours else None
+        if value is None:
+            return Verdict(None, "no reference side to compare with")
+        return Verdict(_OPS[match.group(1)](value, float(match.group(2))))
+    if match := _FASTER.match(part):
+        word, op, bound = match.groups()
+        fast = [side for side in result.times if word in side]
+        slow = [side for side in result.times if word not in side]
+        if len(fast) != 1 or len(slow) != 1:
+            return Verdict(None, f"cannot tell which side {word!r} names")
+        value = _ratio(result, slow[0], fast[0])
+        return Verdict(None if value is None else _OPS[op](value, float(bound)))
+    if match := _PERCENTILE.match(part):
+        q, op, bound = match.groups()
+        samples = sorted(next(iter(result.times.values()), []))
+        if len(result.times) != 1 or not samples:
+            return Verdict(None, "a percentile target needs exactly one timed side")
+        value = samples[min(len(samples) - 1, int(int(q) / 100 * len(samples)))]
+        return Verdict(_OPS[op](value * 1e3, float(bound)))
+    if part.startswith("(") and part.endswith(")"):
+        return Verdict(None)  # a context row, nothing to meet
+    return Verdict(None, f"target not machine-readable: {part!r}")
+
+
+def judge(result: Result) -> Verdict:
+    """Check ``result.target``: clauses joined by ``"; "``, all of which must hold.
+
+    Clauses: ``"a/b >= Nx"`` (a ratio of the medians of sides a and b; also ``<=``, ``>``,
+    ``<``), ``">= Nx"`` (reference over mediagate), ``"<side> >= Nx faster"`` (the other
+    side over that one), ``"p99 < N ms"`` (a percentile of the only side's samples), and
+    ``"(...)"`` for rows that are context only.
+    """
+    explicit = getattr(result, "met", None)
+    if isinstance(explicit, bool):
+        return Verdict(explicit)
+    parts = [p.strip() for p in result.target.split(";") if p.strip()]
+    if not parts or not result.times:
+        return Verdict(None)
+    verdicts = [_judge_part(result, part) for part in parts]
+    details = "; ".join(v.detail for v in verdicts if v.detail)
+    if any(v.met is None for v in verdicts):
+        return Verdict(None, details)
+    return Verdict(all(v.met for v in verdicts), details)
 
 
 def _sides(result: Result) -> tuple[str | None, str | None, str | None, list[str]]:
-    """(reference, mediagate, floor, others) side names of ``result``."""
+    """(reference, mediagate, floor, others): the sides of ``result`` by role.
+
+    Floors are sides named ``floor`` or ``raw...`` (the one a target names, else the
+    fastest). The reference is a side named ``reference`` or, beside ``mediagate``, the
+    one other side a target sets over mediagate (``"opencv/mediagate >= 2x"`` or a bare
+    ``">= 2x"``). Sides with no role are listed as others.
+    """
     names = list(result.times)
-    ours = "mediagate" if "mediagate" in names else (names[0] if names else None)
-    floor = next((n for n in names if n == "floor" or n.startswith("raw")), None)
-    rest = [n for n in names if n not in (ours, floor)]
-    reference = "reference" if "reference" in rest else (rest[0] if rest else None)
-    others = [n for n in rest if n != reference]
+    ours = "mediagate" if "mediagate" in names else None
+    parts = [p.strip() for p in result.target.split(";")]
+    raws = [n for n in names if n == "floor" or n.startswith("raw")]
+    named = [n for n in raws if any(p.startswith(f"{ours}/{n}") for p in parts)]
+    floor = named[0] if named else min(raws, key=result.median, default=None)
+    rest = [n for n in names if n != ours and n not in raws]
+    reference = "reference" if "reference" in rest else None
+    if reference is None and ours is not None and len(rest) == 1:
+        over_ours = any(p.startswith(f"{rest[0]}/{ours}") for p in parts)
+        if over_ours or any(_BARE.match(p) for p in parts):
+            reference = rest[0]
+    others = [n for n in names if n not in (ours, floor, reference)]
     return reference, ours, floor, others
 
 
@@ -293,6 +351,10 @@ def markdown_table(results: Sequence[Result]) -> str:
         speed = _ratio(result, reference, ours) if reference and ours else None
         over_floor = _ratio(result, ours, floor) if ours and floor else None
         note = _note(result, verdict)
+        if reference and reference != "reference":
+            note = f"reference: {reference}" + (f"; {note}" if note else "")
+        if floor and floor != "floor":
+            note = f"floor: {floor}" + (f"; {note}" if note else "")
         if others:
             also = ", ".join(f"{n} {_ms(result.median(n))}" for n in others)
             note = f"also: {also}" + (f"; {note}" if note else "")
