@@ -16,6 +16,7 @@ medians), several joined by ``"; "``; a target is met when every part holds.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime as dt
 import importlib
 import json
@@ -51,6 +52,8 @@ REF_STAMP = REF_VENV / ".stamp"
 REF_LOG = BENCH / ".work" / "ref-venv-build.log"
 #: The environment variable other bench modules read to find the reference interpreter.
 REF_PYTHON_ENV = "MEDIAGATE_BENCH_REF_PYTHON"
+#: Every result of the last run, so the table and chart can be redrawn without timing.
+LAST_RUN = BENCH / ".work" / "last-run.json"
 VLLM_PIN = "vllm==0.33.0"
 #: The CPU build that installs from the local wheel; any other torch is gigabytes.
 TORCH_PIN = "torch==2.13.0"
@@ -406,6 +409,23 @@ def write_markdown(
     path.write_text("\n".join(lines), encoding="utf-8")
 
 
+@dataclass(frozen=True)
+class _Panel:
+    x0: int
+    title: str
+    low: float
+    high: float
+    marks: tuple[float, ...]
+    width: int = 300
+
+    def x(self, value: float) -> int:
+        """Where ``value`` falls on this panel's log axis (clamped to its range)."""
+        value = min(max(value, self.low), self.high)
+        return int(
+            self.x0 + math.log(value / self.low) / math.log(self.high / self.low) * self.width
+        )
+
+
 def draw_chart(results: Sequence[Result], path: Path) -> bool:
     """Two bar panels (speed-up over the reference; time over the floor) drawn with Pillow."""
     from PIL import Image, ImageDraw, ImageFont
@@ -424,38 +444,43 @@ def draw_chart(results: Sequence[Result], path: Path) -> bool:
         font: Any = ImageFont.load_default(size=13)
     except TypeError:  # Pillow without FreeType
         font = ImageFont.load_default()
-    label_w, panel_w, row_h, top = 520, 300, 24, 56
-    width, height = label_w + 2 * panel_w + 60, top + row_h * len(rows) + 30
+    label_w, row_h, top = 520, 24, 56
+    panels = (
+        _Panel(
+            label_w,
+            "reference / mediagate (log scale; right: mediagate faster)",
+            0.25,
+            16.0,
+            (1.0, 2.0),
+        ),
+        _Panel(label_w + 360, "mediagate / raw decoder floor (log scale)", 0.25, 4.0, (1.0, 1.3)),
+    )
+    width, height = panels[-1].x0 + panels[-1].width + 60, top + row_h * len(rows) + 30
     image = Image.new("RGB", (width, height), "white")
     draw = ImageDraw.Draw(image)
-    draw.text((10, 8), "mediagate benchmarks", fill="black", font=font)
-    panels = (
-        (label_w, "reference / mediagate (log scale, right is faster)", 0.25, 8.0, (1.0, 2.0)),
-        (label_w + panel_w + 40, "mediagate / raw decoder floor (log scale)", 0.5, 16.0, (1.3,)),
+    draw.text(
+        (10, 8),
+        "mediagate benchmarks (green: target met, red: missed, grey: no target)",
+        fill="black",
+        font=font,
     )
-    for x0, title, low, high, marks in panels:
-        draw.text((x0, 30), title, fill="black", font=font)
-
-        def xpos(value: float, x0: int = x0, low: float = low, high: float = high) -> int:
-            value = min(max(value, low), high)
-            share = math.log(value / low) / math.log(high / low)
-            return int(x0 + share * panel_w)
-
-        for mark in marks:
-            x = xpos(mark)
+    for panel in panels:
+        draw.text((panel.x0, 30), panel.title, fill="black", font=font)
+        for mark in panel.marks:
+            x = panel.x(mark)
             draw.line([(x, top - 6), (x, height - 24)], fill=(150, 150, 150), width=1)
             draw.text((x - 8, height - 20), f"{mark:g}x", fill=(90, 90, 90), font=font)
     for index, (label, speed, over, met) in enumerate(rows):
         y = top + index * row_h
         draw.text((10, y + 4), label[:78], fill="black", font=font)
         colour = {True: (46, 139, 87), False: (200, 60, 50), None: (130, 130, 130)}[met]
-        for (x0, _, low, high, _), value in zip(panels, (speed, over), strict=True):
+        for panel, value in zip(panels, (speed, over), strict=True):
             if value is None:
                 continue
-            share = math.log(min(max(value, low), high) / low) / math.log(high / low)
-            x1 = int(x0 + share * panel_w)
-            draw.rectangle([(x0, y + 4), (max(x0 + 1, x1), y + row_h - 6)], fill=colour)
-            draw.text((x1 + 4, y + 4), f"{value:.2f}x", fill="black", font=font)
+            # Bars grow from the 1x line: to the right, the first side of the ratio is larger.
+            left, right = sorted((panel.x(1.0), panel.x(value)))
+            draw.rectangle([(left, y + 4), (max(left + 1, right), y + row_h - 6)], fill=colour)
+            draw.text((right + 4, y + 4), f"{value:.2f}x", fill="black", font=font)
     image.save(path)
     return True
 
@@ -486,7 +511,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--out", type=Path, default=BENCH, help="folder for RESULTS.md and results.png"
     )
+    parser.add_argument(
+        "--render-only",
+        action="store_true",
+        help=f"rewrite the table and chart from the last run's {LAST_RUN.name} (no timing)",
+    )
     args = parser.parse_args(argv)
+    if args.render_only:
+        saved = json.loads(LAST_RUN.read_text(encoding="utf-8"))
+        return _write(args.out, [Result(**r) for r in saved["results"]], saved["meta"])
     groups = args.only or list(GROUPS)
     started, load_before = time.perf_counter(), _load_average()
 
@@ -527,12 +560,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "duration": f"{time.perf_counter() - started:.0f} s",
     }
-    args.out.mkdir(parents=True, exist_ok=True)
-    chart = args.out / "results.png"
+    LAST_RUN.parent.mkdir(parents=True, exist_ok=True)
+    saved = {"meta": meta, "results": [dataclasses.asdict(r) for r in results]}
+    LAST_RUN.write_text(json.dumps(saved, indent=1), encoding="utf-8")
+    return _write(args.out, results, meta)
+
+
+def _write(out: Path, results: list[Result], meta: dict[str, str]) -> int:
+    out.mkdir(parents=True, exist_ok=True)
+    chart = out / "results.png"
     drawn = draw_chart(results, chart)
-    write_markdown(results, args.out / "RESULTS.md", meta, chart if drawn else None)
+    write_markdown(results, out / "RESULTS.md", meta, chart if drawn else None)
     print(markdown_table(results))
-    print(f"wrote {args.out / 'RESULTS.md'}" + (f" and {chart}" if drawn else ""))
+    print(f"wrote {out / 'RESULTS.md'}" + (f" and {chart}" if drawn else ""))
     return 0
 
 
