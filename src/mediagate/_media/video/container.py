@@ -8,8 +8,9 @@ The rules, in the order they apply:
    message of their own.
 2. **Open from memory** with a nested-open hook that refuses every request, so no
    demuxer can read another file or URL, whatever the bytes say. FFmpeg's own
-   ``format_whitelist`` and ``codec_whitelist`` say the same, so no other demuxer, and
-   no decoder off the allowlist, runs even while the stream is being probed.
+   ``format_whitelist`` says the same, so no other demuxer runs, and its
+   ``codec_whitelist`` is empty: no decoder at all runs while the stream is probed
+   (the headers and FFmpeg's bitstream parsers give the codec and frame size).
 3. Check the demuxer FFmpeg ended up with against ``ALLOWED_FORMATS``, the codec
    against ``ALLOWED_CODECS`` and the declared dimensions against ``max_pixels``, all
    before a frame is decoded. The decoder gets ``max_pixels`` too, so a stream that
@@ -79,36 +80,6 @@ ALLOWED_CODECS: frozenset[str] = frozenset(
         "gif",
     }
 )
-
-#: FFmpeg decoders that may open while probing (``codec_whitelist``): the allowed video
-#: codecs under every decoder name FFmpeg may pick for them, and the audio decoders of
-#: the usual soundtracks, so probing a clip's audio stays cheap. Nothing else runs.
-PROBE_DECODERS: frozenset[str] = ALLOWED_CODECS | {
-    "libdav1d",
-    "libaom-av1",
-    "libvpx",
-    "libvpx-vp8",
-    "libvpx-vp9",
-    "aac",
-    "aac_fixed",
-    "mp3",
-    "mp3float",
-    "mp2",
-    "mp2float",
-    "opus",
-    "libopus",
-    "vorbis",
-    "libvorbis",
-    "flac",
-    "ac3",
-    "eac3",
-    "alac",
-    "pcm_s16le",
-    "pcm_s16be",
-    "pcm_s24le",
-    "pcm_f32le",
-    "pcm_u8",
-}
 
 #: Packets indexed at most: far beyond a day of 30 fps video, well below a denial of service.
 MAX_STREAM_PACKETS = 3_000_000
@@ -188,7 +159,7 @@ def av_errors(what: str) -> Iterator[None]:
         raise DecodeError(f"the video could not be decoded ({what} failed)") from exc
 
 
-def _open(data: bytes, demuxer: str, decoders: str, max_pixels: int) -> InputContainer:
+def _open(data: bytes, demuxer: str, max_pixels: int) -> InputContainer:
     with av_errors("opening the container"):
         return av.open(
             io.BytesIO(data),
@@ -196,7 +167,7 @@ def _open(data: bytes, demuxer: str, decoders: str, max_pixels: int) -> InputCon
             format=demuxer,
             options={
                 "max_pixels": str(max_pixels),
-                "codec_whitelist": decoders,
+                "codec_whitelist": "none",
                 "format_whitelist": ",".join(sorted(set(CONTAINER_SIGNATURES.values()))),
             },
             metadata_errors="replace",
@@ -207,36 +178,25 @@ def _open(data: bytes, demuxer: str, decoders: str, max_pixels: int) -> InputCon
 def open_video(data: bytes, *, max_pixels: int) -> tuple[InputContainer, VideoStream]:
     """Open ``data`` as a video container with the rules in the module docstring.
 
-    The caller closes the returned container.
+    No decoder runs while the container is opened: the stream's codec and frame size
+    are what the container headers (and FFmpeg's bitstream parsers) declare, so the
+    checks below happen before any decoder sees the bytes. The caller closes the
+    returned container.
 
     Raises:
         DecodeError: not an allowlisted container or codec, no video stream, or damaged.
         TooLargeError: the stream's dimensions exceed ``max_pixels``.
     """
-    demuxer = sniff_container(data)
-    container = _open(data, demuxer, ",".join(sorted(PROBE_DECODERS)), max_pixels)
+    container = _open(data, sniff_container(data), max_pixels)
     try:
         stream = _checked_stream(container)
-        width, height = stream.codec_context.width, stream.codec_context.height
-        if not width or not height:
-            # The decoder refused the first frame while probing, usually for its size:
-            # read the size the container and stream headers declare, decoding nothing.
-            width, height = _declared_size(data, demuxer, max_pixels)
-        _check_size(width, height, max_pixels)
+        _check_size(stream.codec_context.width, stream.codec_context.height, max_pixels)
         # Decoder-side guard for streams whose frame size changes after the header.
         stream.codec_context.options = {"max_pixels": str(max_pixels)}
     except BaseException:
         container.close()
         raise
     return container, stream
-
-
-def _declared_size(data: bytes, demuxer: str, max_pixels: int) -> tuple[int, int]:
-    with _open(data, demuxer, "none", max_pixels) as container:
-        if not container.streams.video:
-            return 0, 0
-        ctx = container.streams.video[0].codec_context
-        return int(ctx.width or 0), int(ctx.height or 0)
 
 
 def _check_size(width: int, height: int, max_pixels: int) -> None:
