@@ -11,6 +11,7 @@ import pytest
 
 from media.video.video_builders import CLIP_NAMES, encode_clip, read_numbers
 from mediagate import DecodeError, MediaPolicy
+from mediagate._media.video import loader as loader_module
 from mediagate._media.video import pyav as pyav_module
 from mediagate._media.video.opencv import OpenCVVideoLoader
 from mediagate._media.video.pyav import PyAVVideoLoader
@@ -152,13 +153,13 @@ def test_counting_fallback_gives_the_same_frames(
     monkeypatch: pytest.MonkeyPatch, clip: Callable[[str], bytes]
 ) -> None:
     # Streams without usable timestamps are walked from the start, counting frames.
-    real = pyav_module.index_stream
+    real = loader_module.index_stream
 
     def inexact(*args: Any) -> Any:
         index = real(*args)
         return type(index)(index.pts, index.keyframes, False, index.fps, index.time_base)
 
-    monkeypatch.setattr(pyav_module, "index_stream", inexact)
+    monkeypatch.setattr(loader_module, "index_stream", inexact)
     frames, meta = PyAVVideoLoader().load_bytes(clip("h264-mp4"), 7)
     assert read_numbers(frames) == meta["frames_indices"] == sample_frame_indices(60, num_frames=7)
 

@@ -10,29 +10,24 @@ Needs ``opencv-python`` (``pip install 'mediagate[opencv]'``).
 from __future__ import annotations
 
 import io
-from collections.abc import Mapping
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import cv2
 import numpy as np
 import numpy.typing as npt
+from av.container import InputContainer
+from av.video.stream import VideoStream
 
-from ..._errors import DecodeError, TooLargeError
+from ..._errors import DecodeError
 from ..._policy import MediaPolicy
-from ..base import OptionSpec
-from .container import index_stream, open_video
-from .pyav import SAMPLING_OPTIONS
-from .sampling import (
-    build_metadata,
-    cap_num_frames,
-    sample_frame_indices,
-    short_tail_tolerated,
-)
+from .container import StreamIndex
+from .loader import SampledVideoLoader
+from .sampling import short_tail_tolerated
 
 __all__ = ["OpenCVVideoLoader"]
 
 
-class OpenCVVideoLoader:
+class OpenCVVideoLoader(SampledVideoLoader):
     """Uniformly sample frames from video bytes with OpenCV.
 
     Example::
@@ -40,58 +35,20 @@ class OpenCVVideoLoader:
         frames, meta = OpenCVVideoLoader().load_bytes(mp4_bytes, num_frames=8)
     """
 
-    #: Registry name, reported as ``metadata["video_backend"]``.
     name: ClassVar[str] = "opencv"
-    #: The options this loader accepts as keywords (checked by ``VideoMediaIO``).
-    options: ClassVar[Mapping[str, OptionSpec]] = SAMPLING_OPTIONS
-    #: ``VideoMediaIO`` passes its ``MediaPolicy`` as ``policy=``.
-    wants_policy: ClassVar[bool] = True
 
-    def load_bytes(
+    def decode_targets(
         self,
         data: bytes,
-        num_frames: int = -1,
-        *,
-        fps: float | None = None,
-        policy: MediaPolicy | None = None,
-    ) -> tuple[npt.NDArray[np.uint8], dict[str, Any]]:
-        """Decode the uniformly sampled frames of ``data``.
-
-        Args:
-            data: the container bytes.
-            num_frames: the most frames to return; ``-1`` means the policy's cap.
-            fps: sample at most this many frames per second of video.
-            policy: limits (``max_pixels``, ``max_video_frames``); default ``MediaPolicy()``.
-
-        Returns:
-            ``(frames, metadata)`` as the ``pyav`` loader.
-
-        Raises:
-            OptionError: ``num_frames`` is 0 or not an integer.
-            TooLargeError: the frame size exceeds ``max_pixels``.
-            DecodeError: not a supported, intact video.
-        """
-        policy = policy or MediaPolicy()
-        cap = cap_num_frames(num_frames, policy.max_video_frames)
-        container, stream = open_video(data, max_pixels=policy.max_pixels)
-        try:
-            index = index_stream(container, stream)
-            width, height = stream.codec_context.width, stream.codec_context.height
-        finally:
-            container.close()
-        targets = sample_frame_indices(
-            index.total, num_frames=cap, fps=fps, duration=index.duration
-        )
-        frames = _grab_walk(data, index.total, targets, width, height, policy)
-        metadata = build_metadata(
-            total_num_frames=index.total,
-            fps=index.fps,
-            duration=index.duration,
-            video_backend=self.name,
-            frames_indices=targets,
-            do_sample_frames=len(targets) == index.total,
-        )
-        return frames, metadata
+        container: InputContainer,
+        stream: VideoStream,
+        index: StreamIndex,
+        targets: list[int],
+        policy: MediaPolicy,
+    ) -> npt.NDArray[np.uint8]:
+        width, height = stream.codec_context.width, stream.codec_context.height
+        container.close()  # OpenCV decodes from its own reader
+        return _grab_walk(data, index.total, targets, width, height, policy)
 
 
 def _grab_walk(
@@ -141,14 +98,7 @@ def _to_rgb(
     bgr: npt.NDArray[np.uint8], width: int, height: int, policy: MediaPolicy
 ) -> npt.NDArray[np.uint8]:
     h, w = bgr.shape[:2]
-    if w * h > policy.max_pixels:
-        raise TooLargeError(
-            f"a video frame of {w}x{h} pixels exceeds max_pixels={policy.max_pixels} "
-            "(raise MediaPolicy.max_pixels to allow it)",
-            limit="max_pixels",
-            value=w * h,
-            maximum=policy.max_pixels,
-        )
+    policy.check_pixels(w, h, what="a video frame")
     if bgr.ndim != 3 or bgr.shape[2] != 3:
         raise DecodeError("OpenCV did not decode the video to 3-channel frames")
     if (w, h) != (width, height):

@@ -1,61 +1,52 @@
 """The ``pyav`` video loader: seek to keyframes, decode forward only as far as needed.
 
-For each sampled frame the walk either keeps decoding forward (when no keyframe lies
-between the last decoded frame and the target) or seeks to the keyframe at or before
-the target; when the planned seeks would leave less than half of the frames up to the
-last target undecoded, it walks forward once instead. Packets of frames that are not
-returned are decoded with ``skip_frame="NONREF"``: frames nothing else refers to are
-dropped by the decoder, the ones later frames need are still decoded. FFmpeg threading
-is on (frame threads for long forward runs, slice threads between frequent seeks), and
-only the returned frames are converted to RGB.
+The sampled frames are split into runs (``plan_runs``): a run starts with a seek to
+the keyframe at or before its first frame and decodes forward through the rest of its
+frames. The next sampled frame joins the current run unless the keyframe before it
+lies far enough ahead that seeking there skips more decoding than a seek costs
+(``SEEK_COST_FRAMES``). Packets of frames that are not returned are decoded with
+``skip_frame="NONREF"``: the decoder drops the frames nothing else refers to and still
+decodes the ones later frames need; the returned frames' packets are decoded in full,
+so they come out exactly as a full walk would give them. After the last packet a run
+needs, the decoder is drained instead of fed further. FFmpeg's frame threading is on
+for streams big enough to gain from it, and only the returned frames are converted to
+RGB (by one converter per call).
 
 Frames are identified by presentation timestamp against the packet index (see
 ``container.index_stream``), so variable frame rates and B-frames number correctly. When
 timestamps are missing or a seek does not land where it should, the walk starts over
 from the first frame and numbers frames by counting them; it never loops: every pass
-reads each packet at most once per target.
+reads each packet at most once per run.
 """
 
 from __future__ import annotations
 
 import bisect
-from collections.abc import Iterator, Mapping
-from typing import Any, ClassVar
+from collections.abc import Iterator
+from typing import ClassVar
 
 import numpy as np
 import numpy.typing as npt
 from av.container import InputContainer
 from av.video.frame import VideoFrame
+from av.video.reformatter import VideoReformatter
 from av.video.stream import VideoStream
 
-from ..._errors import DecodeError, TooLargeError
+from ..._errors import DecodeError
 from ..._policy import MediaPolicy
-from ..base import OptionSpec, opt_float
-from .container import StreamIndex, av_errors, index_stream, open_video
-from .sampling import (
-    build_metadata,
-    cap_num_frames,
-    sample_frame_indices,
-    short_tail_tolerated,
-)
+from .container import StreamIndex, av_errors, open_video
+from .loader import SAMPLING_OPTIONS, SampledVideoLoader
+from .sampling import short_tail_tolerated
 
-__all__ = ["SAMPLING_OPTIONS", "PyAVVideoLoader"]
+__all__ = ["SAMPLING_OPTIONS", "SEEK_COST_FRAMES", "PyAVVideoLoader", "plan_runs"]
 
-#: Options every builtin loader takes besides ``num_frames``.
-SAMPLING_OPTIONS: Mapping[str, OptionSpec] = {
-    "fps": OptionSpec(
-        opt_float(0.0, allow_none=True),
-        "sample at most this many frames per second of video (0 or unset: no cap)",
-    ),
-}
-
-# Targets at most this many frames past the last decoded frame are reached by decoding
-# forward even when a keyframe lies in between.
-_FORWARD_SLACK = 1
-# Seeks are planned only when they leave at least this share of frames undecoded.
-_SEEK_MIN_SAVING = 0.5
-# Mean frames decoded per seek from which frame threading is used (see _configure_decoder).
-_FRAME_THREADS_MIN_RUN = 48
+#: What a seek costs, in frames decoded: a run is cut (and the next one seeks) only when
+#: the keyframe before the next sampled frame lies more than this many frames past the
+#: previous sampled frame.
+SEEK_COST_FRAMES = 8
+# Frames of fewer pixels are decoded and converted on the calling thread: starting
+# FFmpeg's thread pools costs more than they save on them.
+_THREADS_MIN_PIXELS = 320 * 240
 # A seek that lands past its target is retried once from an earlier keyframe.
 _SEEK_RETRIES = 1
 
@@ -64,7 +55,7 @@ class _Missed(Exception):
     """Internal: the timestamp walk lost its place; start over by counting frames."""
 
 
-class PyAVVideoLoader:
+class PyAVVideoLoader(SampledVideoLoader):
     """Uniformly sample frames from video bytes with PyAV (FFmpeg).
 
     Example::
@@ -73,58 +64,18 @@ class PyAVVideoLoader:
         frames.shape, meta["frames_indices"]  # (8, H, W, 3), [0, 12, ...]
     """
 
-    #: Registry name, reported as ``metadata["video_backend"]``.
     name: ClassVar[str] = "pyav"
-    #: The options this loader accepts as keywords (checked by ``VideoMediaIO``).
-    options: ClassVar[Mapping[str, OptionSpec]] = SAMPLING_OPTIONS
-    #: ``VideoMediaIO`` passes its ``MediaPolicy`` as ``policy=``.
-    wants_policy: ClassVar[bool] = True
 
-    def load_bytes(
+    def decode_targets(
         self,
         data: bytes,
-        num_frames: int = -1,
-        *,
-        fps: float | None = None,
-        policy: MediaPolicy | None = None,
-    ) -> tuple[npt.NDArray[np.uint8], dict[str, Any]]:
-        """Decode the uniformly sampled frames of ``data``.
-
-        Args:
-            data: the container bytes.
-            num_frames: the most frames to return; ``-1`` means the policy's cap.
-            fps: sample at most this many frames per second of video.
-            policy: limits (``max_pixels``, ``max_video_frames``); default ``MediaPolicy()``.
-
-        Returns:
-            ``(frames, metadata)``: uint8 RGB frames ``[N, H, W, 3]`` and the dict of
-            ``sampling.build_metadata``.
-
-        Raises:
-            OptionError: ``num_frames`` is 0 or not an integer.
-            TooLargeError: the frame size exceeds ``max_pixels``.
-            DecodeError: not a supported, intact video.
-        """
-        policy = policy or MediaPolicy()
-        cap = cap_num_frames(num_frames, policy.max_video_frames)
-        container, stream = open_video(data, max_pixels=policy.max_pixels)
-        try:
-            index = index_stream(container, stream)
-            targets = sample_frame_indices(
-                index.total, num_frames=cap, fps=fps, duration=index.duration
-            )
-            frames = _decode_targets(data, container, stream, index, targets, policy)
-        finally:
-            container.close()
-        metadata = build_metadata(
-            total_num_frames=index.total,
-            fps=index.fps,
-            duration=index.duration,
-            video_backend=self.name,
-            frames_indices=targets,
-            do_sample_frames=len(targets) == index.total,
-        )
-        return frames, metadata
+        container: InputContainer,
+        stream: VideoStream,
+        index: StreamIndex,
+        targets: list[int],
+        policy: MediaPolicy,
+    ) -> npt.NDArray[np.uint8]:
+        return _decode_targets(data, container, stream, index, targets, policy)
 
 
 def _decode_targets(
@@ -135,42 +86,78 @@ def _decode_targets(
     targets: list[int],
     policy: MediaPolicy,
 ) -> npt.NDArray[np.uint8]:
-    width, height = stream.codec_context.width, stream.codec_context.height
-    out = np.empty((len(targets), height, width, 3), dtype=np.uint8)
-    runs = _plan_runs(index, targets, _FORWARD_SLACK)
-    slack = _FORWARD_SLACK
-    if sum(runs) > _SEEK_MIN_SAVING * (targets[-1] + 1):
-        # Seeking would skip little: walk forward once, with no pipeline drains.
-        slack, runs = index.total, [targets[-1] + 1]
-    _configure_decoder(stream, sum(runs) / len(runs) if index.exact else index.total)
+    out = _Frames(len(targets), policy, threaded=_threaded(stream))
+    _configure_decoder(stream)
     if index.exact:
         try:
             with av_errors("decoding"):
-                _seek_walk(container, stream, index, targets, out, policy, slack)
-            return out
+                _seek_walk(container, stream, index, targets, out)
+            return out.array()
         except _Missed:
             pass
     # Start over on a fresh container and number frames by counting them.
     fresh, fresh_stream = open_video(data, max_pixels=policy.max_pixels)
     try:
-        _configure_decoder(fresh_stream, index.total)
+        _configure_decoder(fresh_stream)
         with av_errors("decoding"):
-            _counting_walk(fresh, fresh_stream, index.total, targets, out, policy)
+            _counting_walk(fresh, fresh_stream, index.total, targets, out)
     finally:
         fresh.close()
-    return out
+    return out.array()
 
 
-def _configure_decoder(stream: VideoStream, mean_run: float) -> None:
-    """Turn on FFmpeg threading suited to runs of ``mean_run`` frames between seeks.
-
-    Frame threading pays off on long forward runs, but each seek drains and refills its
-    pipeline, which costs more than it gains on short runs; slice threading has no
-    such latency.
-    """
+def _threaded(stream: VideoStream) -> bool:
     ctx = stream.codec_context
-    ctx.thread_type = "AUTO" if mean_run >= _FRAME_THREADS_MIN_RUN else "SLICE"
-    ctx.thread_count = 0
+    return int(ctx.width) * int(ctx.height) >= _THREADS_MIN_PIXELS
+
+
+def _configure_decoder(stream: VideoStream) -> None:
+    """Frame and slice threads on all cores for big frames, none for small ones."""
+    ctx = stream.codec_context
+    if _threaded(stream):
+        ctx.thread_type = "AUTO"
+        ctx.thread_count = 0
+    else:
+        ctx.thread_count = 1
+
+
+class _Frames:
+    """The returned frames: converted to RGB one by one, sized by the first one."""
+
+    def __init__(self, count: int, policy: MediaPolicy, *, threaded: bool) -> None:
+        self._count = count
+        self._policy = policy
+        self._threads = 0 if threaded else 1
+        self._converter = VideoReformatter()
+        self._out: npt.NDArray[np.uint8] | None = None
+        self.filled = [False] * count
+
+    def store(self, frame: VideoFrame, slot: int) -> None:
+        """Convert ``frame`` into ``slot`` (resized to the first frame's size if it differs).
+
+        Raises:
+            TooLargeError: the frame exceeds ``max_pixels``.
+        """
+        self._policy.check_pixels(frame.width, frame.height, what="a video frame")
+        if self._out is None:
+            shape = (self._count, frame.height, frame.width, 3)
+            self._out = np.empty(shape, dtype=np.uint8)
+        height, width = self._out.shape[1:3]
+        rgb = self._converter.reformat(
+            frame, width=width, height=height, format="rgb24", threads=self._threads
+        )
+        self._out[slot] = rgb.to_ndarray()
+        self.filled[slot] = True
+
+    def array(self) -> npt.NDArray[np.uint8]:
+        """All the frames, ``[N, H, W, 3]``.
+
+        Raises:
+            DecodeError: a slot was never filled.
+        """
+        if self._out is None or not all(self.filled):
+            raise DecodeError("the video stream did not yield every sampled frame")
+        return self._out
 
 
 def _key_before(index: StreamIndex, frame: int) -> int:
@@ -178,51 +165,21 @@ def _key_before(index: StreamIndex, frame: int) -> int:
     return index.keyframes[max(0, bisect.bisect_right(index.keyframes, frame) - 1)]
 
 
-def _plan_runs(index: StreamIndex, targets: list[int], slack: int) -> list[int]:
-    """Frames the seek walk decodes after each seek (non-reference ones included)."""
-    runs: list[int] = []
+def plan_runs(index: StreamIndex, targets: list[int], seek_cost: int) -> list[list[int]]:
+    """Group the slots of ``targets`` into runs; each run seeks once, then decodes forward.
+
+    A target starts a new run when the keyframe before it lies more than ``seek_cost``
+    frames past the previous target: seeking there skips that many frames' decoding.
+    """
+    runs: list[list[int]] = []
     previous = -1
-    for target in targets:
-        key = _key_before(index, target)
-        if not runs or key > previous + slack:
-            runs.append(target - key + 1)
+    for slot, target in enumerate(targets):
+        if not runs or _key_before(index, target) - previous - 1 > seek_cost:
+            runs.append([slot])
         else:
-            runs[-1] += target - previous
+            runs[-1].append(slot)
         previous = target
     return runs
-
-
-def _store(frame: VideoFrame, out: npt.NDArray[np.uint8], slot: int, policy: MediaPolicy) -> None:
-    if frame.width * frame.height > policy.max_pixels:
-        raise TooLargeError(
-            f"a video frame of {frame.width}x{frame.height} pixels exceeds "
-            f"max_pixels={policy.max_pixels} (raise MediaPolicy.max_pixels to allow it)",
-            limit="max_pixels",
-            value=frame.width * frame.height,
-            maximum=policy.max_pixels,
-        )
-    height, width = out.shape[1:3]
-    out[slot] = frame.to_ndarray(format="rgb24", width=width, height=height)
-
-
-def _decoded(
-    container: InputContainer, stream: VideoStream, wanted: set[int], drain_after: int | None
-) -> Iterator[VideoFrame]:
-    """Frames decoded from the current position on, non-reference ones skipped unless wanted.
-
-    After sending the packet whose timestamp is ``drain_after`` the decoder is drained,
-    so no packets past it are decoded.
-    """
-    ctx = stream.codec_context
-    for packet in container.demux(stream):
-        if packet.size == 0:
-            continue
-        ctx.skip_frame = "DEFAULT" if packet.pts in wanted else "NONREF"
-        yield from ctx.decode(packet)
-        if drain_after is not None and packet.pts == drain_after:
-            break
-    ctx.skip_frame = "DEFAULT"
-    yield from ctx.decode(None)
 
 
 def _seek_walk(
@@ -230,70 +187,53 @@ def _seek_walk(
     stream: VideoStream,
     index: StreamIndex,
     targets: list[int],
-    out: npt.NDArray[np.uint8],
-    policy: MediaPolicy,
-    slack: int,
+    out: _Frames,
 ) -> None:
-    frame_of = {ts: i for i, ts in enumerate(index.pts)}
-    wanted = {index.pts[t] for t in targets}
-    last = -1  # frame number of the last frame the decoder gave back
-    frames: Iterator[VideoFrame] | None = None
-    slot = 0
-    retries = 0
-    while slot < len(targets):
-        target = targets[slot]
-        key = _key_before(index, target)
-        if frames is None or key > last + slack:
-            if retries:
-                # The last seek overshot: start from the keyframe before this one.
-                pos = bisect.bisect_left(index.keyframes, key)
-                key = index.keyframes[max(0, pos - retries)]
+    for run in plan_runs(index, targets, SEEK_COST_FRAMES):
+        key = _key_before(index, targets[run[0]])
+        for attempt in range(_SEEK_RETRIES + 1):
+            if attempt:
+                # The seek landed past a target: start from the keyframe before.
+                key = index.keyframes[max(0, bisect.bisect_left(index.keyframes, key) - 1)]
             container.seek(index.pts[key], stream=stream, backward=True, any_frame=False)
-            frames = _decoded(container, stream, wanted, _drain_point(index, targets, slot, slack))
-            last = -1
-        for frame in frames:
-            number = frame_of.get(frame.pts) if frame.pts is not None else None
-            if number is None:
-                continue
-            last = number
-            if number < target:
-                continue
-            if number > target:
+            slots = {index.pts[targets[slot]]: slot for slot in run if not out.filled[slot]}
+            for frame in _decoded(container, stream, set(slots)):
+                slot = slots.get(frame.pts) if frame.pts is not None else None
+                if slot is not None:
+                    out.store(frame, slot)
+            if all(out.filled[slot] for slot in run):
                 break
-            _store(frame, out, slot, policy)
-            slot += 1
-            retries = 0
-            if slot == len(targets) or targets[slot] > number:
-                break
-            target = targets[slot]
         else:
-            frames = None  # this pass ran out of packets
-        if slot < len(targets) and last >= targets[slot]:
-            # The decoder never produced the target: the seek landed past it.
-            if retries >= _SEEK_RETRIES:
-                raise _Missed
-            retries += 1
-            frames = None
-        elif frames is None and slot < len(targets) and last < targets[slot]:
-            if retries >= _SEEK_RETRIES:
-                raise _Missed
-            retries += 1
+            raise _Missed
 
 
-def _drain_point(index: StreamIndex, targets: list[int], slot: int, slack: int) -> int | None:
-    """The timestamp after whose packet the decoder may be drained.
+def _decoded(
+    container: InputContainer, stream: VideoStream, wanted: set[int]
+) -> Iterator[VideoFrame]:
+    """Frames decoded from the current position until every packet of ``wanted`` is in.
 
-    That is the last target reached by decoding forward from ``targets[slot]``: the
-    next one after it needs a seek anyway, so packets past it are never worth decoding.
+    Packets whose timestamp is not in ``wanted`` are decoded with ``skip_frame="NONREF"``.
+    Once the last wanted packet has been sent, the decoder is drained, so no packet past
+    it is decoded; so it is once the decoding timestamp passes every wanted one (a seek
+    that landed too late), as no later packet can then be wanted.
     """
-    end = slot
-    while end + 1 < len(targets):
-        if _key_before(index, targets[end + 1]) > targets[end] + slack:
+    ctx = stream.codec_context
+    pending = set(wanted)
+    for packet in container.demux(stream):
+        if packet.size == 0:
+            continue
+        if packet.dts is not None and packet.dts > max(pending):
             break
-        end += 1
-    if end + 1 == len(targets):
-        return None if targets[end] == index.total - 1 else index.pts[targets[end]]
-    return index.pts[targets[end]]
+        if packet.pts in pending:
+            ctx.skip_frame = "DEFAULT"
+            pending.discard(packet.pts)
+        else:
+            ctx.skip_frame = "NONREF"
+        yield from ctx.decode(packet)
+        if not pending:
+            break
+    ctx.skip_frame = "DEFAULT"
+    yield from ctx.decode(None)
 
 
 def _counting_walk(
@@ -301,8 +241,7 @@ def _counting_walk(
     stream: VideoStream,
     total: int,
     targets: list[int],
-    out: npt.NDArray[np.uint8],
-    policy: MediaPolicy,
+    out: _Frames,
 ) -> None:
     number = -1
     slot = 0
@@ -313,7 +252,7 @@ def _counting_walk(
             break
         last_frame = frame
         while slot < len(targets) and targets[slot] == number:
-            _store(frame, out, slot, policy)
+            out.store(frame, slot)
             slot += 1
         if slot == len(targets):
             return
@@ -322,6 +261,5 @@ def _counting_walk(
             f"the video stream ended after {number + 1} of its {total} frames "
             "(damaged or truncated file)"
         )
-    while slot < len(targets):
-        _store(last_frame, out, slot, policy)
-        slot += 1
+    for missing in range(slot, len(targets)):
+        out.store(last_frame, missing)

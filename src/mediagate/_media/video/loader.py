@@ -1,0 +1,108 @@
+"""What the builtin container loaders share: their options, the probe and the metadata.
+
+``SampledVideoLoader.load_bytes`` opens the bytes with ``container.open_video`` (sniffing,
+allowlists, ``max_pixels``), indexes the stream, picks the frames to return with the
+uniform sampling rule and builds the metadata; a subclass only decodes the chosen frames.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
+import numpy as np
+import numpy.typing as npt
+from av.container import InputContainer
+from av.video.stream import VideoStream
+
+from ..._policy import MediaPolicy
+from ..base import OptionSpec, opt_float
+from .container import StreamIndex, index_stream, open_video
+from .sampling import build_metadata, cap_num_frames, sample_frame_indices
+
+__all__ = ["SAMPLING_OPTIONS", "SampledVideoLoader"]
+
+#: Options every builtin loader takes besides ``num_frames``.
+SAMPLING_OPTIONS: Mapping[str, OptionSpec] = {
+    "fps": OptionSpec(
+        opt_float(0.0, allow_none=True),
+        "sample at most this many frames per second of video (0 or unset: no cap)",
+    ),
+}
+
+
+class SampledVideoLoader:
+    """Base of the builtin loaders: everything but decoding the sampled frames."""
+
+    #: Registry name, reported as ``metadata["video_backend"]``.
+    name: ClassVar[str] = ""
+    #: The options this loader accepts as keywords (checked by ``VideoMediaIO``).
+    options: ClassVar[Mapping[str, OptionSpec]] = SAMPLING_OPTIONS
+    #: ``VideoMediaIO`` passes its ``MediaPolicy`` as ``policy=``.
+    wants_policy: ClassVar[bool] = True
+
+    def load_bytes(
+        self,
+        data: bytes,
+        num_frames: int = -1,
+        *,
+        fps: float | None = None,
+        policy: MediaPolicy | None = None,
+    ) -> tuple[npt.NDArray[np.uint8], dict[str, Any]]:
+        """Decode the uniformly sampled frames of ``data``.
+
+        Args:
+            data: the container bytes.
+            num_frames: the most frames to return; ``-1`` means the policy's cap.
+            fps: sample at most this many frames per second of video.
+            policy: limits (``max_pixels``, ``max_video_frames``); default ``MediaPolicy()``.
+
+        Returns:
+            ``(frames, metadata)``: uint8 RGB frames ``[N, H, W, 3]`` and the dict of
+            ``sampling.build_metadata``.
+
+        Raises:
+            OptionError: ``num_frames`` is 0 or not an integer.
+            TooLargeError: the frame size exceeds ``max_pixels``.
+            DecodeError: not a supported, intact video.
+        """
+        policy = policy or MediaPolicy()
+        cap = cap_num_frames(num_frames, policy.max_video_frames)
+        container, stream = open_video(data, max_pixels=policy.max_pixels)
+        try:
+            index = index_stream(container, stream)
+            targets = sample_frame_indices(
+                index.total, num_frames=cap, fps=fps, duration=index.duration
+            )
+            frames = self.decode_targets(data, container, stream, index, targets, policy)
+        finally:
+            container.close()
+        metadata = build_metadata(
+            total_num_frames=index.total,
+            fps=index.fps,
+            duration=index.duration,
+            video_backend=self.name,
+            frames_indices=targets,
+            do_sample_frames=len(targets) == index.total,
+        )
+        return frames, metadata
+
+    def decode_targets(
+        self,
+        data: bytes,
+        container: InputContainer,
+        stream: VideoStream,
+        index: StreamIndex,
+        targets: list[int],
+        policy: MediaPolicy,
+    ) -> npt.NDArray[np.uint8]:
+        """The frames numbered ``targets`` (ascending) as uint8 RGB ``[N, H, W, 3]``.
+
+        ``container`` is open on ``data`` and not yet decoded from; ``stream`` is its
+        checked video stream and ``index`` that stream's packet index.
+
+        Raises:
+            TooLargeError: a frame exceeds ``policy.max_pixels``.
+            DecodeError: the frames cannot be decoded.
+        """
+        raise NotImplementedError
