@@ -292,21 +292,41 @@ GROUPS = ("images", *OTHER_MODULES)
 
 
 def run_module(group: str, quick: bool) -> list[Result]:
-    """``bench_<group>.run(quick)``, or one "not run" row saying why."""
+    """``bench_<group>.run(quick)`` in a child process, or one "not run" row saying why.
+
+    A child keeps a crash in a module (a segfault in a native decoder, say) from taking
+    the whole run down with it.
+    """
     name = f"bench_{group}"
     if not (BENCH / f"{name}.py").exists():
         return [_not_run(group, f"benchmarks/{name}.py does not exist yet")]
+    dump = BENCH / ".work" / f"{name}.json"
+    dump.parent.mkdir(parents=True, exist_ok=True)
+    dump.unlink(missing_ok=True)
+    command = [sys.executable, str(Path(__file__).resolve()), "--child", group, str(dump)]
+    done = subprocess.run([*command, *(["--quick"] if quick else [])], check=False)
+    if done.returncode != 0 or not dump.exists():
+        how = f"signal {-done.returncode}" if done.returncode < 0 else f"exit {done.returncode}"
+        return [_not_run(group, f"benchmarks/{name}.py ended with {how}")]
+    saved = json.loads(dump.read_text(encoding="utf-8"))
+    return [Result(**r) for r in saved] or [_not_run(group, "run() returned no results")]
+
+
+def _child(group: str, dump: Path, quick: bool) -> int:
+    """Run one module in this process and write its results (or one "not run" row)."""
+    name = f"bench_{group}"
     try:
-        module = importlib.import_module(name)
-        runner = getattr(module, "run", None)
+        runner = getattr(importlib.import_module(name), "run", None)
         if runner is None:
-            return [_not_run(group, f"benchmarks/{name}.py has no run()")]
-        results = list(runner(quick=quick))
+            results = [_not_run(group, f"benchmarks/{name}.py has no run()")]
+        else:
+            results = [r for r in runner(quick=quick) if hasattr(r, "times")]
     except Exception as exc:
         traceback.print_exc()
-        return [_not_run(group, f"{type(exc).__name__}: {exc}")]
-    good = [r for r in results if isinstance(r, Result) or hasattr(r, "times")]
-    return good or [_not_run(group, "run() returned no results")]
+        results = [_not_run(group, f"{type(exc).__name__}: {exc}")]
+    rows = [{f.name: getattr(r, f.name) for f in dataclasses.fields(Result)} for r in results]
+    dump.write_text(json.dumps(rows), encoding="utf-8")
+    return 0
 
 
 def _not_run(group: str, reason: str) -> Result:
@@ -516,7 +536,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         action="store_true",
         help=f"rewrite the table and chart from the last run's {LAST_RUN.name} (no timing)",
     )
+    parser.add_argument("--child", nargs=2, metavar=("GROUP", "DUMP"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.child:
+        return _child(args.child[0], Path(args.child[1]), args.quick)
     if args.render_only:
         saved = json.loads(LAST_RUN.read_text(encoding="utf-8"))
         return _write(args.out, [Result(**r) for r in saved["results"]], saved["meta"])
