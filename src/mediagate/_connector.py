@@ -24,7 +24,7 @@ import numpy.typing as npt
 from PIL import Image
 
 from ._errors import FetchError, LocalMediaDisabledError, OptionError, TooLargeError
-from ._fetch import HttpFetcher
+from ._fetch import HttpFetcher, run_on_fetch_loop
 from ._local import check_allowed_root, read_under_root
 from ._media.base import MediaIO, MediaWithBytes
 from ._media.image import ImageMediaIO
@@ -337,8 +337,11 @@ class MediaConnector:
                 ref.url, timeout=timeout, allow_redirects=self.policy.max_redirects > 0
             )
             return self._checked_body(raw, media_io)
-        result = await self._fetcher.fetch_async(ref, limit=self._limit(media_io), timeout=timeout)
-        return result.data
+        # Only reached from ``_remote_pipeline`` running on the fetch loop.
+        fetched = await self._fetcher.fetch_on_loop(
+            ref, limit=self._limit(media_io), timeout=timeout
+        )
+        return fetched.data
 
     async def load_from_url_async(
         self, url: str, media_io: MediaIO[_M], *, fetch_timeout: float | None = None
@@ -352,6 +355,14 @@ class MediaConnector:
             return await self._in_pool(media_io.load_bytes, data)
         self._check_remote(ref)
         timeout = self._timeout(media_io, fetch_timeout)
+        if self.connection is None:
+            # Cache, fetch and decode are chained on the fetch loop, so the caller's
+            # loop is woken once per reference, when the result is ready.
+            return await run_on_fetch_loop(self._remote_pipeline(ref, media_io, timeout))
+        # A caller-supplied transport runs on the caller's own loop.
+        return await self._remote_pipeline(ref, media_io, timeout)
+
+    async def _remote_pipeline(self, ref: ParsedURL, media_io: MediaIO[_M], timeout: float) -> _M:
         cached = await self._in_pool(self._cache_get, ref) if self.cache is not None else None
         data = (
             cached if cached is not None else await self._fetch_bytes_async(ref, media_io, timeout)

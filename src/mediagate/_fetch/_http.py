@@ -355,6 +355,10 @@ class HttpFetcher:
         """Fetch ``url`` without blocking the caller's event loop (see ``fetch``)."""
         return await run_async(self._fetch(url, limit, timeout))
 
+    async def fetch_on_loop(self, url: ParsedURL, *, limit: int, timeout: float) -> FetchResult:
+        """``fetch`` for a coroutine already running on the fetch loop (``run_on_fetch_loop``)."""
+        return await self._fetch(url, limit, timeout)
+
     def close(self) -> None:
         """Close the connection pool."""
         session = self._holder.pop("session", None)
