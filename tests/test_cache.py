@@ -433,3 +433,17 @@ def test_concurrent_fetches_of_one_url_download_once(
     assert server.count("/slow.png") == 1
     assert all(np.array_equal(arrays[0], a) for a in arrays)
     assert cached_connector.cache.stats().entries == 1
+
+
+def test_entry_checksum_sees_every_single_bit_flip() -> None:
+    from mediagate._cache import _checksum
+
+    payload = bytearray(os.urandom(8 * 5 + 3))  # whole words and a ragged tail
+    reference = _checksum(bytes(payload))
+    for index in range(len(payload)):
+        for bit in range(8):
+            payload[index] ^= 1 << bit
+            assert _checksum(bytes(payload)) != reference, (index, bit)
+            payload[index] ^= 1 << bit
+    assert _checksum(bytes(payload[:-1])) != reference
+    assert 0 <= reference < 2**63  # fits SQLite's signed integers
