@@ -176,3 +176,42 @@ def test_peak_memory_stays_near_the_returned_frames() -> None:
     full_decode = 300 * 320 * 240 * 3
     assert frames.nbytes == 4 * 320 * 240 * 3
     assert peak < len(data) + 3 * frames.nbytes + 1_000_000 < full_decode
+
+
+def test_parallel_decoders_return_the_same_frames(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Big enough frames and several GOPs: runs are spread over decoders in threads.
+    monkeypatch.setattr(pyav_module, "_cpu_count", lambda: 3)
+    monkeypatch.setattr(pyav_module, "_PARALLEL_MIN_FRAMES", 1)
+    data = encode_clip(frames=240, gop=20, width=320, height=240)
+    opened: list[int] = []
+    real_open = pyav_module.open_video
+    monkeypatch.setattr(
+        pyav_module, "open_video", lambda *a, **k: opened.append(1) or real_open(*a, **k)
+    )
+    # Sparse samples make many runs: two helper decoders besides the caller's. Dense
+    # ones make a single run, walked by the caller's decoder alone.
+    for num_frames, helpers in ((5, 2), (16, 2), (60, 0), (-1, 0)):
+        opened.clear()
+        frames, meta = PyAVVideoLoader().load_bytes(data, num_frames)
+        assert read_numbers(frames) == [i % 256 for i in meta["frames_indices"]]
+        assert meta["frames_indices"] == sample_frame_indices(240, num_frames=num_frames)
+        assert len(opened) == helpers
+
+
+def test_a_failing_parallel_decoder_fails_the_call(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(pyav_module, "_cpu_count", lambda: 2)
+    monkeypatch.setattr(pyav_module, "_PARALLEL_MIN_FRAMES", 1)
+    data = encode_clip(frames=120, gop=20, width=320, height=240)
+    policy = MediaPolicy(max_pixels=320 * 240)
+    real_store = pyav_module._Frames.store
+    calls = [0]
+
+    def store(self: Any, *args: Any) -> None:
+        calls[0] += 1
+        if calls[0] == 3:
+            raise DecodeError("boom")
+        real_store(self, *args)
+
+    monkeypatch.setattr(pyav_module._Frames, "store", store)
+    with pytest.raises(DecodeError, match="boom"):
+        PyAVVideoLoader().load_bytes(data, 8, policy=policy)

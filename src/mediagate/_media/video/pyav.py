@@ -22,7 +22,10 @@ reads each packet at most once per run.
 from __future__ import annotations
 
 import bisect
+import os
+import threading
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import ClassVar
 
 import numpy as np
@@ -45,8 +48,10 @@ __all__ = ["SAMPLING_OPTIONS", "SEEK_COST_FRAMES", "PyAVVideoLoader", "plan_runs
 #: previous sampled frame.
 SEEK_COST_FRAMES = 8
 # Frames of fewer pixels are decoded and converted on the calling thread: starting
-# FFmpeg's thread pools costs more than they save on them.
+# thread pools costs more than they save on them.
 _THREADS_MIN_PIXELS = 320 * 240
+# Frames to decode per extra decoder before runs are walked in parallel.
+_PARALLEL_MIN_FRAMES = 60
 # A seek that lands past its target is retried once from an earlier keyframe.
 _SEEK_RETRIES = 1
 
@@ -86,67 +91,90 @@ def _decode_targets(
     targets: list[int],
     policy: MediaPolicy,
 ) -> npt.NDArray[np.uint8]:
-    out = _Frames(len(targets), policy, threaded=_threaded(stream))
-    _configure_decoder(stream)
+    out = _Frames(len(targets), policy)
+    big = _big_frames(stream)
     if index.exact:
+        runs = plan_runs(index, targets, SEEK_COST_FRAMES)
+        workers = _workers(index, targets, runs) if big else 1
         try:
             with av_errors("decoding"):
-                _seek_walk(container, stream, index, targets, out)
+                if workers > 1:
+                    _parallel_walk(
+                        data, container, stream, index, targets, runs, out, workers, policy
+                    )
+                else:
+                    _configure_decoder(stream, threads=0 if big else 1)
+                    walker = _Walker(container, stream, index, targets, out, threads=int(not big))
+                    for run in runs:
+                        walker.walk(run)
             return out.array()
         except _Missed:
             pass
     # Start over on a fresh container and number frames by counting them.
     fresh, fresh_stream = open_video(data, max_pixels=policy.max_pixels)
     try:
-        _configure_decoder(fresh_stream)
+        _configure_decoder(fresh_stream, threads=0 if big else 1)
         with av_errors("decoding"):
-            _counting_walk(fresh, fresh_stream, index.total, targets, out)
+            _counting_walk(fresh, fresh_stream, index.total, targets, out, int(not big))
     finally:
         fresh.close()
     return out.array()
 
 
-def _threaded(stream: VideoStream) -> bool:
+def _big_frames(stream: VideoStream) -> bool:
     ctx = stream.codec_context
     return int(ctx.width) * int(ctx.height) >= _THREADS_MIN_PIXELS
 
 
-def _configure_decoder(stream: VideoStream) -> None:
-    """Frame and slice threads on all cores for big frames, none for small ones."""
+def _cpu_count() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
+def _workers(index: StreamIndex, targets: list[int], runs: list[list[int]]) -> int:
+    """How many decoders walk ``runs`` side by side: one per core, when there is enough
+    work for each."""
+    frames = sum(targets[run[-1]] - _key_before(index, targets[run[0]]) + 1 for run in runs)
+    return max(1, min(_cpu_count(), len(runs), frames // _PARALLEL_MIN_FRAMES))
+
+
+def _configure_decoder(stream: VideoStream, *, threads: int) -> None:
+    """``threads`` decoder threads (0: one per core), frame and slice threading."""
     ctx = stream.codec_context
-    if _threaded(stream):
+    if threads != 1:
         ctx.thread_type = "AUTO"
-        ctx.thread_count = 0
-    else:
-        ctx.thread_count = 1
+    ctx.thread_count = threads
 
 
 class _Frames:
-    """The returned frames: converted to RGB one by one, sized by the first one."""
+    """The returned frames, sized by the first one stored; threads fill distinct slots."""
 
-    def __init__(self, count: int, policy: MediaPolicy, *, threaded: bool) -> None:
+    def __init__(self, count: int, policy: MediaPolicy) -> None:
         self._count = count
         self._policy = policy
-        self._threads = 0 if threaded else 1
-        self._converter = VideoReformatter()
+        self._lock = threading.Lock()
         self._out: npt.NDArray[np.uint8] | None = None
         self.filled = [False] * count
 
-    def store(self, frame: VideoFrame, slot: int) -> None:
-        """Convert ``frame`` into ``slot`` (resized to the first frame's size if it differs).
+    def store(
+        self, frame: VideoFrame, slot: int, converter: VideoReformatter, threads: int
+    ) -> None:
+        """Convert ``frame`` to RGB into ``slot``, resized to the first frame's size if needed.
 
         Raises:
             TooLargeError: the frame exceeds ``max_pixels``.
         """
         self._policy.check_pixels(frame.width, frame.height, what="a video frame")
-        if self._out is None:
-            shape = (self._count, frame.height, frame.width, 3)
-            self._out = np.empty(shape, dtype=np.uint8)
-        height, width = self._out.shape[1:3]
-        rgb = self._converter.reformat(
-            frame, width=width, height=height, format="rgb24", threads=self._threads
-        )
-        self._out[slot] = rgb.to_ndarray()
+        with self._lock:
+            if self._out is None:
+                shape = (self._count, frame.height, frame.width, 3)
+                self._out = np.empty(shape, dtype=np.uint8)
+            out = self._out
+        height, width = out.shape[1:3]
+        rgb = converter.reformat(frame, width=width, height=height, format="rgb24", threads=threads)
+        out[slot] = rgb.to_ndarray()
         self.filled[slot] = True
 
     def array(self) -> npt.NDArray[np.uint8]:
@@ -182,29 +210,95 @@ def plan_runs(index: StreamIndex, targets: list[int], seek_cost: int) -> list[li
     return runs
 
 
-def _seek_walk(
-    container: InputContainer,
-    stream: VideoStream,
-    index: StreamIndex,
-    targets: list[int],
-    out: _Frames,
-) -> None:
-    for run in plan_runs(index, targets, SEEK_COST_FRAMES):
+class _Walker:
+    """One decoder walking runs: seek to the keyframe, decode forward to the run's end."""
+
+    def __init__(
+        self,
+        container: InputContainer,
+        stream: VideoStream,
+        index: StreamIndex,
+        targets: list[int],
+        out: _Frames,
+        *,
+        threads: int,
+    ) -> None:
+        self._container, self._stream, self._index = container, stream, index
+        self._targets, self._out, self._threads = targets, out, threads
+        self._converter = VideoReformatter()
+
+    def walk(self, run: list[int]) -> None:
+        """Decode the frames of the slots in ``run``.
+
+        Raises:
+            _Missed: a seek landed past a target twice.
+        """
+        index, targets, out = self._index, self._targets, self._out
         key = _key_before(index, targets[run[0]])
         for attempt in range(_SEEK_RETRIES + 1):
             if attempt:
                 # The seek landed past a target: start from the keyframe before.
                 key = index.keyframes[max(0, bisect.bisect_left(index.keyframes, key) - 1)]
-            container.seek(index.pts[key], stream=stream, backward=True, any_frame=False)
+            self._container.seek(index.pts[key], stream=self._stream, backward=True)
             slots = {index.pts[targets[slot]]: slot for slot in run if not out.filled[slot]}
-            for frame in _decoded(container, stream, set(slots)):
+            for frame in _decoded(self._container, self._stream, set(slots)):
                 slot = slots.get(frame.pts) if frame.pts is not None else None
                 if slot is not None:
-                    out.store(frame, slot)
+                    out.store(frame, slot, self._converter, self._threads)
             if all(out.filled[slot] for slot in run):
-                break
-        else:
-            raise _Missed
+                return
+        raise _Missed
+
+
+def _parallel_walk(
+    data: bytes,
+    container: InputContainer,
+    stream: VideoStream,
+    index: StreamIndex,
+    targets: list[int],
+    runs: list[list[int]],
+    out: _Frames,
+    workers: int,
+    policy: MediaPolicy,
+) -> None:
+    """Walk ``runs`` with ``workers`` single-threaded decoders, each on its own container.
+
+    Runs start at keyframes, so they decode independently; each decoder takes the next
+    run when it is done with one. This scales better than FFmpeg's frame threading, which
+    hands every packet (the skipped ones too) through its pipeline.
+    """
+    pending = iter(runs)
+    lock = threading.Lock()
+    failed = threading.Event()
+
+    def work(own: tuple[InputContainer, VideoStream] | None) -> None:
+        source, video = own or open_video(data, max_pixels=policy.max_pixels)
+        try:
+            _configure_decoder(video, threads=1)
+            walker = _Walker(source, video, index, targets, out, threads=1)
+            while not failed.is_set():
+                with lock:
+                    run = next(pending, None)
+                if run is None:
+                    return
+                with av_errors("decoding"):
+                    walker.walk(run)
+        except BaseException:
+            failed.set()
+            raise
+        finally:
+            if own is None:
+                source.close()
+
+    with ThreadPoolExecutor(workers - 1, thread_name_prefix="mediagate-video") as pool:
+        helpers = [pool.submit(work, None) for _ in range(workers - 1)]
+        try:
+            work((container, stream))
+        finally:
+            errors = [f.exception() for f in helpers]
+    for error in errors:
+        if error is not None:
+            raise error
 
 
 def _decoded(
@@ -242,7 +336,9 @@ def _counting_walk(
     total: int,
     targets: list[int],
     out: _Frames,
+    threads: int,
 ) -> None:
+    converter = VideoReformatter()
     number = -1
     slot = 0
     last_frame: VideoFrame | None = None
@@ -252,7 +348,7 @@ def _counting_walk(
             break
         last_frame = frame
         while slot < len(targets) and targets[slot] == number:
-            out.store(frame, slot)
+            out.store(frame, slot, converter, threads)
             slot += 1
         if slot == len(targets):
             return
@@ -262,4 +358,4 @@ def _counting_walk(
             "(damaged or truncated file)"
         )
     for missing in range(slot, len(targets)):
-        out.store(last_frame, missing)
+        out.store(last_frame, missing, converter, threads)
