@@ -188,9 +188,9 @@ def test_parallel_decoders_return_the_same_frames(monkeypatch: pytest.MonkeyPatc
     monkeypatch.setattr(
         pyav_module, "open_video", lambda *a, **k: opened.append(1) or real_open(*a, **k)
     )
-    # Sparse samples make many runs: two helper decoders besides the caller's. Dense
-    # ones make a single run, walked by the caller's decoder alone.
-    for num_frames, helpers in ((5, 2), (16, 2), (60, 0), (-1, 0)):
+    # Samples in several GOPs make several runs: two helper decoders besides the
+    # caller's. Every frame is a single run, walked by the caller's decoder alone.
+    for num_frames, helpers in ((5, 2), (16, 2), (60, 2), (-1, 0)):
         opened.clear()
         frames, meta = PyAVVideoLoader().load_bytes(data, num_frames)
         assert read_numbers(frames) == [i % 256 for i in meta["frames_indices"]]
