@@ -117,7 +117,8 @@ def scene(frames: int, *, seed: int = 0) -> Iterator[npt.NDArray[np.uint8]]:
 
 def opencv_cost_per_frame(data: bytes) -> float:
     """Seconds OpenCV takes to grab (decode) one frame of ``data``, all frames walked."""
-    capture = cv2.VideoCapture(io.BytesIO(data), cv2.CAP_FFMPEG, [])
+    source = io.BytesIO(data)  # must outlive the capture, which reads from it
+    capture = cv2.VideoCapture(source, cv2.CAP_FFMPEG, [])
     try:
         start, count = time.perf_counter(), 0
         while capture.grab():

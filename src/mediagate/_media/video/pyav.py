@@ -58,6 +58,8 @@ SEEK_COST_FRAMES = 0
 _THREADS_MIN_PIXELS = 320 * 240
 # Frames to decode per extra decoder before runs are walked in parallel.
 _PARALLEL_MIN_FRAMES = 60
+# Parallel decoders at most, whatever the core count: each holds its own reference frames.
+_MAX_WORKERS = 8
 # A seek that lands past its target is retried once from an earlier keyframe.
 _SEEK_RETRIES = 1
 
@@ -143,7 +145,7 @@ def _workers(index: StreamIndex, targets: list[int], runs: list[list[int]]) -> i
     """How many decoders walk ``runs`` side by side: one per core, when there is enough
     work for each."""
     frames = sum(targets[run[-1]] - _key_before(index, targets[run[0]]) + 1 for run in runs)
-    return max(1, min(_cpu_count(), len(runs), frames // _PARALLEL_MIN_FRAMES))
+    return max(1, min(_cpu_count(), _MAX_WORKERS, len(runs), frames // _PARALLEL_MIN_FRAMES))
 
 
 def _configure_decoder(stream: VideoStream, *, threads: int) -> None:
