@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import threading
 import tracemalloc
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -182,6 +184,7 @@ def test_parallel_decoders_return_the_same_frames(monkeypatch: pytest.MonkeyPatc
     # Big enough frames and several GOPs: runs are spread over decoders in threads.
     monkeypatch.setattr(pyav_module, "_cpu_count", lambda: 3)
     monkeypatch.setattr(pyav_module, "_PARALLEL_MIN_FRAMES", 1)
+    monkeypatch.setattr(pyav_module, "_pool", None)  # a helper pool sized for 3 cores
     data = encode_clip(frames=240, gop=20, width=320, height=240)
     opened: list[int] = []
     real_open = pyav_module.open_video
@@ -195,7 +198,8 @@ def test_parallel_decoders_return_the_same_frames(monkeypatch: pytest.MonkeyPatc
         frames, meta = PyAVVideoLoader().load_bytes(data, num_frames)
         assert read_numbers(frames) == [i % 256 for i in meta["frames_indices"]]
         assert meta["frames_indices"] == sample_frame_indices(240, num_frames=num_frames)
-        assert len(opened) == helpers
+        # A helper still queued when the caller has walked every run is not started.
+        assert (1 if helpers else 0) <= len(opened) <= helpers
 
 
 def test_a_failing_parallel_decoder_fails_the_call(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -215,3 +219,20 @@ def test_a_failing_parallel_decoder_fails_the_call(monkeypatch: pytest.MonkeyPat
     monkeypatch.setattr(pyav_module._Frames, "store", store)
     with pytest.raises(DecodeError, match="boom"):
         PyAVVideoLoader().load_bytes(data, 8, policy=policy)
+
+
+def test_parallel_decoding_threads_are_shared_by_concurrent_requests(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(pyav_module, "_cpu_count", lambda: 3)
+    monkeypatch.setattr(pyav_module, "_PARALLEL_MIN_FRAMES", 1)
+    monkeypatch.setattr(pyav_module, "_pool", None)
+    data = encode_clip(frames=120, gop=20, width=320, height=240)
+    before = set(threading.enumerate())
+    with ThreadPoolExecutor(6) as requests:
+        results = list(requests.map(lambda _: PyAVVideoLoader().load_bytes(data, 6), range(6)))
+    assert all(read_numbers(f) == [i % 256 for i in m["frames_indices"]] for f, m in results)
+    started = [
+        t for t in set(threading.enumerate()) - before if t.name.startswith("mediagate-video")
+    ]
+    assert 1 <= len(started) <= 2  # one pool of cores - 1 for the process, not per request

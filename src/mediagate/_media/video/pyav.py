@@ -298,15 +298,32 @@ def _parallel_walk(
             if own is None:
                 source.close()
 
-    with ThreadPoolExecutor(workers - 1, thread_name_prefix="mediagate-video") as pool:
-        helpers = [pool.submit(work, None) for _ in range(workers - 1)]
-        try:
-            work((container, stream))
-        finally:
-            errors = [f.exception() for f in helpers]
+    pool = _helper_pool()
+    helpers = [pool.submit(work, None) for _ in range(workers - 1)]
+    try:
+        work((container, stream))
+    finally:
+        # Helpers still queued behind other requests are not needed any more; the
+        # ones that started finish the run they hold.
+        errors = [f.exception() for f in helpers if not f.cancel()]
     for error in errors:
         if error is not None:
             raise error
+
+
+_pool_lock = threading.Lock()
+_pool: tuple[int, ThreadPoolExecutor] | None = None
+
+
+def _helper_pool() -> ThreadPoolExecutor:
+    """The process-wide pool of extra decoders, shared by every request (so threads stay
+    bounded by the core count, not by the number of requests); made again after a fork."""
+    global _pool
+    with _pool_lock:
+        if _pool is None or _pool[0] != os.getpid():
+            size = max(1, min(_cpu_count(), _MAX_WORKERS) - 1)
+            _pool = (os.getpid(), ThreadPoolExecutor(size, thread_name_prefix="mediagate-video"))
+        return _pool[1]
 
 
 def _decoded(
