@@ -130,3 +130,17 @@ def test_merge_kwargs_request_wins_and_nothing_mutates() -> None:
 def test_merge_kwargs_refuses_non_mappings() -> None:
     with pytest.raises(OptionError, match="runtime_kwargs"):
         MediaIO.merge_kwargs({}, ["not", "a", "mapping"])  # type: ignore[arg-type]
+
+
+def test_a_subclass_that_skips_the_base_init_still_has_the_default_limits() -> None:
+    class Upper(MediaIO[bytes]):
+        def __init__(self) -> None:  # no super().__init__(): the familiar older shape
+            self.calls = 0
+
+        def load_bytes(self, data: bytes) -> bytes:
+            self.calls += 1
+            return data.upper()
+
+    media_io = Upper()
+    assert media_io.load_base64("text/plain", "YWJj") == b"ABC"
+    assert media_io.max_bytes == mediagate.MediaPolicy().max_bytes_for("image")

@@ -300,6 +300,9 @@ class MediaIO(ABC, Generic[T]):
     #: The modality whose byte budget and options apply (see ``MediaPolicy``).
     modality: ClassVar[str] = "image"
 
+    #: The limits in force; subclasses that skip ``MediaIO.__init__`` get the defaults.
+    policy: MediaPolicy = MediaPolicy()
+
     def __init__(self, *, policy: MediaPolicy | None = None) -> None:
         if policy is not None and not isinstance(policy, MediaPolicy):
             raise OptionError("policy must be a MediaPolicy", option="policy")
