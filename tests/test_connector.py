@@ -281,6 +281,7 @@ def test_from_env_builds_policy_and_options(tmp_path: Path) -> None:
         "MEDIAGATE_DECODE_WORKERS": "3",
         "MEDIAGATE_MEDIA_CACHE": str(tmp_path / "cache"),
         "MEDIAGATE_MEDIA_CACHE_MAX_SIZE_MB": "2",
+        "MEDIAGATE_MAX_IN_FLIGHT": "3",
     }
     with MediaConnector.from_env(env) as conn:
         assert conn.policy.allow_private_networks and conn.policy.max_bytes == 1234
@@ -288,3 +289,19 @@ def test_from_env_builds_policy_and_options(tmp_path: Path) -> None:
         assert conn.allowed_local_media_path == tmp_path.resolve()
         assert conn.max_workers == 3
         assert conn.cache is not None and conn.cache.max_bytes == 2 * 2**20
+        assert conn._fetcher._max_in_flight == 3
+
+
+def test_fetch_timeout_overrides_the_policy_deadline(
+    server: LoopbackServer, connector: MediaConnector
+) -> None:
+    server.routes["/slow"] = Route(png_bytes(), delay=2)
+    image_io = connector._image_io()
+    start = time.perf_counter()
+    with pytest.raises(FetchTimeout, match=r"timeout=0\.3 s"):
+        connector.load_from_url(server.url("/slow"), image_io, fetch_timeout=0.3)
+    assert time.perf_counter() - start < 1.3
+    with pytest.raises(FetchTimeout):
+        asyncio.run(connector.load_from_url_async(server.url("/slow"), image_io, fetch_timeout=0.3))
+    with pytest.raises(ValueError, match="fetch_timeout"):
+        connector.load_from_url(server.url("/slow"), image_io, fetch_timeout=0)
