@@ -13,6 +13,7 @@ import pytest
 
 from media.video.video_builders import CLIP_NAMES, encode_clip, read_numbers
 from mediagate import DecodeError, MediaPolicy
+from mediagate._media import _helpers as helpers_module
 from mediagate._media.video import loader as loader_module
 from mediagate._media.video import pyav as pyav_module
 from mediagate._media.video.opencv import OpenCVVideoLoader
@@ -182,9 +183,9 @@ def test_peak_memory_stays_near_the_returned_frames() -> None:
 
 def test_parallel_decoders_return_the_same_frames(monkeypatch: pytest.MonkeyPatch) -> None:
     # Big enough frames and several GOPs: runs are spread over decoders in threads.
-    monkeypatch.setattr(pyav_module, "_cpu_count", lambda: 3)
+    monkeypatch.setattr(helpers_module, "cpu_count", lambda: 3)
     monkeypatch.setattr(pyav_module, "_PARALLEL_MIN_FRAMES", 1)
-    monkeypatch.setattr(pyav_module, "_pool", None)  # a helper pool sized for 3 cores
+    monkeypatch.setattr(helpers_module, "_pool", None)  # a helper pool sized for 3 cores
     data = encode_clip(frames=240, gop=20, width=320, height=240)
     opened: list[int] = []
     real_open = pyav_module.open_video
@@ -203,7 +204,7 @@ def test_parallel_decoders_return_the_same_frames(monkeypatch: pytest.MonkeyPatc
 
 
 def test_a_failing_parallel_decoder_fails_the_call(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(pyav_module, "_cpu_count", lambda: 2)
+    monkeypatch.setattr(helpers_module, "cpu_count", lambda: 2)
     monkeypatch.setattr(pyav_module, "_PARALLEL_MIN_FRAMES", 1)
     data = encode_clip(frames=120, gop=20, width=320, height=240)
     policy = MediaPolicy(max_pixels=320 * 240)
@@ -224,15 +225,15 @@ def test_a_failing_parallel_decoder_fails_the_call(monkeypatch: pytest.MonkeyPat
 def test_parallel_decoding_threads_are_shared_by_concurrent_requests(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(pyav_module, "_cpu_count", lambda: 3)
+    monkeypatch.setattr(helpers_module, "cpu_count", lambda: 3)
     monkeypatch.setattr(pyav_module, "_PARALLEL_MIN_FRAMES", 1)
-    monkeypatch.setattr(pyav_module, "_pool", None)
+    monkeypatch.setattr(helpers_module, "_pool", None)
     data = encode_clip(frames=120, gop=20, width=320, height=240)
     before = set(threading.enumerate())
     with ThreadPoolExecutor(6) as requests:
         results = list(requests.map(lambda _: PyAVVideoLoader().load_bytes(data, 6), range(6)))
     assert all(read_numbers(f) == [i % 256 for i in m["frames_indices"]] for f, m in results)
     started = [
-        t for t in set(threading.enumerate()) - before if t.name.startswith("mediagate-video")
+        t for t in set(threading.enumerate()) - before if t.name.startswith("mediagate-helper")
     ]
     assert 1 <= len(started) <= 2  # one pool of cores - 1 for the process, not per request

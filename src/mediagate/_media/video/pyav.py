@@ -27,10 +27,8 @@ reads each packet at most once per run.
 from __future__ import annotations
 
 import bisect
-import os
 import threading
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from typing import ClassVar
 
 import numpy as np
@@ -42,6 +40,7 @@ from av.video.stream import VideoStream
 
 from ..._errors import DecodeError
 from ..._policy import MediaPolicy
+from .. import _helpers
 from .container import StreamIndex, av_errors, open_video
 from .loader import SAMPLING_OPTIONS, SampledVideoLoader
 from .sampling import short_tail_tolerated
@@ -59,7 +58,7 @@ _THREADS_MIN_PIXELS = 320 * 240
 # Frames to decode per extra decoder before runs are walked in parallel.
 _PARALLEL_MIN_FRAMES = 60
 # Parallel decoders at most, whatever the core count: each holds its own reference frames.
-_MAX_WORKERS = 8
+_MAX_WORKERS = _helpers.MAX_HELPERS + 1
 # A seek that lands past its target is retried once from an earlier keyframe.
 _SEEK_RETRIES = 1
 
@@ -134,18 +133,13 @@ def _big_frames(stream: VideoStream) -> bool:
     return int(ctx.width) * int(ctx.height) >= _THREADS_MIN_PIXELS
 
 
-def _cpu_count() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - not Linux
-        return os.cpu_count() or 1
-
-
 def _workers(index: StreamIndex, targets: list[int], runs: list[list[int]]) -> int:
     """How many decoders walk ``runs`` side by side: one per core, when there is enough
     work for each."""
     frames = sum(targets[run[-1]] - _key_before(index, targets[run[0]]) + 1 for run in runs)
-    return max(1, min(_cpu_count(), _MAX_WORKERS, len(runs), frames // _PARALLEL_MIN_FRAMES))
+    return max(
+        1, min(_helpers.cpu_count(), _MAX_WORKERS, len(runs), frames // _PARALLEL_MIN_FRAMES)
+    )
 
 
 def _configure_decoder(stream: VideoStream, *, threads: int) -> None:
@@ -298,8 +292,8 @@ def _parallel_walk(
             if own is None:
                 source.close()
 
-    pool = _helper_pool()
-    helpers = [pool.submit(work, None) for _ in range(workers - 1)]
+    pool = _helpers.helper_pool()
+    helpers = [pool.submit(work, None) for _ in range(workers - 1)] if pool else []
     try:
         work((container, stream))
     finally:
@@ -309,21 +303,6 @@ def _parallel_walk(
     for error in errors:
         if error is not None:
             raise error
-
-
-_pool_lock = threading.Lock()
-_pool: tuple[int, ThreadPoolExecutor] | None = None
-
-
-def _helper_pool() -> ThreadPoolExecutor:
-    """The process-wide pool of extra decoders, shared by every request (so threads stay
-    bounded by the core count, not by the number of requests); made again after a fork."""
-    global _pool
-    with _pool_lock:
-        if _pool is None or _pool[0] != os.getpid():
-            size = max(1, min(_cpu_count(), _MAX_WORKERS) - 1)
-            _pool = (os.getpid(), ThreadPoolExecutor(size, thread_name_prefix="mediagate-video"))
-        return _pool[1]
 
 
 def _decoded(
