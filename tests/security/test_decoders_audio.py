@@ -119,11 +119,16 @@ def test_an_hour_of_opus_in_a_few_kilobytes_is_refused_from_its_length(
     good_request(io_)
 
 
+@pytest.mark.parametrize("sample_rate", [None, 16000])
 def test_opus_whose_pages_lie_about_length_stops_at_the_cap_while_decoding(
-    clean_error: Callable[..., None], good_request: Callable[[AudioMediaIO], None]
+    clean_error: Callable[..., None],
+    good_request: Callable[[AudioMediaIO], None],
+    sample_rate: int | None,
 ) -> None:
+    # With a sample rate, blocks are being resampled beside the decoding when the
+    # cap is hit: that stops too.
     payload = opus_silence(2 * 3600, honest_granules=False)
-    io_ = AudioMediaIO(policy=MediaPolicy(max_audio_seconds=30))
+    io_ = AudioMediaIO(sample_rate=sample_rate, policy=MediaPolicy(max_audio_seconds=30))
 
     tracemalloc.start()
     try:

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import base64
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Any
 
 import numpy as np
 import pytest
@@ -12,6 +15,7 @@ import soxr
 
 from mediagate import DecodeError, MediaPolicy, OptionError, TooLargeError
 from mediagate._media.audio import AudioMediaIO
+from mediagate._media.audio import decode as decode_module
 
 
 @pytest.fixture
@@ -36,6 +40,33 @@ def test_resampling_is_soxr_hq_on_the_mono_mix(wav_2s: bytes) -> None:
     native, rate = AudioMediaIO().load_bytes(wav_2s)
     resampled, _ = AudioMediaIO(sample_rate=16000).load_bytes(wav_2s)
     np.testing.assert_allclose(resampled, soxr.resample(native, rate, 16000, quality="HQ"))
+
+
+@pytest.mark.parametrize("name", ["flac", "m4a-aac"])
+@pytest.mark.parametrize("helpers", [True, False], ids=["beside-decoding", "single-core"])
+def test_long_audio_resampled_while_decoding_equals_one_pass(
+    kit: SimpleNamespace, monkeypatch: pytest.MonkeyPatch, name: str, helpers: bool
+) -> None:
+    # Fifteen seconds: blocks reach the resampler before decoding ends, on a helper
+    # thread, or inline where there is one core.
+    build, rate, _ = kit.FORMATS[name]
+    data = build(kit.tone(15.0, rate), rate)
+    native, rate = AudioMediaIO().load_bytes(data)
+    with ThreadPoolExecutor(1, thread_name_prefix="test-helper") as pool:
+        used: list[str] = []
+
+        def resample_chunk(self: Any, block: Any, last: bool = False) -> Any:
+            used.append(threading.current_thread().name)
+            return real_chunk(self, block, last)
+
+        real_chunk = soxr.ResampleStream.resample_chunk
+        monkeypatch.setattr(decode_module, "helper_pool", lambda: pool if helpers else None)
+        monkeypatch.setattr(soxr.ResampleStream, "resample_chunk", resample_chunk)
+        resampled, sr = AudioMediaIO(sample_rate=16000).load_bytes(data)
+    assert sr == 16000
+    assert len(used) >= 3  # block by block, the last one by the caller
+    assert any(t.startswith("test-helper") for t in used) == helpers
+    np.testing.assert_array_equal(resampled, soxr.resample(native, rate, 16000, quality="HQ"))
 
 
 def test_requesting_the_native_rate_changes_nothing(wav_2s: bytes) -> None:

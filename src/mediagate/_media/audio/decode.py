@@ -4,6 +4,7 @@ Two decoders, chosen by ``sniff_audio``: libsndfile (through soundfile) and FFmp
 (through PyAV). Both read the payload from memory in blocks, average the channels of
 each block into one growing mono buffer, and count what they decoded as they go, so a
 small file that expands to hours stops at the cap instead of being decoded in full.
+When a sample rate is asked for, finished blocks are resampled as they come.
 Headers are checked first, when they declare a length, to fail before decoding at all.
 Library exceptions become ``DecodeError`` here and nowhere else.
 """
@@ -21,7 +22,9 @@ import numpy.typing as npt
 import soundfile as sf
 
 from ..._errors import DecodeError, MediaError
+from .._helpers import helper_pool
 from .limits import INITIAL_CAPACITY_CAP, AudioLimits, MonoBuffer
+from .resample import StreamResampler
 from .sniff import AudioKind, Decoder, sniff_audio
 
 __all__ = ["ALLOWED_AV_CODECS", "decode_audio"]
@@ -82,8 +85,40 @@ def _sum_channels(block: npt.NDArray[Any], dst: npt.NDArray[np.float32]) -> None
         np.sum(block, axis=1, dtype=np.float32, out=dst)
 
 
+class _Output:
+    """Where one decode attempt's samples go: kept at the native rate, or resampled to
+    ``sample_rate`` block by block while the rest is still decoding."""
+
+    def __init__(self, sample_rate: int | None) -> None:
+        self.sample_rate = sample_rate
+        self._resampler: StreamResampler | None = None
+
+    def buffer(self, capacity: int, rate: int, scale: float) -> MonoBuffer:
+        """The buffer for a stream at ``rate``, whose channel sums are multiplied by
+        ``scale``."""
+        if self.sample_rate is None or rate == self.sample_rate:
+            return MonoBuffer(capacity, scale)
+        self._resampler = StreamResampler(rate, self.sample_rate, helper_pool(), capacity)
+        return MonoBuffer(capacity, scale, self._resampler.feed)
+
+    def result(
+        self, native: npt.NDArray[np.float32], rate: int
+    ) -> tuple[npt.NDArray[np.float32], int]:
+        """The samples as asked for, given all of them at the native ``rate``."""
+        if self._resampler is None or self.sample_rate is None:
+            return native, rate
+        return self._resampler.finish(native[self._resampler.fed :]), self.sample_rate
+
+    def __enter__(self) -> _Output:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self._resampler is not None:
+            self._resampler.__exit__(*exc_info)
+
+
 def _decode_soundfile(
-    data: bytes, kind: AudioKind, limits: AudioLimits
+    data: bytes, kind: AudioKind, limits: AudioLimits, output: _Output
 ) -> tuple[npt.NDArray[np.float32], int]:
     with sf.SoundFile(io.BytesIO(data)) as snd:
         if snd.format not in _SOUNDFILE_FORMATS:
@@ -94,7 +129,7 @@ def _decode_soundfile(
         if declared > 0 and kind.exact_length:
             limits.check(declared, rate, channels, declared=True)
         capacity = min(max(declared, 0), INITIAL_CAPACITY_CAP) or _BLOCK_FRAMES
-        out = MonoBuffer(capacity)
+        out = output.buffer(capacity, rate, 1 / channels)
         block = np.empty((_BLOCK_FRAMES, channels), dtype=np.float32)
         while True:
             # Reading into ``out=`` asks libsndfile for what is really there rather
@@ -105,7 +140,7 @@ def _decode_soundfile(
             limits.check(out.size + got, rate, channels)
             _sum_channels(block[:got], out.claim(got))
             out.commit(got)
-    return out.result(1.0 / channels), rate
+    return out.result(), rate
 
 
 def _refuse_nested_open(url: str, flags: int, options: dict[str, str]) -> NoReturn:
@@ -157,7 +192,7 @@ class _FrameLayout:
 
 
 def _decode_pyav(
-    data: bytes, kind: AudioKind, limits: AudioLimits
+    data: bytes, kind: AudioKind, limits: AudioLimits, output: _Output
 ) -> tuple[npt.NDArray[np.float32], int]:
     with av.open(
         io.BytesIO(data),
@@ -180,7 +215,9 @@ def _decode_pyav(
             declared = max(0, math.ceil(container.duration * rate / av.time_base))
         if declared and kind.exact_length:
             limits.check(declared, rate, channels, declared=True)
-        out = MonoBuffer(min(declared, INITIAL_CAPACITY_CAP) or _BLOCK_FRAMES)
+        out = output.buffer(
+            min(declared, INITIAL_CAPACITY_CAP) or _BLOCK_FRAMES, rate, 1 / channels
+        )
         layout: _FrameLayout | None = None
         for packet in container.demux(stream):
             for frame in ctx.decode(packet):
@@ -194,25 +231,31 @@ def _decode_pyav(
                 limits.check(out.size + got, rate, channels)
                 layout.sum_into(frame, channels, out.claim(got))
                 out.commit(got)
-    return out.result(1.0 / channels), rate
+    return out.result(), rate
 
 
 def _decode_with(
-    decoder: Decoder, data: bytes, kind: AudioKind, limits: AudioLimits
+    decoder: Decoder, data: bytes, kind: AudioKind, limits: AudioLimits, sample_rate: int | None
 ) -> tuple[npt.NDArray[np.float32], int]:
-    if decoder == "soundfile":
-        return _decode_soundfile(data, kind, limits)
-    return _decode_pyav(data, kind, limits)
+    decode = _decode_soundfile if decoder == "soundfile" else _decode_pyav
+    with _Output(sample_rate) as output:
+        audio, rate = decode(data, kind, limits, output)
+        if audio.size == 0:
+            return audio, rate
+        return output.result(audio, rate)
 
 
-def decode_audio(data: bytes, limits: AudioLimits) -> tuple[npt.NDArray[np.float32], int]:
-    """Decode ``data`` to mono float32 at its native rate.
+def decode_audio(
+    data: bytes, limits: AudioLimits, sample_rate: int | None = None
+) -> tuple[npt.NDArray[np.float32], int]:
+    """Decode ``data`` to mono float32 at its native rate, or resampled to ``sample_rate``.
 
     The decoder is picked from the magic bytes; the other decoder is tried only when
-    the first one cannot read the payload.
+    the first one cannot read the payload. Resampling (soxr, high quality) runs beside
+    the decoding, block by block.
 
     Returns:
-        The samples (1-D float32, channels averaged) and the sample rate in Hz.
+        The samples (1-D float32, channels averaged) and their sample rate in Hz.
 
     Raises:
         TooLargeError: the audio is over ``limits`` (from its header or while decoding).
@@ -226,7 +269,7 @@ def decode_audio(data: bytes, limits: AudioLimits) -> tuple[npt.NDArray[np.float
     failure: BaseException | None = None
     for decoder in order:
         try:
-            audio, rate = _decode_with(decoder, data, kind, limits)
+            audio, rate = _decode_with(decoder, data, kind, limits, sample_rate)
         except MediaError:
             raise
         except (av.FFmpegError, RuntimeError, OSError, ValueError, EOFError, TypeError) as exc:

@@ -6,6 +6,7 @@ Pure accounting: no decoder is imported here.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -18,6 +19,7 @@ __all__ = [
     "INITIAL_CAPACITY_CAP",
     "MAX_CHANNELS",
     "MAX_SAMPLE_RATE",
+    "SINK_BLOCK_FRAMES",
     "AudioLimits",
     "MonoBuffer",
 ]
@@ -31,6 +33,8 @@ DECODED_BYTES_PER_SECOND = MAX_SAMPLE_RATE * 2 * 4
 
 #: Samples reserved up front on a header's word alone; beyond it the buffer grows.
 INITIAL_CAPACITY_CAP = 1 << 24
+#: Finished samples handed to a ``MonoBuffer`` sink at a time.
+SINK_BLOCK_FRAMES = 1 << 18
 
 
 @dataclass(frozen=True)
@@ -96,10 +100,24 @@ class AudioLimits:
 
 
 class MonoBuffer:
-    """A growing float32 buffer that blocks of channel sums are written into."""
+    """A growing float32 buffer that blocks of channel sums are written into.
 
-    def __init__(self, capacity: int) -> None:
+    The sums are multiplied by ``scale`` (one over the channel count, times whatever
+    brings the decoder's integer samples to [-1, 1]) as they are finished. With a ``sink``,
+    every ``SINK_BLOCK_FRAMES`` finished samples are handed to it as they come (a view
+    that is not written again), so resampling can run beside the decoding.
+    """
+
+    def __init__(
+        self,
+        capacity: int,
+        scale: float = 1.0,
+        sink: Callable[[npt.NDArray[np.float32]], None] | None = None,
+    ) -> None:
         self._data = np.empty(max(capacity, 1), dtype=np.float32)
+        self._scale = np.float32(scale)
+        self._sink = sink
+        self._finished = 0
         self.size = 0
 
     def claim(self, frames: int) -> npt.NDArray[np.float32]:
@@ -113,11 +131,20 @@ class MonoBuffer:
 
     def commit(self, frames: int) -> None:
         self.size += frames
+        if self._sink is not None and self.size - self._finished >= SINK_BLOCK_FRAMES:
+            self._sink(self._finish())
 
-    def result(self, scale: float) -> npt.NDArray[np.float32]:
+    def result(self) -> npt.NDArray[np.float32]:
+        """Every sample, channels averaged."""
+        self._finish()
         out = self._data[: self.size]
         if len(self._data) > 2 * self.size + 4096:
             out = out.copy()  # do not keep a mostly empty reservation alive
-        if scale != 1.0:
-            out *= np.float32(scale)
         return out
+
+    def _finish(self) -> npt.NDArray[np.float32]:
+        block = self._data[self._finished : self.size]
+        if self._scale != 1.0:
+            block *= self._scale
+        self._finished = self.size
+        return block

@@ -10,7 +10,6 @@ import numpy as np
 import numpy.typing as npt
 import pybase64
 import soundfile as sf
-import soxr
 
 from ..._errors import OptionError
 from ..._policy import MediaPolicy
@@ -94,12 +93,7 @@ class AudioMediaIO(MediaIO[tuple[npt.NDArray[np.float32], float]]):
             DecodeError: not a supported audio format, or not decodable.
         """
         self.policy.check_size(len(data), self.modality)
-        audio, rate = decode_audio(bytes(data), AudioLimits(self.max_seconds))
-        target = self.sample_rate
-        if target is not None and target != rate:
-            audio = soxr.resample(audio, rate, target, quality="HQ")
-            rate = target
-        return audio, rate
+        return decode_audio(bytes(data), AudioLimits(self.max_seconds), self.sample_rate)
 
     def encode_base64(
         self, media: tuple[npt.ArrayLike, float], *, audio_format: str = "WAV"
