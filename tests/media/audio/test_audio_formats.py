@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import io
 from types import SimpleNamespace
 
 import numpy as np
 import pytest
+import soundfile as sf
 
 from mediagate import MediaPolicy
 from mediagate._media.audio import AudioMediaIO
@@ -56,6 +58,35 @@ def test_integer_pcm_is_scaled_to_unit_range(kit: SimpleNamespace, subtype: str)
     source = kit.tone(0.1, 8000, channels=1)
     audio, _ = AudioMediaIO().load_bytes(kit.soundfile_bytes(source, 8000, "WAV", subtype))
     np.testing.assert_allclose(audio, source[:, 0], atol=0.02)
+
+
+@pytest.mark.parametrize(
+    "fmt,subtype",
+    [
+        ("WAV", "PCM_U8"),
+        ("WAV", "PCM_16"),
+        ("WAV", "PCM_24"),
+        ("WAV", "PCM_32"),
+        ("AIFF", "PCM_S8"),
+        ("FLAC", "PCM_16"),
+        ("FLAC", "PCM_24"),
+    ],
+)
+@pytest.mark.parametrize("channels", [1, 2, 3])
+def test_integer_pcm_gives_exactly_libsndfiles_float_samples(
+    kit: SimpleNamespace, fmt: str, subtype: str, channels: int
+) -> None:
+    # Integer PCM is read as integers: the mix must still equal, bit for bit, the
+    # average of the float samples libsndfile itself converts to.
+    data = kit.soundfile_bytes(kit.tone(0.2, 22050, channels=channels), 22050, fmt, subtype)
+    floats, _ = sf.read(io.BytesIO(data), dtype="float32", always_2d=True)
+    expected = floats[:, 0].copy()
+    for c in range(1, channels):
+        expected += floats[:, c]
+    expected *= np.float32(1 / channels)
+
+    audio, _ = AudioMediaIO().load_bytes(data)
+    np.testing.assert_array_equal(audio, expected)
 
 
 @pytest.mark.parametrize("container,codec", [("wav", "pcm_s16le"), ("wav", "pcm_u8")])
