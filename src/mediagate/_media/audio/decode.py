@@ -119,7 +119,7 @@ class _Output:
         """The samples as asked for, given all of them at the native ``rate``."""
         if self._resampler is None or self.sample_rate is None:
             return native, rate
-        return self._resampler.finish(native[self._resampler.fed :]), self.sample_rate
+        return self._resampler.finish(native), self.sample_rate
 
     def __enter__(self) -> _Output:
         return self

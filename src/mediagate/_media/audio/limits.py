@@ -134,6 +134,11 @@ class MonoBuffer:
         if self._sink is not None and self.size - self._finished >= SINK_BLOCK_FRAMES:
             self._sink(self._finish())
 
+    def truncate(self, frames: int) -> None:
+        """Drop every sample from ``frames`` on (later ones are claimed from there)."""
+        self.size = min(self.size, frames)
+        self._finished = min(self._finished, self.size)
+
     def result(self) -> npt.NDArray[np.float32]:
         """Every sample, channels averaged."""
         self._finish()
