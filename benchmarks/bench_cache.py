@@ -101,7 +101,7 @@ def insert_cost(quick: bool) -> Result:
             group="cache",
             workload=f"insert into a full cache (evicts one LRU entry each), {len(payload)} B",
             times=per_insert,
-            target="large/small < 2x",
+            target=f"{sizes[-1]} entries/{sizes[0]} entries < 2x",
         )
     finally:
         for cache in caches.values():
