@@ -54,6 +54,16 @@ REF_LOG = BENCH / ".work" / "ref-venv-build.log"
 REF_PYTHON_ENV = "MEDIAGATE_BENCH_REF_PYTHON"
 #: Every result of the last run, so the table and chart can be redrawn without timing.
 LAST_RUN = BENCH / ".work" / "last-run.json"
+
+
+def _last_run(out: Path) -> Path:
+    """Where a run writing to ``out`` keeps its raw timings (others never touch ours)."""
+    return LAST_RUN if out.resolve() == BENCH else out / LAST_RUN.name
+
+
+README = BENCH.parent / "README.md"
+README_START = "<!-- benchmark table: written by benchmarks/run.py -->"
+README_END = "<!-- end of benchmark table -->"
 VLLM_PIN = "vllm==0.33.0"
 #: The CPU build that installs from the local wheel; any other torch is gigabytes.
 TORCH_PIN = "torch==2.13.0"
@@ -205,6 +215,23 @@ def _ratio(result: Result, top: str, bottom: str) -> float | None:
     return result.median(top) / below if below > 0 else None
 
 
+def _faster(result: Result, word: str) -> float | None:
+    """How many times faster the one side named with ``word`` is than the other one."""
+    fast = [side for side in result.times if word in side]
+    slow = [side for side in result.times if word not in side]
+    if len(fast) != 1 or len(slow) != 1:
+        return None
+    return _ratio(result, slow[0], fast[0])
+
+
+def _percentile(result: Result, q: int) -> float | None:
+    """The ``q``-th percentile (seconds) of the samples of a result's only side."""
+    samples = sorted(next(iter(result.times.values()), []))
+    if len(result.times) != 1 or not samples:
+        return None
+    return samples[min(len(samples) - 1, int(q / 100 * len(samples)))]
+
+
 def _judge_part(result: Result, part: str) -> Verdict:
     """One target clause; the forms are listed in ``judge``."""
     if match := _RATIO.match(part):
@@ -222,18 +249,15 @@ def _judge_part(result: Result, part: str) -> Verdict:
         return Verdict(_OPS[match.group(1)](value, float(match.group(2))))
     if match := _FASTER.match(part):
         word, op, bound = match.groups()
-        fast = [side for side in result.times if word in side]
-        slow = [side for side in result.times if word not in side]
-        if len(fast) != 1 or len(slow) != 1:
+        value = _faster(result, word)
+        if value is None:
             return Verdict(None, f"cannot tell which side {word!r} names")
-        value = _ratio(result, slow[0], fast[0])
-        return Verdict(None if value is None else _OPS[op](value, float(bound)))
+        return Verdict(_OPS[op](value, float(bound)))
     if match := _PERCENTILE.match(part):
         q, op, bound = match.groups()
-        samples = sorted(next(iter(result.times.values()), []))
-        if len(result.times) != 1 or not samples:
+        value = _percentile(result, int(q))
+        if value is None:
             return Verdict(None, "a percentile target needs exactly one timed side")
-        value = samples[min(len(samples) - 1, int(int(q) / 100 * len(samples)))]
         return Verdict(_OPS[op](value * 1e3, float(bound)))
     if part.startswith("(") and part.endswith(")"):
         return Verdict(None)  # a context row, nothing to meet
@@ -349,11 +373,32 @@ def _cell(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
 
 
+def _speedup_bound(result: Result) -> float | None:
+    """The reference/mediagate ratio a speed-up target asks for, if it is one."""
+    target = result.target.split(";")[0].strip()
+    reference, ours, _, _ = _sides(result)
+    if match := _BARE.match(target):
+        return float(match.group(2))
+    match = _RATIO.match(target)
+    if match and (match.group(1), match.group(2)) == (reference, ours):
+        return float(match.group(4))
+    return None
+
+
 def _note(result: Result, verdict: Verdict) -> str:
     parts = [result.note] if result.note else []
     if verdict.detail:
         parts.append(verdict.detail)
     if verdict.met is False:
+        reference, _, floor, _ = _sides(result)
+        bound = _speedup_bound(result)
+        cap = _ratio(result, reference, floor) if reference and floor else None
+        if bound is not None and cap is not None and cap < bound:
+            parts.append(
+                f"in this run the reference took only {cap:.2f}x the raw decoder's own time, "
+                f"so even the bare decode, with no fetch and no checks, would not reach "
+                f"{bound:g}x"
+            )
         limit = LIMITS.get(result.workload)
         if limit:
             parts.append(f"what limits it: {limit}")
@@ -401,6 +446,68 @@ def markdown_table(results: Sequence[Result]) -> str:
         ]
         rows.append("| " + " | ".join(_cell(c) for c in cells) + " |")
     return header + "\n".join(rows) + "\n"
+
+
+def _headline(result: Result) -> str:
+    """The number a row's (first) target is about, as the README shows it."""
+    reference, ours, _, _ = _sides(result)
+    target = result.target.split(";")[0].strip()
+    if match := _RATIO.match(target):
+        top, bottom = match.group(1), match.group(2)
+        value = _ratio(result, top, bottom)
+        if value is None:
+            return "-"
+        return f"{value:.2f}x" if top == reference else f"{value:.2f}x of {bottom}"
+    if _BARE.match(target) and reference and ours:
+        value = _ratio(result, reference, ours)
+        return "-" if value is None else f"{value:.2f}x"
+    if match := _FASTER.match(target):
+        value = _faster(result, match.group(1))
+        return "-" if value is None else f"{match.group(1)} {value:.1f}x faster"
+    if match := _PERCENTILE.match(target):
+        value = _percentile(result, int(match.group(1)))
+        return "-" if value is None else f"p{match.group(1)} {value * 1e3:.2f} ms"
+    return "-"
+
+
+def readme_table(results: Sequence[Result], meta: dict[str, str]) -> str:
+    """The judged rows, condensed for the project README, with a line on the run."""
+    lines = [
+        f"Written by `make bench` from its latest full run ({meta['date']}, {meta['machine']}); "
+        "*ratio* is reference time / mediagate time unless it names what it is over. The "
+        "reference is the media layer of vLLM for images, OpenCV grab/retrieve for video and "
+        "`librosa.load` for audio; audio rows without one compare with the fastest raw decoder.",
+        "",
+        "| group | workload | reference | mediagate | ratio | target | met |",
+        "|---|---|---:|---:|---:|---|---|",
+    ]
+    for result in results:
+        verdict = judge(result)
+        if verdict.met is None:
+            continue
+        reference, ours, _, _ = _sides(result)
+        cells = [
+            result.group,
+            result.workload,
+            _ms(result.median(reference)) if reference else "-",
+            _ms(result.median(ours)) if ours else "-",
+            _headline(result),
+            result.target,
+            "yes" if verdict.met else "**no**",
+        ]
+        lines.append("| " + " | ".join(_cell(c) for c in cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def update_readme(path: Path, table: str) -> bool:
+    """Replace the text between the README's benchmark markers with ``table``."""
+    text = path.read_text(encoding="utf-8")
+    start, end = text.find(README_START), text.find(README_END)
+    if start < 0 or end < start:
+        return False
+    head = text[: start + len(README_START)]
+    path.write_text(head + "\n" + table + text[end:], encoding="utf-8")
+    return True
 
 
 def write_markdown(
@@ -541,7 +648,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.child:
         return _child(args.child[0], Path(args.child[1]), args.quick)
     if args.render_only:
-        saved = json.loads(LAST_RUN.read_text(encoding="utf-8"))
+        saved = json.loads(_last_run(args.out).read_text(encoding="utf-8"))
         return _write(args.out, [Result(**r) for r in saved["results"]], saved["meta"])
     groups = args.only or list(GROUPS)
     started, load_before = time.perf_counter(), _load_average()
@@ -582,10 +689,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"{load_before} before and {_load_average()} after",
         "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "duration": f"{time.perf_counter() - started:.0f} s",
+        "groups": ",".join(groups),
     }
-    LAST_RUN.parent.mkdir(parents=True, exist_ok=True)
+    last_run = _last_run(args.out)
+    last_run.parent.mkdir(parents=True, exist_ok=True)
     saved = {"meta": meta, "results": [dataclasses.asdict(r) for r in results]}
-    LAST_RUN.write_text(json.dumps(saved, indent=1), encoding="utf-8")
+    last_run.write_text(json.dumps(saved, indent=1), encoding="utf-8")
     return _write(args.out, results, meta)
 
 
@@ -594,6 +703,13 @@ def _write(out: Path, results: list[Result], meta: dict[str, str]) -> int:
     chart = out / "results.png"
     drawn = draw_chart(results, chart)
     write_markdown(results, out / "RESULTS.md", meta, chart if drawn else None)
+    complete = (
+        meta["mode"].startswith("full")
+        and meta.get("groups") == ",".join(GROUPS)
+        and not meta["reference"].startswith("not run")
+    )
+    if out.resolve() == BENCH and complete and update_readme(README, readme_table(results, meta)):
+        print(f"updated the benchmark table in {README}")
     print(markdown_table(results))
     print(f"wrote {out / 'RESULTS.md'}" + (f" and {chart}" if drawn else ""))
     return 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -29,3 +30,71 @@ def test_quick_image_run_writes_a_table_and_a_chart(tmp_path: Path) -> None:
     assert cells[3].endswith("ms") and cells[4].endswith("ms")  # mediagate and the floor
     assert "reference not run" in cells[-1]
     assert (tmp_path / "results.png").read_bytes().startswith(b"\x89PNG")
+    # The raw timings stay with that output; the project's own last run is untouched.
+    assert (tmp_path / "last-run.json").is_file()
+
+
+def _bench_modules() -> tuple[Any, Any]:
+    sys.path.insert(0, str(RUN.parent))
+    try:
+        import _common
+        import run
+    finally:
+        sys.path.remove(str(RUN.parent))
+    return run, _common
+
+
+def test_the_readme_table_shows_judged_rows_with_their_headline_number(tmp_path: Path) -> None:
+    run, common = _bench_modules()
+    results = [
+        common.Result("images", "jpeg", {"reference": [0.2], "mediagate": [0.1]}, target=">= 2x"),
+        common.Result(
+            "resample",
+            "wav",
+            {"mediagate": [0.009], "raw-soundfile": [0.011]},
+            target="mediagate/raw-soundfile <= 1.2x",
+        ),
+        common.Result(
+            "cache",
+            "hit",
+            {"cold download": [0.003], "cache hit": [0.0005]},
+            target="cache hit >= 5x faster",
+        ),
+        common.Result("concurrency", "lag", {"lag": [0.001] * 99 + [0.03]}, target="p99 < 20 ms"),
+        common.Result("video", "context only", {"mediagate": [1.0]}, target="(report)"),
+    ]
+    meta = {"date": "today", "machine": "x86_64, 2 CPUs"}
+    table = run.readme_table(results, meta)
+    rows = [line.split(" | ") for line in table.splitlines() if line.startswith("| ")][1:]
+    assert [(row[1], row[4], row[6].rstrip(" |")) for row in rows] == [
+        ("jpeg", "2.00x", "yes"),
+        ("wav", "0.82x of raw-soundfile", "yes"),
+        ("hit", "cache hit 6.0x faster", "yes"),
+        ("lag", "p99 30.00 ms", "**no**"),
+    ]
+
+    readme = tmp_path / "README.md"
+    readme.write_text(
+        f"# title\n{run.README_START}\nold table\n{run.README_END}\nafter\n", encoding="utf-8"
+    )
+    assert run.update_readme(readme, table)
+    text = readme.read_text(encoding="utf-8")
+    assert "old table" not in text and "| jpeg |" in text
+    assert text.startswith("# title\n") and text.endswith(f"{run.README_END}\nafter\n")
+    unmarked = tmp_path / "OTHER.md"
+    unmarked.write_text("no markers\n", encoding="utf-8")
+    assert not run.update_readme(unmarked, table)
+    assert unmarked.read_text(encoding="utf-8") == "no markers\n"
+
+
+def test_a_miss_the_raw_decoder_could_not_avoid_says_so() -> None:
+    run, common = _bench_modules()
+    sides = {"reference": [0.18], "mediagate": [0.1], "floor": [0.095]}
+    capped = common.Result("images", "jpeg", sides, target="reference/mediagate >= 2x")
+    note = run._note(capped, run.judge(capped))
+    assert "the reference took only 1.89x the raw decoder's own time" in note
+    assert "would not reach 2x" in note
+    reachable = common.Result(
+        "images", "jpeg", {**sides, "floor": [0.05]}, target="reference/mediagate >= 2x"
+    )
+    assert "would not reach" not in run._note(reachable, run.judge(reachable))
