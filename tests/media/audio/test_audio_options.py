@@ -10,6 +10,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import pytest
 import soxr
 
@@ -46,66 +47,84 @@ def test_resampling_is_soxr_hq_on_the_mono_mix(wav_2s: bytes) -> None:
 
 
 @pytest.mark.parametrize("name", ["flac", "m4a-aac"])
-@pytest.mark.parametrize("helpers", [True, False], ids=["beside-decoding", "single-core"])
-def test_long_audio_resampled_while_decoding_equals_one_pass(
-    kit: SimpleNamespace, monkeypatch: pytest.MonkeyPatch, name: str, helpers: bool
+def test_long_audio_resampled_while_decoding_is_the_same_on_any_core_count(
+    kit: SimpleNamespace, monkeypatch: pytest.MonkeyPatch, name: str
 ) -> None:
-    # Fifteen seconds: blocks reach the resampler before decoding ends, on a helper
-    # thread, or inline where there is one core. Inline it is one soxr stream, exactly
-    # the one-pass result; with a helper the last part may be split between two
-    # streams, equal to it up to float32 rounding.
+    # Fifteen seconds: segments are resampled on a helper thread while decoding goes
+    # on, or inline where there is one core. The cut points depend on the rates only,
+    # so both give the same samples, equal to one-pass resampling up to float32 rounding.
     build, rate, _ = kit.FORMATS[name]
     data = build(kit.tone(15.0, rate), rate)
     native, rate = AudioMediaIO().load_bytes(data)
-    with ThreadPoolExecutor(1, thread_name_prefix="test-helper") as pool:
+    real_chunk = soxr.ResampleStream.resample_chunk
+
+    def resample(helpers: bool) -> npt.NDArray[np.float32]:
         used: list[str] = []
 
         def resample_chunk(self: Any, block: Any, last: bool = False) -> Any:
             used.append(threading.current_thread().name)
             return real_chunk(self, block, last)
 
-        real_chunk = soxr.ResampleStream.resample_chunk
-        monkeypatch.setattr(decode_module, "helper_pool", lambda: pool if helpers else None)
-        monkeypatch.setattr(soxr.ResampleStream, "resample_chunk", resample_chunk)
-        resampled, sr = AudioMediaIO(sample_rate=16000).load_bytes(data)
-    assert sr == 16000
-    assert len(used) >= 3  # block by block, the last one by the caller
-    assert any(t.startswith("test-helper") for t in used) == helpers
+        with ThreadPoolExecutor(1, thread_name_prefix="test-helper") as pool:
+            monkeypatch.setattr(decode_module, "helper_pool", lambda: pool if helpers else None)
+            monkeypatch.setattr(soxr.ResampleStream, "resample_chunk", resample_chunk)
+            audio, sr = AudioMediaIO(sample_rate=16000).load_bytes(data)
+            monkeypatch.undo()
+        assert sr == 16000
+        assert len(used) >= 3  # segment by segment
+        assert any(t.startswith("test-helper") for t in used) == helpers
+        return audio
+
+    results = {helpers: resample(helpers) for helpers in (True, False)}
+    np.testing.assert_array_equal(results[True], results[False])
     expected = soxr.resample(native, rate, 16000, quality="HQ")
-    if helpers:
-        assert resampled.shape == expected.shape
-        np.testing.assert_allclose(resampled, expected, rtol=0, atol=1e-6)
-    else:
-        np.testing.assert_array_equal(resampled, expected)
+    assert results[True].shape == expected.shape
+    np.testing.assert_allclose(results[True], expected, rtol=0, atol=1e-6)
+
+
+def test_concurrent_resampling_requests_give_what_each_gives_alone(kit: SimpleNamespace) -> None:
+    # Requests share the helper threads; each keeps its own segments and output, and
+    # thread timing changes no sample.
+    build, rate, _ = kit.FORMATS["flac"]
+    clips = [build(kit.tone(12.0, rate, amplitude=0.1 * (k + 1)), rate) for k in range(3)]
+    io_ = AudioMediaIO(sample_rate=16000)
+    alone = [io_.load_bytes(clip)[0] for clip in clips]
+    with ThreadPoolExecutor(6) as requests:
+        together = list(requests.map(lambda k: io_.load_bytes(clips[k % 3])[0], range(12)))
+    for k, audio in enumerate(together):
+        np.testing.assert_array_equal(audio, alone[k % 3])
 
 
 @pytest.mark.parametrize(
     "rate,target,seconds",
     [
-        (44100, 16000, 6),
-        (48000, 16000, 6),
-        (22050, 16000, 6),
-        (16000, 44100, 6),
-        (96000, 8000, 6),
-        (44100, 16001, 20),  # samples line up only once a second
+        (44100, 16000, 20),
+        (48000, 16000, 20),
+        (22050, 16000, 20),
+        (16000, 44100, 20),
+        (96000, 8000, 20),
+        (44100, 16001, 20),  # samples line up once a second: one stream
     ],
 )
-@pytest.mark.parametrize("blocks", [0, 1, 5])
-def test_a_split_resample_matches_one_pass_at_any_rate_pair(
-    rate: int, target: int, seconds: int, blocks: int
+@pytest.mark.parametrize("steps", [1, 7, 40])
+def test_segmented_resampling_matches_one_pass_at_any_rate_pair(
+    rate: int, target: int, seconds: int, steps: int
 ) -> None:
-    # Whatever is left when decoding ends is cut where input and output samples line
-    # up; the two streams must join with no gap, no repeat and no jump.
+    # Segments are cut where input and output samples line up; their streams must
+    # join with no gap, no repeat and no jump, however the decoder reports progress.
     signal = np.random.default_rng(7).uniform(-0.5, 0.5, rate * seconds).astype(np.float32)
-    block = len(signal) // 8
-    with ThreadPoolExecutor(1) as pool:
-        with StreamResampler(rate, target, pool, len(signal)) as resampler:
-            for k in range(blocks):
-                resampler.feed(signal[k * block : (k + 1) * block])
-            resampled = resampler.finish(signal)
+    outputs = []
+    for pool in (ThreadPoolExecutor(1), None):
+        with StreamResampler(rate, target, pool) as resampler:
+            for k in range(1, steps):
+                resampler.feed(signal, len(signal) * k // steps)
+            outputs.append(resampler.finish(signal))
+        if pool is not None:
+            pool.shutdown()
+    np.testing.assert_array_equal(outputs[0], outputs[1])
     expected = soxr.resample(signal, rate, target, quality="HQ")
-    assert resampled.shape == expected.shape
-    np.testing.assert_allclose(resampled, expected, rtol=0, atol=1e-5)
+    assert outputs[0].shape == expected.shape
+    np.testing.assert_allclose(outputs[0], expected, rtol=0, atol=1e-5)
 
 
 def test_requesting_the_native_rate_changes_nothing(wav_2s: bytes) -> None:

@@ -110,7 +110,7 @@ class _Output:
         ``scale``."""
         if self.sample_rate is None or rate == self.sample_rate:
             return MonoBuffer(capacity, scale)
-        self._resampler = StreamResampler(rate, self.sample_rate, helper_pool(), capacity)
+        self._resampler = StreamResampler(rate, self.sample_rate, helper_pool())
         return MonoBuffer(capacity, scale, self._resampler.feed)
 
     def result(

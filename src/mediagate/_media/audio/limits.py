@@ -33,8 +33,8 @@ DECODED_BYTES_PER_SECOND = MAX_SAMPLE_RATE * 2 * 4
 
 #: Samples reserved up front on a header's word alone; beyond it the buffer grows.
 INITIAL_CAPACITY_CAP = 1 << 24
-#: Finished samples handed to a ``MonoBuffer`` sink at a time.
-SINK_BLOCK_FRAMES = 1 << 18
+#: A ``MonoBuffer`` tells its sink how far it is finished every this many samples.
+SINK_BLOCK_FRAMES = 1 << 16
 
 
 @dataclass(frozen=True)
@@ -104,15 +104,16 @@ class MonoBuffer:
 
     The sums are multiplied by ``scale`` (one over the channel count, times whatever
     brings the decoder's integer samples to [-1, 1]) as they are finished. With a ``sink``,
-    every ``SINK_BLOCK_FRAMES`` finished samples are handed to it as they come (a view
-    that is not written again), so resampling can run beside the decoding.
+    every ``SINK_BLOCK_FRAMES`` samples it is told how far the buffer is finished (the
+    backing array, whose first ``finished`` samples are never written again), so
+    resampling can run beside the decoding.
     """
 
     def __init__(
         self,
         capacity: int,
         scale: float = 1.0,
-        sink: Callable[[npt.NDArray[np.float32]], None] | None = None,
+        sink: Callable[[npt.NDArray[np.float32], int], None] | None = None,
     ) -> None:
         self._data = np.empty(max(capacity, 1), dtype=np.float32)
         self._scale = np.float32(scale)
@@ -132,12 +133,8 @@ class MonoBuffer:
     def commit(self, frames: int) -> None:
         self.size += frames
         if self._sink is not None and self.size - self._finished >= SINK_BLOCK_FRAMES:
-            self._sink(self._finish())
-
-    def truncate(self, frames: int) -> None:
-        """Drop every sample from ``frames`` on (later ones are claimed from there)."""
-        self.size = min(self.size, frames)
-        self._finished = min(self._finished, self.size)
+            self._finish()
+            self._sink(self._data, self._finished)
 
     def result(self) -> npt.NDArray[np.float32]:
         """Every sample, channels averaged."""

@@ -1,18 +1,15 @@
 """Resampling with soxr while the audio is still being decoded.
 
-Decoders hand blocks of finished mono samples to a ``StreamResampler`` as they go. The
-blocks go through one soxr stream, in order, on a helper thread while the decoder keeps
-decoding (soxr releases the GIL), so resampling costs little more wall time than
-decoding alone. A soxr stream carries its filter state from one block to the next, so
-this gives exactly what resampling the whole signal at once gives.
-
-When the decoder is faster than the resampler (uncompressed PCM), much of the signal is
-still waiting when decoding ends. The rest is then cut in two at a point where input and
-output samples line up: the helper's stream resamples the first part (plus a short
-overlap, then flushes) while the caller resamples the second with a fresh stream that
-starts a pre-roll earlier, whose first outputs are dropped. Past the pre-roll the
-filter has forgotten where the stream started, so the second part differs from a
-one-pass result only by float32 rounding (about 1e-7).
+The signal is cut into fixed segments (about 6 s) at points where input and output
+samples fall at the same instant. Each segment goes through its own soxr stream, started
+a pre-roll (0.1 s) before the segment and run a post-roll past it, and only the outputs
+inside the segment are kept: past the pre-roll the filter has forgotten where its stream
+started, so the joins differ from one-pass resampling by float32 rounding only (about
+1e-7). Segments are independent, so a segment is resampled on a helper thread as soon as
+the decoder has finished its samples and the post-roll; when decoding ends, the rest is
+cut in two pieces that the caller and a helper resample side by side. The cuts depend
+only on the rates and the signal's length, so the result is the same, sample for sample,
+whatever the thread timing or the core count.
 """
 
 from __future__ import annotations
@@ -26,148 +23,138 @@ import numpy as np
 import numpy.typing as npt
 import soxr
 
-from .limits import MonoBuffer
-
-__all__ = ["PRE_ROLL_SECONDS", "QUALITY", "StreamResampler"]
+__all__ = ["PRE_ROLL_SECONDS", "QUALITY", "SEGMENT_FRAMES", "StreamResampler"]
 
 #: The soxr quality recipe: "HQ", 20-bit precision with a steep low-pass.
 QUALITY = "HQ"
-#: Input a second stream is started ahead of its first kept output (at least; rounded up
-#: to whole alignment periods). soxr's HQ filters span a few milliseconds.
+#: Input each segment's stream starts ahead of its first kept output and runs past its
+#: last (at least; rounded up to whole alignment periods). soxr's HQ filters span a few
+#: milliseconds.
 PRE_ROLL_SECONDS = 0.1
-# The rest is split only when each part would hold this many pre-rolls: below that the
-# overlap costs more than the split saves.
-_SPLIT_MIN_PRE_ROLLS = 8
+#: Input samples per segment (at most; rounded down to whole alignment periods).
+SEGMENT_FRAMES = 1 << 18
+# A segment shorter than this many pre-rolls costs more in overlap than it saves: the
+# signal is then resampled by one stream.
+_MIN_PRE_ROLLS = 8
 
 
-def _open_stream(rate: int, target: int) -> soxr.ResampleStream:
-    return soxr.ResampleStream(rate, target, 1, dtype="float32", quality=QUALITY)
+def _resample(block: npt.NDArray[np.float32], rate: int, target: int) -> npt.NDArray[np.float32]:
+    stream = soxr.ResampleStream(rate, target, 1, dtype="float32", quality=QUALITY)
+    resampled: npt.NDArray[np.float32] = stream.resample_chunk(block, last=True)
+    return resampled
+
+
+# A piece of the signal to resample: (its place in the output, its input with the pre-
+# and post-roll, outputs to skip for the pre-roll, outputs to keep or None for all).
+_Piece = tuple[int, npt.NDArray[np.float32], int, int | None]
 
 
 class StreamResampler:
-    """One soxr stream fed block by block; blocks are resampled in the order fed.
+    """Resamples one signal segment by segment as its samples are finished.
 
-    Each block is resampled on ``pool`` when the pool has a thread free and inline
-    otherwise; one drain task at a time works through the queue, so no thread ever
-    waits on another. Use as a context manager so that a decode that fails half-way
-    stops the drain.
+    ``feed`` is told how far the signal is finished; ``finish`` gives the whole signal
+    and returns it resampled. Use as a context manager so that a decode that fails
+    half-way stops the helpers.
     """
 
-    def __init__(self, rate: int, target: int, pool: Executor | None, expected: int) -> None:
-        """``expected``: about how many samples will be fed (sizes the output up front)."""
+    def __init__(self, rate: int, target: int, pool: Executor | None) -> None:
         self._rate, self._target = rate, target
-        self._stream = _open_stream(rate, target)
-        self._out = MonoBuffer(math.ceil(expected * target / rate) + 64)
+        common = math.gcd(rate, target)
+        self._in_period, self._out_period = rate // common, target // common
+        self._pre_roll = math.ceil(PRE_ROLL_SECONDS * rate / self._in_period) * self._in_period
+        segment = SEGMENT_FRAMES // self._in_period * self._in_period
+        self._segment = segment if segment >= _MIN_PRE_ROLLS * self._pre_roll else 0
         self._pool = pool
         self._lock = threading.Lock()
-        # (first sample's index, block, flush after it), in input order.
-        self._queued: deque[tuple[int, npt.NDArray[np.float32], bool]] = deque()
-        self._drain: Future[None] | None = None
-        #: Samples handed in so far by ``feed``.
-        self.fed = 0
+        self._ready: deque[_Piece] = deque()
+        self._outputs: dict[int, npt.NDArray[np.float32]] = {}
+        self._helpers: list[Future[None]] = []
+        self._count = 0  # pieces handed out so far
+        self._next = 0  # where the next piece starts
 
-    def feed(self, block: npt.NDArray[np.float32]) -> None:
-        """Queue ``block`` (not modified afterwards by the caller) for resampling."""
-        start, self.fed = self.fed, self.fed + len(block)
-        if self._pool is None:
-            self._resample(block)
-        else:
-            self._enqueue(start, block, last=False)
+    def feed(self, data: npt.NDArray[np.float32], finished: int) -> None:
+        """``data[:finished]`` is final (never written again): queue what it completes."""
+        if not self._segment:
+            return
+        ready = []
+        while self._next + self._segment + self._pre_roll <= finished:
+            ready.append(self._piece(data, self._next, self._next + self._segment, None))
+        self._hand_out(ready, inline=self._pool is None)
 
     def finish(self, native: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
-        """The whole resampled signal, given all of it at the native rate (whose first
-        ``fed`` samples are the blocks fed, unchanged)."""
+        """The whole signal, resampled (``native`` is all of it at the native rate)."""
+        total = len(native)
+        if not self._segment:
+            return _resample(native, self._rate, self._target)
+        rest = []
+        # Every whole segment with its post-roll inside the signal (the ones the
+        # decoder's progress did not reach yet), then the remainder cut in two, so the
+        # cuts depend on the length alone.
+        while self._next + self._segment + self._pre_roll <= total:
+            rest.append(self._piece(native, self._next, self._next + self._segment, total))
+        half = (total - self._next) // 2 // self._in_period * self._in_period
+        if half >= _MIN_PRE_ROLLS * self._pre_roll:
+            rest.append(self._piece(native, self._next, self._next + half, total))
+        rest.append(self._piece(native, self._next, total, total, last=True))
+        self._hand_out(rest, inline=True)
+        self._stop_helpers(raise_errors=True)
+        return np.concatenate([self._outputs[k] for k in range(len(self._outputs))])
+
+    def _piece(
+        self,
+        data: npt.NDArray[np.float32],
+        start: int,
+        stop: int,
+        total: int | None,
+        *,
+        last: bool = False,
+    ) -> _Piece:
+        """The input for the outputs of ``[start, stop)``: from a pre-roll before it to a
+        post-roll after it (or to the end of the signal, for the last piece)."""
+        index = self._count
+        self._count += 1
+        self._next = stop
+        begin = max(0, start - self._pre_roll)
+        end = stop + self._pre_roll if total is None else min(stop + self._pre_roll, total)
+        if last:
+            end = stop
+        keep = None if last else (stop - start) // self._in_period * self._out_period
+        skip = (start - begin) // self._in_period * self._out_period
+        return index, data[begin:end], skip, keep
+
+    def _hand_out(self, pieces: list[_Piece], *, inline: bool) -> None:
+        """Queue ``pieces`` for a helper; with ``inline``, work through the queue here too."""
+        if not pieces:
+            return
         with self._lock:
-            # Blocks the drain has not started are taken back with the unfed rest.
-            start = self._queued[0][0] if self._queued else self.fed
-            self._queued.clear()
-            drain = self._drain
-        split = None
-        if self._pool is not None:
-            # A helper still busy with the block it holds gets the smaller part.
-            split = self._split_point(start, len(native), 0.4 if drain is not None else 0.5)
-        if split is None:
-            self._settle()
-            self._resample(native[start:], last=True)
-            return self._out.result()
-        # The helper's stream resamples up to the split and a pre-roll past it, then
-        # flushes; the caller's stream starts a pre-roll before the split, and what it
-        # gives past its pre-roll is written over the helper's outputs past the split.
-        pre_roll = self._pre_roll()
-        self._enqueue(start, native[start : split + pre_roll], last=True)
-        second = _open_stream(self._rate, self._target)
-        rest = second.resample_chunk(native[split - pre_roll :], last=True)
-        self._settle()
-        self._out.truncate(self._outputs_for(split))
-        self._append(rest[self._outputs_for(pre_roll) :])
-        return self._out.result()
-
-    def _resample(self, block: npt.NDArray[np.float32], *, last: bool = False) -> None:
-        self._append(self._stream.resample_chunk(block, last=last))
-
-    def _append(self, resampled: npt.NDArray[np.float32]) -> None:
-        self._out.claim(len(resampled))[:] = resampled
-        self._out.commit(len(resampled))
-
-    def _period(self) -> int:
-        """Input samples per alignment period: where an input sample and an output
-        sample fall at the same instant."""
-        return self._rate // math.gcd(self._rate, self._target)
-
-    def _outputs_for(self, samples: int) -> int:
-        """Output samples covering ``samples`` inputs (a whole number of periods)."""
-        return samples // self._period() * (self._target // math.gcd(self._rate, self._target))
-
-    def _pre_roll(self) -> int:
-        period = self._period()
-        return math.ceil(PRE_ROLL_SECONDS * self._rate / period) * period
-
-    def _split_point(self, start: int, end: int, share: float) -> int | None:
-        """Where to cut ``[start, end)`` so that about ``share`` of it comes first, or
-        ``None`` when a cut is not worth its overlap."""
-        pre_roll = self._pre_roll()
-        if end - start < 2 * _SPLIT_MIN_PRE_ROLLS * pre_roll:
-            return None
-        period = self._period()
-        split = (start + int((end - start) * share)) // period * period
-        return split if split - pre_roll >= 0 and split > start else None
-
-    def _enqueue(self, start: int, block: npt.NDArray[np.float32], *, last: bool) -> None:
-        assert self._pool is not None
-        with self._lock:
-            self._queued.append((start, block, last))
-            if self._drain is None:
-                self._drain = self._pool.submit(self._work)
+            self._ready.extend(pieces)
+        if self._pool is not None and len(self._ready) > int(inline):
+            self._helpers.append(self._pool.submit(self._work))
+        if inline:
+            self._work()
 
     def _work(self) -> None:
         while True:
             with self._lock:
-                if not self._queued:
-                    self._drain = None
+                if not self._ready:
                     return
-                _, block, last = self._queued.popleft()
-            self._resample(block, last=last)
+                index, block, skip, keep = self._ready.popleft()
+            resampled = _resample(block, self._rate, self._target)[skip:]
+            self._outputs[index] = resampled if keep is None else resampled[:keep]
 
-    def _settle(self) -> None:
-        """Wait for a running drain; do the work of one that has not started."""
-        with self._lock:
-            drain = self._drain
-        if drain is not None:
-            if drain.cancel():
-                with self._lock:
-                    self._drain = None
-            else:
-                drain.result()
-        while self._queued:  # what a cancelled drain left
-            _, block, last = self._queued.popleft()
-            self._resample(block, last=last)
+    def _stop_helpers(self, *, raise_errors: bool) -> None:
+        """Wait for the helpers that started; drop the ones still queued."""
+        helpers, self._helpers = self._helpers, []
+        for helper in helpers:
+            if not helper.cancel():
+                error = helper.exception()
+                if error is not None and raise_errors:
+                    raise error
 
     def __enter__(self) -> StreamResampler:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
         with self._lock:
-            self._queued.clear()
-            drain = self._drain
-        if drain is not None and not drain.cancel():
-            drain.exception()  # wait for it to stop; a failed decode reports its own error
+            self._ready.clear()
+        self._stop_helpers(raise_errors=False)
