@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -98,3 +100,33 @@ def test_a_miss_the_raw_decoder_could_not_avoid_says_so() -> None:
         "images", "jpeg", {**sides, "floor": [0.05]}, target="reference/mediagate >= 2x"
     )
     assert "would not reach" not in run._note(reachable, run.judge(reachable))
+
+
+def test_a_merged_re_run_replaces_only_its_groups_and_says_so(tmp_path: Path) -> None:
+    run, common = _bench_modules()
+    old = {
+        "meta": {"date": "d1", "machine": "m", "groups": "images,audio"},
+        "results": [
+            dataclasses.asdict(common.Result("images", "jpeg", {"mediagate": [1.0]})),
+            dataclasses.asdict(common.Result("decode", "wav", {"mediagate": [9.0]})),
+            dataclasses.asdict(common.Result("resample", "wav", {"mediagate": [9.0]})),
+            dataclasses.asdict(common.Result("cache", "hit", {"mediagate": [2.0]})),
+        ],
+    }
+    last_run = tmp_path / "last-run.json"
+    last_run.write_text(json.dumps(old), encoding="utf-8")
+    fresh = [
+        common.Result("decode", "wav", {"mediagate": [5.0]}),
+        common.Result("resample", "wav", {"mediagate": [6.0]}),
+    ]
+    meta = {"groups": "audio", "date": "d2", "machine": "x86_64, 2 CPUs, load average 0.1"}
+    results, merged = run._merged(last_run, fresh, meta)
+    assert [(r.group, r.median("mediagate")) for r in results] == [
+        ("images", 1.0),
+        ("decode", 5.0),
+        ("resample", 6.0),
+        ("cache", 2.0),
+    ]
+    assert merged["date"] == "d1" and merged["groups"] == "images,audio"
+    assert merged["re-run"] == "audio at d2 (load average 0.1)"
+    assert "re-run: audio at d2" in run.readme_table(results, merged)
