@@ -11,6 +11,7 @@ import io
 import json
 import os
 import pickle
+import re
 import struct
 import time
 import tracemalloc
@@ -377,3 +378,75 @@ def test_a_compressed_entry_in_a_torch_archive_is_refused(
 def test_a_truncated_torch_archive_is_refused(io_: ImageEmbeddingMediaIO) -> None:
     data = saved(GOOD)
     refuse(io_, data[: len(data) // 2], DecodeError)
+
+
+# -- torch.save storages that declare more than was sent ------------------------------------
+
+
+def _declaring(payload: bytes, numel_from: int, numel_to: int) -> bytes:
+    """``payload`` with the element count of its storage reference replaced."""
+    # The reference is ("storage", <class>, key, "cpu", numel, ...): BININT1 after "cpu".
+    old = re.compile(rb"(cpuq.)K" + re.escape(bytes([numel_from])), re.DOTALL)
+    assert len(old.findall(payload)) == 1
+    if numel_to < 2**31:
+        new = b"J" + struct.pack("<i", numel_to)  # BININT
+    else:
+        new = b"\x8a\x08" + numel_to.to_bytes(8, "little")  # LONG1
+    return old.sub(lambda m: m.group(1) + new, payload)
+
+
+@pytest.mark.parametrize("numel", [10**6, 10**9, 2**40])
+def test_a_legacy_storage_declaring_more_than_was_sent_is_refused_before_loading(
+    io_: ImageEmbeddingMediaIO,
+    still_works: Callable[[], None],
+    clean_error: Callable[..., None],
+    monkeypatch: pytest.MonkeyPatch,
+    numel: int,
+) -> None:
+    from mediagate._media.embedding import torch_save
+
+    # torch would allocate every declared storage before reading a byte of it.
+    payload = _declaring(saved(GOOD, legacy=True), 6, numel)
+
+    def never(data: bytes) -> object:
+        raise AssertionError("torch.load was reached")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(torch_save, "_load", never)
+        err, elapsed, _ = refuse(io_, payload, DecodeError)
+    assert "declares more tensor data than it holds" in str(err)
+    assert elapsed < DEADLINE
+    clean_error(err, payload[-24:])
+    still_works()
+
+
+def test_a_legacy_storage_one_element_off_is_refused(
+    io_: ImageEmbeddingMediaIO, clean_error: Callable[..., None]
+) -> None:
+    # Within the payload's size, so torch reads it and finds the sizes disagree.
+    err, _, _ = refuse(io_, _declaring(saved(GOOD, legacy=True), 6, 7), DecodeError)
+    clean_error(err)
+
+
+def test_a_legacy_storage_of_an_unknown_class_is_refused(
+    io_: ImageEmbeddingMediaIO, clean_error: Callable[..., None]
+) -> None:
+    payload = saved(GOOD, legacy=True).replace(b"torch\nFloatStorage", b"torch\nEvilsStorage")
+    err, _, _ = refuse(io_, payload, DecodeError)
+    clean_error(err)
+
+
+@pytest.mark.parametrize(
+    "tensor",
+    [
+        torch.arange(10.0)[2:5],  # a view: the whole storage is saved
+        torch.arange(6, dtype=torch.float16).reshape(2, 3),
+        torch.ones(3, 4, dtype=torch.bool),
+        torch.arange(4, dtype=torch.int64).reshape(4, 1).t(),
+    ],
+    ids=["view", "float16", "bool", "transposed"],
+)
+def test_legacy_payloads_with_honest_storages_load(
+    io_: ImageEmbeddingMediaIO, tensor: torch.Tensor
+) -> None:
+    assert torch.equal(io_.load_bytes(saved(tensor, legacy=True)), tensor)

@@ -6,13 +6,17 @@ invariant checks, from memory, onto the CPU. Zip archives are checked first: eve
 entry stored uncompressed, as ``torch.save`` writes them, and their total size within
 the payload, so no entry can inflate. The pickle must use protocol 2, the one
 ``torch.save`` writes and the safe unpickler is built for. Sparse tensors are
-densified only after their dense size is checked against the budget.
+densified only after their dense size is checked against the budget. Legacy (non-zip)
+streams are read opcode by opcode first, without unpickling anything, and refused when
+their storages declare more bytes than the payload holds: torch allocates declared
+storages before reading them (for zip archives it checks each record's size first).
 """
 
 from __future__ import annotations
 
 import io
 import pickle
+import pickletools
 import zipfile
 from typing import TYPE_CHECKING
 
@@ -65,6 +69,140 @@ def _check_pickle_head(head: bytes) -> None:
         raise DecodeError("torch.save payload uses a pickle protocol other than 2")
 
 
+class _Opaque:
+    """A value the storage walk does not follow."""
+
+
+_OPAQUE = _Opaque()
+_MARK = object()
+_LITERALS = frozenset(
+    {
+        "BINUNICODE",
+        "SHORT_BINUNICODE",
+        "BINUNICODE8",
+        "UNICODE",
+        "BININT",
+        "BININT1",
+        "BININT2",
+        "INT",
+        "LONG",
+        "LONG1",
+        "LONG4",
+    }
+)
+# Bytes per element of the storage classes a legacy torch.save stream names.
+_STORAGE_ITEMSIZE = {
+    "DoubleStorage": 8,
+    "FloatStorage": 4,
+    "HalfStorage": 2,
+    "BFloat16Storage": 2,
+    "LongStorage": 8,
+    "IntStorage": 4,
+    "ShortStorage": 2,
+    "CharStorage": 1,
+    "ByteStorage": 1,
+    "BoolStorage": 1,
+    "ComplexDoubleStorage": 16,
+    "ComplexFloatStorage": 8,
+    "UntypedStorage": 1,
+    "QUInt8Storage": 1,
+    "QInt8Storage": 1,
+    "QInt32Storage": 4,
+    "QUInt4x2Storage": 1,
+    "QUInt2x4Storage": 1,
+}
+# The pickles a legacy torch.save stream starts with: magic number, version, system info.
+_LEGACY_PREAMBLE = 3
+
+
+def _storage_bytes(pid: object) -> tuple[str, int] | None:
+    """``(key, bytes)`` for a legacy storage reference
+    ``("storage", <torch XStorage>, key, location, numel, ...)``; None for anything else."""
+    if not (isinstance(pid, tuple) and len(pid) >= 5 and pid[0] == "storage"):
+        return None
+    kind, key, numel = pid[1], pid[2], pid[4]
+    if not (isinstance(kind, tuple) and kind[0] == "global" and isinstance(numel, int)):
+        raise DecodeError("torch.save payload has a malformed storage reference")
+    module, _, name = str(kind[1]).partition(" ")
+    itemsize = _STORAGE_ITEMSIZE.get(name) if module == "torch" else None
+    if itemsize is None or numel < 0:
+        raise DecodeError("torch.save payload has a malformed storage reference")
+    return str(key), numel * itemsize
+
+
+def _declared_storage_bytes(stream: io.BytesIO) -> int:
+    """The bytes the storages referenced by the pickle at ``stream`` declare, found by
+    reading its opcodes (nothing is unpickled or imported from the payload)."""
+    stack: list[object] = []
+    memo: dict[object, object] = {}
+    storages: dict[str, int] = {}
+
+    def pop_to_mark() -> list[object]:
+        for at in range(len(stack) - 1, -1, -1):
+            if stack[at] is _MARK:
+                items = stack[at + 1 :]
+                del stack[at:]
+                return items
+        raise DecodeError("torch.save payload is malformed")
+
+    for op, arg, _ in pickletools.genops(stream):
+        name = op.name
+        if name == "STOP":
+            break
+        if name == "MARK":
+            stack.append(_MARK)
+        elif name in _LITERALS or name == "NONE":
+            stack.append(arg)
+        elif name == "GLOBAL":
+            stack.append(("global", arg))
+        elif name == "TUPLE":
+            stack.append(tuple(pop_to_mark()))
+        elif name in ("TUPLE1", "TUPLE2", "TUPLE3"):
+            count = int(name[-1])
+            if len(stack) < count:
+                raise DecodeError("torch.save payload is malformed")
+            items = stack[len(stack) - count :]
+            del stack[len(stack) - count :]
+            stack.append(tuple(items))
+        elif name in ("PUT", "BINPUT", "LONG_BINPUT", "MEMOIZE") and stack:
+            memo[arg if name != "MEMOIZE" else len(memo)] = stack[-1]
+        elif name in ("GET", "BINGET", "LONG_BINGET"):
+            stack.append(memo.get(arg, _OPAQUE))
+        elif name == "BINPERSID":
+            if not stack:
+                raise DecodeError("torch.save payload is malformed")
+            found = _storage_bytes(stack.pop())
+            if found is not None:
+                storages[found[0]] = max(storages.get(found[0], 0), found[1])
+            stack.append(_OPAQUE)
+        else:
+            before = op.stack_before
+            if pickletools.markobject in before:
+                pop_to_mark()
+                del stack[len(stack) - before.index(pickletools.markobject) :]
+            elif before:
+                if len(stack) < len(before):
+                    raise DecodeError("torch.save payload is malformed")
+                del stack[len(stack) - len(before) :]
+            stack.extend(_OPAQUE for _ in op.stack_after)
+    return sum(storages.values())
+
+
+def _check_legacy(data: bytes) -> None:
+    """Refuse a legacy (non-zip) stream whose storages declare more bytes than it holds:
+    torch would allocate every declared storage before reading any data."""
+    stream = io.BytesIO(data)
+    try:
+        for _ in range(_LEGACY_PREAMBLE):
+            for _op in pickletools.genops(stream):
+                pass
+        declared = _declared_storage_bytes(stream)
+    except (ValueError, EOFError, IndexError, KeyError, TypeError) as exc:
+        raise DecodeError("torch.save payload is malformed") from exc
+    if declared > len(data):
+        raise DecodeError("torch.save payload declares more tensor data than it holds")
+
+
 def _load(data: bytes) -> object:
     import torch
 
@@ -85,9 +223,10 @@ def load_torch_save(data: bytes, max_tensor_bytes: int) -> torch.Tensor:
     import torch
 
     if data.startswith(ZIP_MAGIC):
-        _check_zip(data)
+        _check_zip(data)  # torch checks each storage record against its declared size
     else:
         _check_pickle_head(data[:2])
+        _check_legacy(data)
     try:
         obj = _load(data)
     except (pickle.UnpicklingError, RuntimeError, ValueError, TypeError) as exc:
