@@ -17,7 +17,7 @@ import soxr
 from mediagate import DecodeError, MediaPolicy, OptionError, TooLargeError
 from mediagate._media.audio import AudioMediaIO
 from mediagate._media.audio import decode as decode_module
-from mediagate._media.audio.resample import StreamResampler
+from mediagate._media.audio.resample import SegmentResampler
 
 
 @pytest.fixture
@@ -115,7 +115,7 @@ def test_segmented_resampling_matches_one_pass_at_any_rate_pair(
     signal = np.random.default_rng(7).uniform(-0.5, 0.5, rate * seconds).astype(np.float32)
     outputs = []
     for pool in (ThreadPoolExecutor(1), None):
-        with StreamResampler(rate, target, pool) as resampler:
+        with SegmentResampler(rate, target, pool) as resampler:
             for k in range(1, steps):
                 resampler.feed(signal, len(signal) * k // steps)
             outputs.append(resampler.finish(signal))

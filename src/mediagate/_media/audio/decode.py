@@ -24,7 +24,7 @@ import soundfile as sf
 from ..._errors import DecodeError, MediaError
 from .._helpers import helper_pool
 from .limits import INITIAL_CAPACITY_CAP, AudioLimits, MonoBuffer
-from .resample import StreamResampler
+from .resample import SegmentResampler
 from .sniff import AudioKind, Decoder, sniff_audio
 
 __all__ = ["ALLOWED_AV_CODECS", "decode_audio"]
@@ -99,18 +99,18 @@ def _sum_channels(block: npt.NDArray[Any], dst: npt.NDArray[np.float32]) -> None
 
 class _Output:
     """Where one decode attempt's samples go: kept at the native rate, or resampled to
-    ``sample_rate`` block by block while the rest is still decoding."""
+    ``sample_rate`` segment by segment while the rest is still decoding."""
 
     def __init__(self, sample_rate: int | None) -> None:
         self.sample_rate = sample_rate
-        self._resampler: StreamResampler | None = None
+        self._resampler: SegmentResampler | None = None
 
     def buffer(self, capacity: int, rate: int, scale: float) -> MonoBuffer:
         """The buffer for a stream at ``rate``, whose channel sums are multiplied by
         ``scale``."""
         if self.sample_rate is None or rate == self.sample_rate:
             return MonoBuffer(capacity, scale)
-        self._resampler = StreamResampler(rate, self.sample_rate, helper_pool())
+        self._resampler = SegmentResampler(rate, self.sample_rate, helper_pool())
         return MonoBuffer(capacity, scale, self._resampler.feed)
 
     def result(
@@ -269,7 +269,7 @@ def decode_audio(
 
     The decoder is picked from the magic bytes; the other decoder is tried only when
     the first one cannot read the payload. Resampling (soxr, high quality) runs beside
-    the decoding, block by block.
+    the decoding, segment by segment.
 
     Returns:
         The samples (1-D float32, channels averaged) and their sample rate in Hz.

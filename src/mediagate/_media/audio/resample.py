@@ -23,7 +23,7 @@ import numpy as np
 import numpy.typing as npt
 import soxr
 
-__all__ = ["PRE_ROLL_SECONDS", "QUALITY", "SEGMENT_FRAMES", "StreamResampler"]
+__all__ = ["PRE_ROLL_SECONDS", "QUALITY", "SEGMENT_FRAMES", "SegmentResampler"]
 
 #: The soxr quality recipe: "HQ", 20-bit precision with a steep low-pass.
 QUALITY = "HQ"
@@ -49,7 +49,7 @@ def _resample(block: npt.NDArray[np.float32], rate: int, target: int) -> npt.NDA
 _Piece = tuple[int, npt.NDArray[np.float32], int, int | None]
 
 
-class StreamResampler:
+class SegmentResampler:
     """Resamples one signal segment by segment as its samples are finished.
 
     ``feed`` is told how far the signal is finished; ``finish`` gives the whole signal
@@ -151,7 +151,7 @@ class StreamResampler:
                 if error is not None and raise_errors:
                     raise error
 
-    def __enter__(self) -> StreamResampler:
+    def __enter__(self) -> SegmentResampler:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
