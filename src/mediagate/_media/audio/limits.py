@@ -144,9 +144,8 @@ class MonoBuffer:
             out = out.copy()  # do not keep a mostly empty reservation alive
         return out
 
-    def _finish(self) -> npt.NDArray[np.float32]:
-        block = self._data[self._finished : self.size]
+    def _finish(self) -> None:
+        """Scale the samples committed since the last call; they are final from now on."""
         if self._scale != 1.0:
-            block *= self._scale
+            self._data[self._finished : self.size] *= self._scale
         self._finished = self.size
-        return block
