@@ -305,3 +305,14 @@ def test_fetch_timeout_overrides_the_policy_deadline(
         asyncio.run(connector.load_from_url_async(server.url("/slow"), image_io, fetch_timeout=0.3))
     with pytest.raises(ValueError, match="fetch_timeout"):
         connector.load_from_url(server.url("/slow"), image_io, fetch_timeout=0)
+
+
+@pytest.mark.parametrize("cores,workers", [(1, 1), (3, 3), (64, 8)])
+def test_the_default_decode_pool_follows_the_cores_this_process_may_use(
+    monkeypatch: pytest.MonkeyPatch, cores: int, workers: int
+) -> None:
+    from mediagate import _connector
+
+    monkeypatch.setattr(_connector, "cpu_count", lambda: cores)
+    with MediaConnector() as conn:
+        assert conn.max_workers == workers

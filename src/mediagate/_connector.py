@@ -26,6 +26,7 @@ from PIL import Image
 from ._errors import FetchError, LocalMediaDisabledError, OptionError, TooLargeError
 from ._fetch import HttpFetcher, run_on_fetch_loop
 from ._local import check_allowed_root, read_under_root
+from ._media._helpers import cpu_count
 from ._media.base import MediaIO, MediaWithBytes
 from ._media.image import ImageMediaIO
 from ._policy import MODALITIES, MediaPolicy, normalize_domains
@@ -76,7 +77,7 @@ class LoadReport:
 
 
 def _default_workers() -> int:
-    return max(1, min(8, os.cpu_count() or 1))
+    return max(1, min(8, cpu_count()))
 
 
 def _check_media_io_kwargs(kwargs: Mapping[str, Any] | None) -> dict[str, dict[str, Any]]:
