@@ -127,6 +127,26 @@ def test_segmented_resampling_matches_one_pass_at_any_rate_pair(
     np.testing.assert_allclose(outputs[0], expected, rtol=0, atol=1e-5)
 
 
+def test_a_segment_failing_on_a_helper_fails_the_call(monkeypatch: pytest.MonkeyPatch) -> None:
+    from mediagate._media.audio import resample as resample_module
+
+    real = resample_module._resample
+
+    def fails_on_helpers(block: Any, rate: int, target: int) -> Any:
+        if threading.current_thread().name.startswith("test-helper"):
+            raise RuntimeError("soxr failed")
+        return real(block, rate, target)
+
+    monkeypatch.setattr(resample_module, "_resample", fails_on_helpers)
+    signal = np.zeros(44100 * 20, dtype=np.float32)
+    with ThreadPoolExecutor(1, thread_name_prefix="test-helper") as pool:
+        with SegmentResampler(44100, 16000, pool) as resampler:
+            resampler.feed(signal, len(signal))
+            pool.submit(lambda: None).result()  # the helper took a segment and failed
+            with pytest.raises(RuntimeError, match="soxr failed"):
+                resampler.finish(signal)
+
+
 def test_requesting_the_native_rate_changes_nothing(wav_2s: bytes) -> None:
     native, _ = AudioMediaIO().load_bytes(wav_2s)
     same, sr = AudioMediaIO(sample_rate=44100).load_bytes(wav_2s)
