@@ -17,7 +17,7 @@ import soxr
 from mediagate import DecodeError, MediaPolicy, OptionError, TooLargeError
 from mediagate._media.audio import AudioMediaIO
 from mediagate._media.audio import decode as decode_module
-from mediagate._media.audio.resample import SegmentResampler
+from mediagate._media.audio.resample import StreamResampler
 
 
 @pytest.fixture
@@ -42,17 +42,15 @@ def test_resampling_is_soxr_hq_on_the_mono_mix(wav_2s: bytes) -> None:
     native, rate = AudioMediaIO().load_bytes(wav_2s)
     resampled, _ = AudioMediaIO(sample_rate=16000).load_bytes(wav_2s)
     expected = soxr.resample(native, rate, 16000, quality="HQ")
-    assert resampled.shape == expected.shape
-    np.testing.assert_allclose(resampled, expected, rtol=0, atol=1e-6)
+    np.testing.assert_array_equal(resampled, expected)
 
 
 @pytest.mark.parametrize("name", ["flac", "m4a-aac"])
 def test_long_audio_resampled_while_decoding_is_the_same_on_any_core_count(
     kit: SimpleNamespace, monkeypatch: pytest.MonkeyPatch, name: str
 ) -> None:
-    # Fifteen seconds: segments are resampled on a helper thread while decoding goes
-    # on, or inline where there is one core. The cut points depend on the rates only,
-    # so both give the same samples, equal to one-pass resampling up to float32 rounding.
+    # Fifteen seconds: the stream is fed on a helper thread while decoding goes on, or
+    # inline where there is one core. Both give one-pass resampling, sample for sample.
     build, rate, _ = kit.FORMATS[name]
     data = build(kit.tone(15.0, rate), rate)
     native, rate = AudioMediaIO().load_bytes(data)
@@ -71,19 +69,17 @@ def test_long_audio_resampled_while_decoding_is_the_same_on_any_core_count(
             audio, sr = AudioMediaIO(sample_rate=16000).load_bytes(data)
             monkeypatch.undo()
         assert sr == 16000
-        assert len(used) >= 3  # segment by segment
+        assert len(used) >= 3  # fed as the decoder goes, not once at the end
         assert any(t.startswith("test-helper") for t in used) == helpers
         return audio
 
-    results = {helpers: resample(helpers) for helpers in (True, False)}
-    np.testing.assert_array_equal(results[True], results[False])
     expected = soxr.resample(native, rate, 16000, quality="HQ")
-    assert results[True].shape == expected.shape
-    np.testing.assert_allclose(results[True], expected, rtol=0, atol=1e-6)
+    for helpers in (True, False):
+        np.testing.assert_array_equal(resample(helpers), expected)
 
 
 def test_concurrent_resampling_requests_give_what_each_gives_alone(kit: SimpleNamespace) -> None:
-    # Requests share the helper threads; each keeps its own segments and output, and
+    # Requests share the helper threads; each keeps its own stream and output, and
     # thread timing changes no sample.
     build, rate, _ = kit.FORMATS["flac"]
     clips = [build(kit.tone(12.0, rate, amplitude=0.1 * (k + 1)), rate) for k in range(3)]
@@ -96,55 +92,86 @@ def test_concurrent_resampling_requests_give_what_each_gives_alone(kit: SimpleNa
 
 
 @pytest.mark.parametrize(
-    "rate,target,seconds",
-    [
-        (44100, 16000, 20),
-        (48000, 16000, 20),
-        (22050, 16000, 20),
-        (16000, 44100, 20),
-        (96000, 8000, 20),
-        (44100, 16001, 20),  # samples line up once a second: one stream
-    ],
+    "rate,target",
+    [(44100, 16000), (48000, 16000), (22050, 16000), (16000, 44100), (96000, 8000), (44100, 16001)],
 )
-@pytest.mark.parametrize("steps", [1, 7, 40])
-def test_segmented_resampling_matches_one_pass_at_any_rate_pair(
-    rate: int, target: int, seconds: int, steps: int
+@pytest.mark.parametrize("steps", [1, 7, 40, 333])
+def test_resampling_while_decoding_equals_one_pass_however_progress_comes(
+    rate: int, target: int, steps: int
 ) -> None:
-    # Segments are cut where input and output samples line up; their streams must
-    # join with no gap, no repeat and no jump, however the decoder reports progress.
-    signal = np.random.default_rng(7).uniform(-0.5, 0.5, rate * seconds).astype(np.float32)
-    outputs = []
+    # The decoder reports progress at its own block boundaries and the helper takes up
+    # whatever has piled up: the output must not depend on either.
+    signal = np.random.default_rng(7).uniform(-0.5, 0.5, rate * 20).astype(np.float32)
+    expected = soxr.resample(signal, rate, target, quality="HQ")
+    cuts = np.random.default_rng(steps).integers(0, len(signal), steps - 1)
     for pool in (ThreadPoolExecutor(1), None):
-        with SegmentResampler(rate, target, pool) as resampler:
-            for k in range(1, steps):
-                resampler.feed(signal, len(signal) * k // steps)
-            outputs.append(resampler.finish(signal))
+        with StreamResampler(rate, target, pool) as resampler:
+            for finished in sorted(cuts):
+                resampler.feed(signal, int(finished))
+            np.testing.assert_array_equal(resampler.finish(signal), expected)
         if pool is not None:
             pool.shutdown()
-    np.testing.assert_array_equal(outputs[0], outputs[1])
-    expected = soxr.resample(signal, rate, target, quality="HQ")
-    assert outputs[0].shape == expected.shape
-    np.testing.assert_allclose(outputs[0], expected, rtol=0, atol=1e-5)
 
 
-def test_a_segment_failing_on_a_helper_fails_the_call(monkeypatch: pytest.MonkeyPatch) -> None:
-    from mediagate._media.audio import resample as resample_module
+def test_a_busy_helper_pool_does_not_hold_up_the_caller() -> None:
+    # Every helper is busy with other work: the caller resamples what its queued run
+    # would have done, and does not wait for the pool.
+    signal = np.random.default_rng(3).uniform(-0.5, 0.5, 44100 * 5).astype(np.float32)
+    release = threading.Event()
+    with ThreadPoolExecutor(1) as pool:
+        busy = pool.submit(release.wait, 5)
+        with StreamResampler(44100, 16000, pool) as resampler:
+            resampler.feed(signal, len(signal) // 2)
+            resampled = resampler.finish(signal)
+        assert not busy.done()
+        release.set()
+    np.testing.assert_array_equal(resampled, soxr.resample(signal, 44100, 16000, quality="HQ"))
 
-    real = resample_module._resample
 
-    def fails_on_helpers(block: Any, rate: int, target: int) -> Any:
+def test_a_chunk_failing_on_the_helper_fails_the_call(monkeypatch: pytest.MonkeyPatch) -> None:
+    real_chunk = soxr.ResampleStream.resample_chunk
+
+    def fails_on_helpers(self: Any, block: Any, last: bool = False) -> Any:
         if threading.current_thread().name.startswith("test-helper"):
             raise RuntimeError("soxr failed")
-        return real(block, rate, target)
+        return real_chunk(self, block, last)
 
-    monkeypatch.setattr(resample_module, "_resample", fails_on_helpers)
+    monkeypatch.setattr(soxr.ResampleStream, "resample_chunk", fails_on_helpers)
     signal = np.zeros(44100 * 20, dtype=np.float32)
     with ThreadPoolExecutor(1, thread_name_prefix="test-helper") as pool:
-        with SegmentResampler(44100, 16000, pool) as resampler:
+        with StreamResampler(44100, 16000, pool) as resampler:
+            resampler.feed(signal, len(signal) // 2)
+            pool.submit(lambda: None).result()  # the helper took the chunk and failed
             resampler.feed(signal, len(signal))
-            pool.submit(lambda: None).result()  # the helper took a segment and failed
             with pytest.raises(RuntimeError, match="soxr failed"):
                 resampler.finish(signal)
+
+
+def test_a_failed_decode_stops_the_helper_feeding(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Leaving the context after a failure tells a running helper to stop after the
+    # chunk in hand, and waits for it: nothing runs on for a request that failed.
+    started, release = threading.Event(), threading.Event()
+    calls: list[int] = []
+    real_chunk = soxr.ResampleStream.resample_chunk
+
+    def slow_chunk(self: Any, block: Any, last: bool = False) -> Any:
+        calls.append(len(block))
+        started.set()
+        release.wait(5)
+        return real_chunk(self, block, last)
+
+    monkeypatch.setattr(soxr.ResampleStream, "resample_chunk", slow_chunk)
+    signal = np.zeros(44100 * 4, dtype=np.float32)
+    with ThreadPoolExecutor(1) as pool:
+        with pytest.raises(DecodeError):
+            with StreamResampler(44100, 16000, pool) as resampler:
+                resampler.feed(signal, 44100)
+                assert started.wait(5)
+                resampler.feed(signal, 44100 * 3)  # piles up behind the chunk in hand
+                threading.Timer(0.05, release.set).start()
+                raise DecodeError("the decoder failed")
+        assert calls == [44100]  # the piled-up samples were never resampled
+        assert pool.submit(lambda: "idle").result(timeout=5) == "idle"
 
 
 def test_requesting_the_native_rate_changes_nothing(wav_2s: bytes) -> None:

@@ -24,7 +24,7 @@ import soundfile as sf
 from ..._errors import DecodeError, MediaError
 from .._helpers import helper_pool
 from .limits import INITIAL_CAPACITY_CAP, AudioLimits, MonoBuffer
-from .resample import SegmentResampler
+from .resample import StreamResampler
 from .sniff import AudioKind, Decoder, sniff_audio
 
 __all__ = ["ALLOWED_AV_CODECS", "decode_audio"]
@@ -75,7 +75,11 @@ _PCM_READ: dict[str, tuple[np.dtype[Any], float]] = {
     "PCM_24": (np.dtype(np.int32), 2.0**-31),
     "PCM_32": (np.dtype(np.int32), 2.0**-31),
 }
-_BLOCK_FRAMES = 1 << 16
+# Samples reserved for a stream that declares no length.
+_UNKNOWN_LENGTH_CAPACITY = 1 << 16
+# Samples (all channels) per soundfile read: libsndfile's MP3 reader costs ~60 us a
+# call, so reads are large; 1 MiB of float32 at most.
+_READ_SAMPLES = 1 << 18
 
 # FFmpeg sample format (without the planar "p") -> (dtype, offset, scale to [-1, 1]).
 _SAMPLE_FORMATS: dict[str, tuple[np.dtype[Any], float, float]] = {
@@ -99,18 +103,18 @@ def _sum_channels(block: npt.NDArray[Any], dst: npt.NDArray[np.float32]) -> None
 
 class _Output:
     """Where one decode attempt's samples go: kept at the native rate, or resampled to
-    ``sample_rate`` segment by segment while the rest is still decoding."""
+    ``sample_rate`` as the samples are finished, while the rest is still decoding."""
 
     def __init__(self, sample_rate: int | None) -> None:
         self.sample_rate = sample_rate
-        self._resampler: SegmentResampler | None = None
+        self._resampler: StreamResampler | None = None
 
     def buffer(self, capacity: int, rate: int, scale: float) -> MonoBuffer:
         """The buffer for a stream at ``rate``, whose channel sums are multiplied by
         ``scale``."""
         if self.sample_rate is None or rate == self.sample_rate:
             return MonoBuffer(capacity, scale)
-        self._resampler = SegmentResampler(rate, self.sample_rate, helper_pool())
+        self._resampler = StreamResampler(rate, self.sample_rate, helper_pool())
         return MonoBuffer(capacity, scale, self._resampler.feed)
 
     def result(
@@ -140,14 +144,14 @@ def _decode_soundfile(
         declared = int(snd.frames)
         if declared > 0 and kind.exact_length:
             limits.check(declared, rate, channels, declared=True)
-        capacity = min(max(declared, 0), INITIAL_CAPACITY_CAP) or _BLOCK_FRAMES
+        capacity = min(max(declared, 0), INITIAL_CAPACITY_CAP) or _UNKNOWN_LENGTH_CAPACITY
         # Integer samples summed to float32 and scaled give the same floats, to the
         # last bit, as libsndfile's own conversion.
         dtype, scale = np.dtype(np.float32), 1.0
         if snd.format in _PCM_CONTAINERS:
             dtype, scale = _PCM_READ.get(snd.subtype, (dtype, scale))
         out = output.buffer(capacity, rate, scale / channels)
-        block = np.empty((_BLOCK_FRAMES, channels), dtype=dtype)
+        block = np.empty((max(_READ_SAMPLES // channels, 1), channels), dtype=dtype)
         while True:
             # Reading into ``out=`` asks libsndfile for what is really there rather
             # than trusting the header's frame count.
@@ -233,7 +237,7 @@ def _decode_pyav(
         if declared and kind.exact_length:
             limits.check(declared, rate, channels, declared=True)
         out = output.buffer(
-            min(declared, INITIAL_CAPACITY_CAP) or _BLOCK_FRAMES, rate, 1 / channels
+            min(declared, INITIAL_CAPACITY_CAP) or _UNKNOWN_LENGTH_CAPACITY, rate, 1 / channels
         )
         layout: _FrameLayout | None = None
         for packet in container.demux(stream):
@@ -269,7 +273,7 @@ def decode_audio(
 
     The decoder is picked from the magic bytes; the other decoder is tried only when
     the first one cannot read the payload. Resampling (soxr, high quality) runs beside
-    the decoding, segment by segment.
+    the decoding, as the samples are finished, and equals one-pass ``soxr.resample``.
 
     Returns:
         The samples (1-D float32, channels averaged) and their sample rate in Hz.
