@@ -69,7 +69,7 @@ def test_long_audio_resampled_while_decoding_is_the_same_on_any_core_count(
             audio, sr = AudioMediaIO(sample_rate=16000).load_bytes(data)
             monkeypatch.undo()
         assert sr == 16000
-        assert len(used) >= 3  # fed as the decoder goes, not once at the end
+        assert len(used) >= 2  # fed as the decoder goes, not only once at the end
         assert any(t.startswith("test-helper") for t in used) == helpers
         return audio
 
