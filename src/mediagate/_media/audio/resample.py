@@ -79,8 +79,6 @@ class StreamResampler:
         """Let the run in flight end (or drop it if it never started)."""
         with self._lock:
             helper = self._helper
-            if not raise_errors:
-                self._stopped = True
         if helper is None or helper.cancel():
             return
         error = helper.exception()
@@ -91,4 +89,6 @@ class StreamResampler:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
+        with self._lock:
+            self._stopped = True  # a run in flight stops after the chunk in hand
         self._wait_for_helper(raise_errors=False)
