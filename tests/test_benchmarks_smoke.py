@@ -102,6 +102,28 @@ def test_a_miss_the_raw_decoder_could_not_avoid_says_so() -> None:
     assert "would not reach" not in run._note(reachable, run.judge(reachable))
 
 
+def test_a_16k_row_says_when_the_native_rate_reading_is_out_of_reach(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    _, common = _bench_modules()  # importing run imports bench_audio
+    bench_audio = sys.modules["bench_audio"]
+    monkeypatch.setattr(bench_audio, "cpu_count", lambda: 2)
+
+    def row(native: float, soxr_alone: float, total: float) -> str:
+        times = {"mediagate": [total], "native-rate": [native], "soxr-alone": [soxr_alone]}
+        note: str = bench_audio._over_native_note(common.Result("resample", "x", times))
+        return note
+
+    # WAV-like: soxr alone outlasts the decode; split over 2 cores the two still take
+    # (4.8 + 8.7) / 2 = 6.75 ms > 1.2 x 4.8 ms.
+    wav = row(0.0048, 0.0087, 0.0114)
+    assert wav.startswith("2.38x mediagate's own native-rate decode")
+    assert "out of reach here: soxr alone takes 1.8x that decode's time" in wav
+    assert "over 2 cores" in wav
+    # MP3-like: the decode dominates, so 1.2x is reachable and nothing is excused.
+    assert row(0.0479, 0.0089, 0.0509) == "1.06x mediagate's own native-rate decode"
+
+
 def test_a_merged_re_run_replaces_only_its_groups_and_says_so(tmp_path: Path) -> None:
     run, common = _bench_modules()
     old = {
