@@ -13,6 +13,10 @@ and decode code never looks at ``os.environ``.
 | ``MEDIAGATE_MAX_PIXELS``, ``..._MAX_VIDEO_FRAMES`` | limits |
 | ``MEDIAGATE_MAX_AUDIO_SECONDS``, ``..._MAX_TENSOR_BYTES`` | limits |
 | ``MEDIAGATE_PROXY`` | an http(s) proxy URL (proxy variables of other tools are ignored) |
+| ``MEDIAGATE_TRUST_PROXY_DNS`` | ``1`` to let the proxy resolve names unjudged |
+| ``MEDIAGATE_MAX_DECODED_BYTES`` | decoded-output bytes per item, every modality |
+| ``MEDIAGATE_DECODE_TIMEOUT`` | seconds to decode one item, every modality |
+| ``MEDIAGATE_ISOLATION`` | ``1``/``0``, or comma-separated modalities decoded in worker processes |
 | ``MEDIAGATE_ALLOWED_LOCAL_MEDIA_PATH`` | the folder ``file:`` URLs may read |
 | ``MEDIAGATE_ALLOWED_MEDIA_DOMAINS`` | comma-separated host allowlist |
 | ``MEDIAGATE_VIDEO_BACKEND`` | default video loader (``pyav``, ``opencv``, ...) |
@@ -65,6 +69,13 @@ def _csv(name: str, value: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in value.split(",") if part.strip())
 
 
+def _isolation(name: str, value: str) -> bool | tuple[str, ...]:
+    lowered = value.strip().lower()
+    if lowered in _TRUE or lowered in _FALSE:
+        return _bool(name, value)
+    return _csv(name, value)
+
+
 _POLICY_FIELDS: dict[str, tuple[str, Callable[[str, str], Any]]] = {
     "ALLOW_PRIVATE_NETWORKS": ("allow_private_networks", _bool),
     "ALLOWED_NETWORKS": ("allowed_networks", _csv),
@@ -76,6 +87,10 @@ _POLICY_FIELDS: dict[str, tuple[str, Callable[[str, str], Any]]] = {
     "MAX_AUDIO_SECONDS": ("max_audio_seconds", _number(float)),
     "MAX_TENSOR_BYTES": ("max_tensor_bytes", _number(int)),
     "PROXY": ("proxy", lambda name, value: value.strip() or None),
+    "TRUST_PROXY_DNS": ("trust_proxy_dns", _bool),
+    "MAX_DECODED_BYTES": ("max_decoded_bytes", _number(int)),
+    "DECODE_TIMEOUT": ("decode_timeout", _number(float)),
+    "ISOLATION": ("isolation", lambda name, value: _isolation(name, value)),
 }
 
 

@@ -17,7 +17,10 @@ from ._errors import PolicyError, TooLargeError
 
 __all__ = [
     "ALWAYS_REFUSED_NETWORKS",
+    "DEFAULT_DECODE_TIMEOUTS",
+    "DEFAULT_ISOLATED",
     "DEFAULT_MAX_BYTES",
+    "DEFAULT_MAX_DECODED_BYTES",
     "DEFAULT_TIMEOUTS",
     "MODALITIES",
     "NON_PUBLIC_NETWORKS",
@@ -58,6 +61,31 @@ DEFAULT_TIMEOUTS: Mapping[str, float] = {
     "image_embedding": 10.0,
     "audio_embedding": 10.0,
 }
+
+#: Per-modality budgets for the decoded output of one item (bytes), used when
+#: ``MediaPolicy.max_decoded_bytes`` is left unset: an image's pixels (64 MP RGBA), a
+#: video's returned frames (32 frames of 4K RGB fit), audio samples after resampling
+#: (float32: ten minutes at 96 kHz). Tensors are budgeted by ``max_tensor_bytes``.
+DEFAULT_MAX_DECODED_BYTES: Mapping[str, int] = {
+    "image": 256 * MiB,
+    "audio": 256 * MiB,
+    "video": 1024 * MiB,
+}
+
+#: Per-modality decode deadlines (seconds of wall time for one item's decoding) used
+#: when ``MediaPolicy.decode_timeout`` is left unset.
+DEFAULT_DECODE_TIMEOUTS: Mapping[str, float] = {
+    "image": 10.0,
+    "audio": 20.0,
+    "video": 30.0,
+    "image_embedding": 10.0,
+    "audio_embedding": 10.0,
+}
+
+#: The modalities whose native decoders run in isolated worker processes by default
+#: (``MediaPolicy.isolation=None``): those where isolation costs at most 10% (see the
+#: README's isolation table).
+DEFAULT_ISOLATED: frozenset[str] = frozenset()
 
 #: Never dialled, even with ``allow_private_networks``: they do not name one host.
 ALWAYS_REFUSED_NETWORKS: tuple[IPNetwork, ...] = (
@@ -134,11 +162,40 @@ def _as_networks(value: Any) -> tuple[IPNetwork, ...]:
     return tuple(networks)
 
 
+def _as_isolation(value: Any) -> frozenset[str] | None:
+    if value is None:
+        return None
+    if value is True:
+        return frozenset(MODALITIES)
+    if value is False:
+        return frozenset()
+    if isinstance(value, str):
+        value = (value,)
+    if not isinstance(value, Iterable):
+        raise ValueError("MediaPolicy.isolation must be a bool or a sequence of modalities")
+    chosen = frozenset(value)
+    unknown = sorted(str(m) for m in chosen - set(MODALITIES))
+    if unknown:
+        raise ValueError(
+            f"MediaPolicy.isolation: unknown modality {unknown[0]!r} "
+            f"(known: {', '.join(MODALITIES)})"
+        )
+    return chosen
+
+
 @dataclass(frozen=True)
 class MediaPolicy:
     """What untrusted media references may make the server do.
 
     Set by the server, never by a request. Every limit is finite by default.
+
+    Besides the network rules and the byte, pixel, frame, duration and tensor limits:
+    ``max_decoded_bytes`` budgets one item's decoded output (unset: per modality, see
+    ``DEFAULT_MAX_DECODED_BYTES``), ``decode_timeout`` is the wall-clock deadline for
+    decoding one item (unset: ``DEFAULT_DECODE_TIMEOUTS``), ``isolation`` picks the
+    modalities decoded in isolated worker processes (``True``: all, ``False``: none,
+    unset: ``DEFAULT_ISOLATED``), and ``trust_proxy_dns`` lets a configured ``proxy``
+    resolve target names without judging them here first (default ``False``).
 
     Example::
 
@@ -160,10 +217,28 @@ class MediaPolicy:
     max_audio_seconds: float = 600.0
     max_tensor_bytes: int = 256 * MiB
     proxy: str | None = field(default=None)
+    max_decoded_bytes: int | None = None
+    decode_timeout: float | None = None
+    isolation: bool | Sequence[str] | None = None
+    trust_proxy_dns: bool = False
 
     def __post_init__(self) -> None:
-        if not isinstance(self.allow_private_networks, bool):
-            raise ValueError("MediaPolicy.allow_private_networks must be a bool")
+        for flag in ("allow_private_networks", "trust_proxy_dns"):
+            if not isinstance(getattr(self, flag), bool):
+                raise ValueError(f"MediaPolicy.{flag} must be a bool")
+        object.__setattr__(self, "isolation", _as_isolation(self.isolation))
+        object.__setattr__(
+            self,
+            "max_decoded_bytes",
+            _as_number("max_decoded_bytes", self.max_decoded_bytes, integer=True, allow_none=True),
+        )
+        object.__setattr__(
+            self,
+            "decode_timeout",
+            _as_number("decode_timeout", self.decode_timeout, integer=False, allow_none=True),
+        )
+        if self.decode_timeout == 0:
+            raise ValueError("MediaPolicy.decode_timeout must be > 0 seconds")
         object.__setattr__(self, "allowed_networks", _as_networks(self.allowed_networks))
         for name in ("max_redirects", "max_pixels", "max_video_frames", "max_tensor_bytes"):
             object.__setattr__(self, name, _as_number(name, getattr(self, name), integer=True))
@@ -216,6 +291,25 @@ class MediaPolicy:
         if self.timeout is not None:
             return self.timeout
         return DEFAULT_TIMEOUTS.get(modality, DEFAULT_TIMEOUTS["image"])
+
+    def max_decoded_bytes_for(self, modality: str) -> int:
+        """The budget for one item's decoded output of ``modality``, in bytes."""
+        if modality.endswith("_embedding"):
+            return self.max_tensor_bytes
+        if self.max_decoded_bytes is not None:
+            return self.max_decoded_bytes
+        return DEFAULT_MAX_DECODED_BYTES.get(modality, DEFAULT_MAX_DECODED_BYTES["image"])
+
+    def decode_timeout_for(self, modality: str) -> float:
+        """The deadline for decoding one item of ``modality``, in seconds."""
+        if self.decode_timeout is not None:
+            return self.decode_timeout
+        return DEFAULT_DECODE_TIMEOUTS.get(modality, DEFAULT_DECODE_TIMEOUTS["image"])
+
+    def isolates(self, modality: str) -> bool:
+        """Whether items of ``modality`` are decoded in an isolated worker process."""
+        chosen = DEFAULT_ISOLATED if self.isolation is None else self.isolation
+        return modality in cast("frozenset[str]", chosen)
 
     def check_size(self, size: int, modality: str, *, what: str = "payload") -> None:
         """Raise ``TooLargeError`` when ``size`` bytes exceed the modality's budget."""

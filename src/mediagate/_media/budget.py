@@ -1,0 +1,218 @@
+"""Budgets one decode runs under: decoded bytes (per item and per request) and time.
+
+Pure accounting, no I/O. A decode runs inside ``decoding(...)``, which makes its
+``DecodeLimits`` current for the calling thread; decoders ask the current limits
+before they allocate output (``reserve_output``) and between units of work (frames,
+packets, blocks: ``check_deadline``). Code called outside any ``decoding`` block (a
+loader used on its own) falls back to the limits its caller passes.
+
+``DecodedBudget`` is the per-request pool several items draw from: an item reserves
+its per-item budget (or what is left) before decoding and settles to the bytes it
+really produced afterwards, so concurrent items cannot together exceed the request's
+budget, and the item that crossed it is the one refused.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import math
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from ..._errors import TooLargeError
+
+__all__ = [
+    "DecodeLimits",
+    "DecodedBudget",
+    "check_deadline",
+    "current_limits",
+    "decoding",
+    "reserve_output",
+]
+
+
+class DecodedBudget:
+    """Decoded bytes that all items of one request may produce together.
+
+    Thread-safe. ``reserve`` before decoding an item, ``settle`` after it (or
+    ``release`` when it failed); ``charge`` counts bytes produced outside a reservation.
+
+    Example::
+
+        budget = DecodedBudget(512 * 2**20)
+        connector = MediaConnector(decoded_budget=budget)
+        ...                                   # every item of this request draws from it
+        budget.used                           # bytes the request's decoded items hold
+
+    Raises:
+        ValueError: ``limit`` is not a positive whole number.
+    """
+
+    def __init__(self, limit: int) -> None:
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+            raise ValueError("DecodedBudget limit must be a positive number of bytes")
+        self.limit = limit
+        self.used = 0
+        self._reserved = 0
+        self._lock = threading.Lock()
+
+    @property
+    def available(self) -> int:
+        """Bytes neither used nor reserved."""
+        with self._lock:
+            return self.limit - self.used - self._reserved
+
+    def _refused(self, wanted: int) -> TooLargeError:
+        return TooLargeError(
+            f"this item would take the request's decoded media past its budget of "
+            f"{self.limit} bytes ({self.used} used)",
+            limit="request_decoded_bytes",
+            value=self.used + wanted,
+            maximum=self.limit,
+        )
+
+    def reserve(self, max_bytes: int) -> int:
+        """Reserve up to ``max_bytes`` for one item; returns what was reserved.
+
+        Raises:
+            TooLargeError: nothing is left of the budget.
+        """
+        max_bytes = max(0, int(max_bytes))
+        with self._lock:
+            available = self.limit - self.used - self._reserved
+            if available <= 0:
+                raise self._refused(1)
+            reserved = min(max_bytes, available)
+            self._reserved += reserved
+            return reserved
+
+    def settle(self, reserved: int, decoded_bytes: int) -> None:
+        """Replace a reservation with the item's real decoded size.
+
+        Raises:
+            TooLargeError: the item produced more than it reserved or than is left.
+        """
+        with self._lock:
+            self._reserved -= reserved
+            used = self.used + decoded_bytes
+            if decoded_bytes > reserved or used > self.limit:
+                raise self._refused(decoded_bytes)
+            self.used = used
+
+    def release(self, reserved: int) -> None:
+        """Give back a reservation whose item failed."""
+        with self._lock:
+            self._reserved -= reserved
+
+    def charge(self, decoded_bytes: int) -> None:
+        """Count ``decoded_bytes`` produced without a reservation.
+
+        Raises:
+            TooLargeError: they do not fit in what is left.
+        """
+        with self._lock:
+            if self.used + self._reserved + decoded_bytes > self.limit:
+                raise self._refused(decoded_bytes)
+            self.used += decoded_bytes
+
+    def __repr__(self) -> str:
+        return f"DecodedBudget(limit={self.limit}, used={self.used})"
+
+
+@dataclass(frozen=True)
+class DecodeLimits:
+    """What one item's decode may produce and until when.
+
+    ``max_output`` is the decoded-bytes budget of the item (already lowered to what the
+    request budget reserved); ``deadline`` is a ``time.monotonic()`` instant;
+    ``timeout`` the seconds it was set from, for messages.
+    """
+
+    modality: str
+    max_output: int
+    deadline: float
+    timeout: float
+
+    @classmethod
+    def starting_now(cls, modality: str, max_output: int, timeout: float) -> DecodeLimits:
+        """Limits whose deadline is ``timeout`` seconds from now."""
+        return cls(modality, max_output, time.monotonic() + timeout, timeout)
+
+    @property
+    def remaining(self) -> float:
+        """Seconds left before the deadline (never negative)."""
+        return max(0.0, self.deadline - time.monotonic())
+
+    def over_output(self, nbytes: int, what: str) -> TooLargeError:
+        """The error for ``what`` needing ``nbytes`` of decoded output."""
+        return TooLargeError(
+            f"{what} would decode to {nbytes} bytes, over the decoded-output budget of "
+            f"{self.max_output} bytes for {self.modality} (MediaPolicy.max_decoded_bytes, "
+            f"or a lower request budget)",
+            limit="max_decoded_bytes",
+            value=nbytes,
+            maximum=self.max_output,
+        )
+
+    def overran(self) -> TooLargeError:
+        """The error for a decode that ran past its deadline."""
+        return TooLargeError(
+            f"decoding the {self.modality} took longer than decode_timeout="
+            f"{self.timeout:g} s (MediaPolicy.decode_timeout)",
+            limit="decode_timeout",
+            maximum=self.timeout,
+        )
+
+
+_current: contextvars.ContextVar[DecodeLimits | None] = contextvars.ContextVar(
+    "mediagate_decode_limits", default=None
+)
+
+
+def current_limits() -> DecodeLimits | None:
+    """The limits of the decode running on this thread, if any."""
+    return _current.get()
+
+
+@contextlib.contextmanager
+def decoding(limits: DecodeLimits) -> Iterator[DecodeLimits]:
+    """Make ``limits`` current for the decode run inside the block (this thread)."""
+    token = _current.set(limits)
+    try:
+        yield limits
+    finally:
+        _current.reset(token)
+
+
+def reserve_output(nbytes: float, what: str, *, fallback: int | None = None) -> None:
+    """Refuse an output of ``nbytes`` before it is allocated, if over the item's budget.
+
+    ``fallback`` is the budget used outside any ``decoding`` block (``None``: no check
+    there). ``nbytes`` may be a float from a header's arithmetic: NaN or infinity is
+    over any budget.
+
+    Raises:
+        TooLargeError: over the decoded-output budget.
+    """
+    limits = _current.get()
+    if limits is None:
+        if fallback is None:
+            return
+        limits = DecodeLimits("media", fallback, math.inf, math.inf)
+    if not nbytes <= limits.max_output:  # NaN-safe
+        shown = int(nbytes) if math.isfinite(nbytes) else 0
+        raise limits.over_output(shown, what)
+
+
+def check_deadline() -> None:
+    """Raise when the current decode has run past its deadline (no-op outside one).
+
+    Raises:
+        TooLargeError: the deadline passed (``limit="decode_timeout"``).
+    """
+    limits = _current.get()
+    if limits is not None and time.monotonic() > limits.deadline:
+        raise limits.overran()
