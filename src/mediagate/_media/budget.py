@@ -22,7 +22,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from ..._errors import TooLargeError
+from .._errors import TooLargeError
 
 __all__ = [
     "DecodeLimits",
