@@ -19,7 +19,12 @@ Concurrent fetches of the same URL (with the same byte budget) share one downloa
 for a slot inside their own deadline instead of piling up buffers.
 
 Proxy variables in the environment are ignored; a proxy is used only when the policy
-names one. No cookies are stored or sent.
+names one. The proxy is server configuration: its own address is not judged against
+the target rules. Every hop sent through it is: an IP-literal target directly, a name
+resolved here and every address judged before the request goes to the proxy (unless
+``MediaPolicy.trust_proxy_dns`` leaves resolution to the proxy). The proxy dials by
+name, so that local check cannot pin the address it dials. No cookies are stored or
+sent.
 """
 
 from __future__ import annotations
@@ -42,7 +47,7 @@ from .._policy import MediaPolicy, check_address
 from .._urls import ParsedURL, check_domain, redirect_target
 from ._loop import get_loop, run_async, run_sync
 
-__all__ = ["FetchResult", "GuardedResolver", "HttpFetcher"]
+__all__ = ["FetchResult", "GuardedResolver", "HttpFetcher", "resolve_judged"]
 
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 _CHUNK = 1 << 18
@@ -73,44 +78,82 @@ def judge_address(host: str, policy: MediaPolicy) -> None:
         raise _refused_address(why)
 
 
+async def _getaddrinfo(host: str, port: int, family: int) -> list[tuple[Any, ...]]:
+    """Resolve ``host`` once, off the event loop.
+
+    Raises:
+        FetchError: the name does not resolve.
+    """
+    loop = asyncio.get_running_loop()
+    try:
+        # ``socket.getaddrinfo`` is looked up at call time, once per resolution.
+        infos = await loop.run_in_executor(
+            None,
+            lambda: socket.getaddrinfo(host, port, family, socket.SOCK_STREAM),
+        )
+    except (OSError, UnicodeError) as exc:
+        raise _unresolved() from exc
+    if not infos:
+        raise _unresolved()
+    return list(infos)
+
+
+async def resolve_judged(
+    host: str, port: int, policy: MediaPolicy, family: int = socket.AF_UNSPEC
+) -> list[tuple[Any, ...]]:
+    """Resolve ``host`` once and judge every address returned under ``policy``.
+
+    Returns the ``getaddrinfo`` answers, all of which may be dialled.
+
+    Raises:
+        FetchError: the name does not resolve.
+        PolicyError: any address it resolves to is refused by the policy.
+    """
+    infos = await _getaddrinfo(host, port, family)
+    # Every answer is judged before any is dialled: one bad address refuses the hop.
+    for _, _, _, _, sockaddr in infos:
+        judge_address(str(sockaddr[0]), policy)
+    return infos
+
+
+def _proxy_host(policy: MediaPolicy) -> str | None:
+    if policy.proxy is None:
+        return None
+    host = yarl.URL(policy.proxy).host
+    return host.lower().rstrip(".") if host else None
+
+
 class GuardedResolver(AbstractResolver):
-    """Resolves a name once per new connection and refuses any non-allowed answer."""
+    """Resolves a name once per new connection and refuses any non-allowed answer.
+
+    The configured proxy (``MediaPolicy.proxy``) is server configuration, not a
+    target: its host name is resolved without judging it against the target rules.
+    Targets fetched through the proxy are judged by ``HttpFetcher`` before each
+    request is sent.
+    """
 
     def __init__(self, policy: MediaPolicy) -> None:
         self._policy = policy
+        self._proxy_host = _proxy_host(policy)
 
     async def resolve(
         self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
     ) -> list[ResolveResult]:
-        loop = asyncio.get_running_loop()
-        try:
-            # ``socket.getaddrinfo`` is looked up at call time, once per new connection;
-            # the addresses it returns are the only ones dialled.
-            infos = await loop.run_in_executor(
-                None,
-                lambda: socket.getaddrinfo(host, port, family, socket.SOCK_STREAM),
-            )
-        except (OSError, UnicodeError) as exc:
-            raise _unresolved() from exc
-        if not infos:
-            raise _unresolved()
-        results: list[ResolveResult] = []
-        # Every answer is judged before any is dialled: one bad address refuses the hop.
-        for _, _, _, _, sockaddr in infos:
-            judge_address(str(sockaddr[0]), self._policy)
-        for fam, _, proto, _, sockaddr in infos:
-            address = str(sockaddr[0])
-            results.append(
-                {
-                    "hostname": host,
-                    "host": address,
-                    "port": int(sockaddr[1]),
-                    "family": fam,
-                    "proto": proto,
-                    "flags": socket.AI_NUMERICHOST | socket.AI_NUMERICSERV,
-                }
-            )
-        return results
+        if self._proxy_host is not None and host.lower().rstrip(".") == self._proxy_host:
+            infos = await _getaddrinfo(host, port, family)
+        else:
+            infos = await resolve_judged(host, port, self._policy, family)
+        return [
+            {
+                "hostname": host,
+                "host": str(sockaddr[0]),
+                "port": int(sockaddr[1]),
+                "family": fam,
+                "proto": proto,
+                "flags": socket.AI_NUMERICHOST | socket.AI_NUMERICSERV,
+            }
+            for fam, _, proto, _, sockaddr in infos
+        ]
 
     async def close(self) -> None:
         return None
@@ -266,14 +309,31 @@ class HttpFetcher:
             self._holder["session"] = session
         return session
 
+    async def _judge_hop(self, hop: ParsedURL) -> None:
+        """Judge one hop before anything is sent for it.
+
+        Without a proxy, a host name is resolved and judged by ``GuardedResolver`` as
+        the connection is made. Through a proxy the connection goes to the proxy, so
+        the target's name is resolved here and every address judged, unless
+        ``MediaPolicy.trust_proxy_dns`` leaves resolution to the proxy.
+
+        Raises:
+            PolicyError: the host is off the domain allowlist or an address is refused.
+            FetchError: the target's name does not resolve.
+        """
+        check_domain(hop, self.allowed_domains)
+        if hop.ip is not None:
+            judge_address(str(hop.ip), self.policy)
+        elif self.policy.proxy is not None and not self.policy.trust_proxy_dns:
+            port = hop.port if hop.port is not None else (443 if hop.scheme == "https" else 80)
+            await resolve_judged(hop.host, port, self.policy)
+
     async def _fetch_hops(self, url: ParsedURL, limit: int) -> FetchResult:
         session = await self._session()
         current = url
         redirects = 0
         while True:
-            check_domain(current, self.allowed_domains)
-            if current.ip is not None:
-                judge_address(str(current.ip), self.policy)
+            await self._judge_hop(current)
             try:
                 async with session.get(
                     yarl.URL(current.url, encoded=True),
