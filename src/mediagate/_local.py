@@ -1,11 +1,19 @@
-"""``file:`` references: resolve under the allowed root and read regular files only.
+"""``file:`` references: judged inside the allowed root, then read as regular files only.
 
-Containment is judged component-wise on the fully resolved path (``..``, percent
-escapes and symlinks already applied). That path is then opened one component at a
-time with ``O_NOFOLLOW`` relative to its parent, so a symlink swapped in between the
-check and the open fails instead of leading outside. Files are opened
-non-blocking (a FIFO cannot hang the worker) and must be regular files (no devices,
-no directories); their size is capped before and while reading.
+Containment is decided before anything outside the root is touched. The reference is
+first made absolute and its ``.`` and ``..`` components collapsed lexically (no file
+system access); a path that is not then inside the root, component-wise, is refused.
+Only then are symlinks resolved, one component at a time from the root: each link's
+text is read (the link lies inside the root) and its target, collapsed the same way,
+is judged before it is followed, so a link leading outside is refused without looking
+at what it points to. A refused reference gets one answer whether its target exists or
+not: no existence oracle.
+
+The judged path is then opened one component at a time with ``O_NOFOLLOW`` relative to
+its parent, so a symlink swapped in between the check and the open fails instead of
+leading outside. Files are opened non-blocking (a FIFO cannot hang the worker) and
+must be regular files (no devices, no directories); their size is capped before and
+while reading.
 """
 
 from __future__ import annotations
@@ -13,6 +21,7 @@ from __future__ import annotations
 import errno
 import os
 import stat
+import threading
 from pathlib import Path
 
 from ._errors import PolicyError, TooLargeError
@@ -20,10 +29,33 @@ from ._errors import PolicyError, TooLargeError
 __all__ = ["check_allowed_root", "read_fd_capped", "read_file_capped", "read_under_root"]
 
 _CHUNK = 1 << 20
+#: Symlinks followed while resolving one reference (the kernel's own limit on Linux).
+_MAX_LINKS = 40
+_OUTSIDE = "the file is outside allowed_local_media_path"
+
+# Each resolved root and the absolute spellings it was configured under (a root given
+# through a symlink is also reachable by that spelling, as the link was when the root
+# was checked).
+_spellings_lock = threading.Lock()
+_root_spellings: dict[Path, frozenset[Path]] = {}
+
+
+def _lexical(path: Path) -> Path:
+    """``path`` (absolute) with ``.`` and ``..`` collapsed, without touching the disk."""
+    return Path(os.path.normpath(path))
+
+
+def _remember_spelling(resolved: Path, spelling: Path) -> None:
+    with _spellings_lock:
+        _root_spellings[resolved] = _root_spellings.get(resolved, frozenset()) | {spelling}
 
 
 def check_allowed_root(root: str | os.PathLike[str]) -> Path:
     """The resolved allowed folder.
+
+    The folder's own spelling (made absolute, collapsed) is remembered, so a reference
+    spelled through it (a root configured as a symlink) is judged as inside the
+    resolved folder.
 
     Raises:
         ValueError: it does not exist or is not a directory.
@@ -33,7 +65,25 @@ def check_allowed_root(root: str | os.PathLike[str]) -> Path:
         raise ValueError(f"allowed_local_media_path {os.fspath(root)!r} does not exist")
     if not path.is_dir():
         raise ValueError(f"allowed_local_media_path {os.fspath(root)!r} is not a directory")
-    return path.resolve(strict=True)
+    resolved = path.resolve(strict=True)
+    _remember_spelling(resolved, _lexical(Path(os.path.abspath(path))))
+    return resolved
+
+
+def _outside() -> PolicyError:
+    return PolicyError(_OUTSIDE)
+
+
+def _within(root: Path, path: Path) -> Path | None:
+    """``path`` (collapsed) re-spelt under ``root`` when it lies inside it; else None."""
+    if path.is_relative_to(root):
+        return path
+    with _spellings_lock:
+        spellings = _root_spellings.get(root, frozenset())
+    for spelling in spellings:
+        if path.is_relative_to(spelling):
+            return root.joinpath(*path.relative_to(spelling).parts)
+    return None
 
 
 def _too_large(size: int, limit: int) -> TooLargeError:
@@ -96,9 +146,34 @@ def _os_reason(exc: OSError) -> str:
     return exc.strerror or "I/O error"
 
 
-def _resolve(candidate: Path) -> Path:
-    """``candidate`` with ``..`` and every symlink resolved (it must exist)."""
-    return candidate.resolve(strict=True)
+def _resolve(root: Path, inside: Path) -> Path:
+    """``inside`` (collapsed, inside ``root``) with every symlink resolved.
+
+    Nothing outside ``root`` is looked at: components are examined from the root down
+    with ``lstat``, and each symlink's target is collapsed and judged before it is
+    followed.
+
+    Raises:
+        PolicyError: a symlink leads outside the root (whether its target exists or not).
+        OSError: a component is missing or not a directory, or too many symlinks.
+    """
+    pending = list(inside.relative_to(root).parts)
+    current = root
+    links = 0
+    while pending:
+        step = current / pending.pop(0)
+        if not stat.S_ISLNK(os.lstat(step).st_mode):
+            current = step
+            continue
+        links += 1
+        if links > _MAX_LINKS:
+            raise OSError(errno.ELOOP, "too many symlinks")
+        target = _within(root, _lexical(current / os.readlink(step)))
+        if target is None:
+            raise _outside()
+        pending[:0] = target.relative_to(root).parts
+        current = root
+    return current
 
 
 _DIR_FLAGS = (
@@ -153,10 +228,19 @@ def read_under_root(root: Path, relative: str, limit: int) -> bytes:
     """Read ``relative`` (an absolute or root-relative path) if it lies inside ``root``.
 
     ``root`` must already be resolved (see ``check_allowed_root``). Containment is
-    judged component-wise, so ``/data/m-private`` is not inside ``/data/m``.
+    judged component-wise, so ``/data/m-private`` is not inside ``/data/m``, and it is
+    judged before anything outside the root is opened or examined: ``..`` is collapsed
+    lexically (in the reference and in symlink targets alike), and a symlink is
+    followed only when its collapsed target lies inside the root.
+
+    A reference outside the root, or through a symlink leading outside, is always a
+    ``PolicyError`` (403) "the file is outside allowed_local_media_path", whether the
+    target exists or not. Inside the root, a missing file is a ``PolicyError`` (400)
+    saying "no such file": the root's own contents are the caller's to know.
 
     Raises:
-        PolicyError: outside the root, not a regular file, or not readable.
+        PolicyError: outside the root (403); missing, not a regular file, not readable
+            or a symlink loop inside it (400).
         TooLargeError: larger than ``limit``.
     """
     if "\x00" in relative:
@@ -164,14 +248,11 @@ def read_under_root(root: Path, relative: str, limit: int) -> bytes:
     candidate = Path(relative)
     if not candidate.is_absolute():
         candidate = root / candidate
+    inside = _within(root, _lexical(candidate))
+    if inside is None:
+        raise _outside()
     try:
-        resolved = _resolve(candidate)
-    except (OSError, RuntimeError, ValueError) as exc:
-        reason = _os_reason(exc) if isinstance(exc, OSError) else "it cannot be resolved"
-        raise PolicyError(f"cannot open the file ({reason})", http_status=400) from exc
-    if not resolved.is_relative_to(root):
-        raise PolicyError("the file is outside allowed_local_media_path")
-    try:
+        resolved = _resolve(root, inside)
         fd = _open_checked(root, resolved)
     except OSError as exc:
         raise PolicyError(f"cannot open the file ({_os_reason(exc)})", http_status=400) from exc

@@ -191,8 +191,8 @@ def test_f2_swap_between_check_and_open_is_caught(
     # a link to the outside.
     real_resolve = mediagate._local._resolve
 
-    def resolve_then_swap(candidate: Path) -> Path:
-        resolved = real_resolve(candidate)
+    def resolve_then_swap(root: Path, candidate: Path) -> Path:
+        resolved = real_resolve(root, candidate)
         sub = tree["root"] / "sub"
         sub.rename(tree["root"] / "sub-real")
         sub.symlink_to(tree["outside"])
@@ -210,8 +210,8 @@ def test_f2_final_component_swapped_for_a_link_is_caught(
 ) -> None:
     real_resolve = mediagate._local._resolve
 
-    def resolve_then_swap(candidate: Path) -> Path:
-        resolved = real_resolve(candidate)
+    def resolve_then_swap(root: Path, candidate: Path) -> Path:
+        resolved = real_resolve(root, candidate)
         target = tree["root"] / "img.png"
         target.unlink()
         target.symlink_to(tree["outside"] / "passwd")
