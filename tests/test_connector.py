@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 import threading
 import time
 import urllib.parse
@@ -203,7 +204,21 @@ class RecordingConnection:
         return self.body
 
 
-def test_connection_hook_is_used_and_budgeted() -> None:
+@pytest.fixture
+def resolves(monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    """Names answered by a fake ``getaddrinfo`` (offline); others fail to resolve."""
+    answers: dict[str, str] = {"media.example": "93.184.215.14"}
+
+    def fake(host: str, port: Any, *args: Any, **kwargs: Any) -> list[Any]:
+        if host not in answers:
+            raise socket.gaierror("unknown name")
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (answers[host], port or 0))]
+
+    monkeypatch.setattr(socket, "getaddrinfo", fake)
+    return answers
+
+
+def test_connection_hook_is_used_and_budgeted(resolves: dict[str, str]) -> None:
     hook = RecordingConnection(png_bytes())
     with MediaConnector(connection=hook, policy=MediaPolicy(timeout=7)) as conn:
         assert conn.fetch_image("https://media.example/a.png").size == (40, 30)
@@ -219,6 +234,44 @@ def test_connection_hook_is_used_and_budgeted() -> None:
         with pytest.raises(PolicyError):
             conn.fetch_image("https://media.example/a.png")
     assert len(hook.calls) == 3
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://169.254.169.254/latest/meta-data",
+        "http://127.0.0.1/a.png",
+        "http://[::ffff:10.0.0.1]/a.png",
+        "http://internal.example/a.png",
+    ],
+)
+def test_connection_hook_gets_the_same_address_judgement(
+    resolves: dict[str, str], url: str
+) -> None:
+    resolves["internal.example"] = "10.1.2.3"
+    hook = RecordingConnection(png_bytes())
+    with MediaConnector(connection=hook) as conn:
+        with pytest.raises(PolicyError) as caught:
+            conn.fetch_image(url)
+        with pytest.raises(PolicyError):
+            asyncio.run(conn.fetch_image_async(url))
+    assert hook.calls == []
+    assert "10.1.2.3" not in str(caught.value) and "169.254" not in str(caught.value)
+    with MediaConnector(connection=hook, policy=MediaPolicy(allow_private_networks=True)) as conn:
+        assert conn.fetch_image(url).size == (40, 30)
+    assert len(hook.calls) == 1
+
+
+def test_connection_hook_faults_are_fetch_errors(resolves: dict[str, str]) -> None:
+    class Broken(RecordingConnection):
+        def get_bytes(self, url: str, *, timeout: float, allow_redirects: bool) -> bytes:
+            raise KeyError("secret internal detail")
+
+    with MediaConnector(connection=Broken(b"")) as conn:
+        with pytest.raises(FetchError) as caught:
+            conn.fetch_image("https://media.example/a.png")
+    assert "secret" not in str(caught.value)
+    assert isinstance(caught.value.__cause__, KeyError)
 
 
 def test_media_io_kwargs_are_validated_and_merged(connector: MediaConnector) -> None:

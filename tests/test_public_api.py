@@ -26,6 +26,7 @@ EXPECTED = {
     "AudioEmbeddingMediaIO",
     "AudioMediaIO",
     "DecodeError",
+    "DecodedBudget",
     "FetchError",
     "FetchTimeout",
     "ImageEmbeddingMediaIO",

@@ -14,6 +14,7 @@ from ._errors import (
 )
 from ._media.audio import AudioMediaIO
 from ._media.base import MediaIO, MediaWithBytes
+from ._media.budget import DecodedBudget
 from ._media.embedding import AudioEmbeddingMediaIO, ImageEmbeddingMediaIO
 from ._media.image import ImageMediaIO
 from ._media.video.io import VideoMediaIO
@@ -26,6 +27,7 @@ __all__ = [
     "AudioEmbeddingMediaIO",
     "AudioMediaIO",
     "DecodeError",
+    "DecodedBudget",
     "FetchError",
     "FetchTimeout",
     "ImageEmbeddingMediaIO",

@@ -11,23 +11,32 @@ caller's event loop is never blocked.
 from __future__ import annotations
 
 import asyncio
+import functools
+import hashlib
 import os
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar, runtime_checkable
+from typing import TYPE_CHECKING, Any, ParamSpec, Protocol, TypeVar, runtime_checkable
 
 import numpy as np
 import numpy.typing as npt
 from PIL import Image
 
-from ._errors import FetchError, LocalMediaDisabledError, OptionError, TooLargeError
-from ._fetch import HttpFetcher, run_on_fetch_loop
+from ._errors import (
+    FetchError,
+    LocalMediaDisabledError,
+    OptionError,
+    TooLargeError,
+    error_boundary,
+)
+from ._fetch import HttpFetcher, judge_address, judge_target, run_on_fetch_loop
 from ._local import check_allowed_root, read_under_root
 from ._media._helpers import cpu_count
 from ._media.base import MediaIO, MediaWithBytes
+from ._media.budget import DecodedBudget
 from ._media.image import ImageMediaIO
 from ._policy import MODALITIES, MediaPolicy, normalize_domains
 from ._registry import Registry
@@ -50,6 +59,56 @@ __all__ = ["MEDIA_CONNECTOR_REGISTRY", "LoadReport", "MediaConnector"]
 
 _M = TypeVar("_M")
 _R = TypeVar("_R")
+_P = ParamSpec("_P")
+_IO = TypeVar("_IO", bound=MediaIO[Any])
+
+#: Keywords the connector passes to the MediaIOs it builds; a request option of the
+#: same name is refused instead of colliding with them.
+RESERVED_OPTIONS = frozenset({"policy", "image_io", "decoded_budget", "self"})
+
+
+def _entry(method: Callable[_P, _R]) -> Callable[_P, _R]:
+    """The connector's error boundary for one sync entry point."""
+
+    @functools.wraps(method)
+    def guarded(*args: _P.args, **kwargs: _P.kwargs) -> _R:
+        with error_boundary("the media reference"):
+            return method(*args, **kwargs)
+
+    return guarded
+
+
+def _entry_async(method: Callable[_P, Awaitable[_R]]) -> Callable[_P, Awaitable[_R]]:
+    """The connector's error boundary for one async entry point."""
+
+    @functools.wraps(method)
+    async def guarded(*args: _P.args, **kwargs: _P.kwargs) -> _R:
+        with error_boundary("the media reference"):
+            return await method(*args, **kwargs)
+
+    return guarded
+
+
+def _request_options(modality: str, options: Any) -> dict[str, Any] | None:
+    """A request's options for ``modality``, refused when not a mapping of option names.
+
+    Raises:
+        OptionError: not a mapping, a key that is not a string, or a reserved name.
+    """
+    if options is None:
+        return None
+    if not isinstance(options, Mapping):
+        raise OptionError(
+            f"media_io_kwargs for {modality} must be a mapping, not {type(options).__name__}",
+            option=modality,
+        )
+    for key in options:
+        if not isinstance(key, str):
+            raise OptionError(f"{modality} option names must be strings", option=str(key))
+        if key in RESERVED_OPTIONS:
+            raise OptionError(f"{key!r} is not a {modality} option", option=key)
+    return dict(options)
+
 
 #: Connectors by name; ``http`` is the built-in one.
 MEDIA_CONNECTOR_REGISTRY: Registry[Any] = Registry("media connector")
@@ -95,13 +154,7 @@ def _check_media_io_kwargs(kwargs: Mapping[str, Any] | None) -> dict[str, dict[s
                 f"(known: {', '.join(MODALITIES)})",
                 option=str(modality),
             )
-        if options is None:
-            options = {}
-        if not isinstance(options, Mapping):
-            raise OptionError(
-                f"media_io_kwargs[{modality!r}] must be a mapping", option=str(modality)
-            )
-        out[modality] = dict(options)
+        out[modality] = _request_options(modality, options) or {}
     return out
 
 
@@ -126,6 +179,9 @@ class MediaConnector:
         cache: an optional ``MediaCache`` for http(s) downloads.
         max_workers: size of the decode worker pool used by the async twins.
         max_in_flight: downloads in progress at once; further fetches wait their turn.
+        decoded_budget: a ``DecodedBudget`` shared by every item this connector decodes
+            (one connector per request, as inference servers build them): each item
+            reserves its decoded-output budget from it before decoding.
 
     Raises:
         ValueError: ``allowed_local_media_path`` is not an existing directory.
@@ -143,9 +199,13 @@ class MediaConnector:
         cache: MediaCache | None = None,
         max_workers: int | None = None,
         max_in_flight: int = 64,
+        decoded_budget: DecodedBudget | None = None,
     ) -> None:
         if policy is not None and not isinstance(policy, MediaPolicy):
             raise TypeError("policy must be a MediaPolicy")
+        if decoded_budget is not None and not isinstance(decoded_budget, DecodedBudget):
+            raise TypeError("decoded_budget must be a DecodedBudget")
+        self.decoded_budget = decoded_budget
         self.policy = policy if policy is not None else MediaPolicy()
         self.media_io_kwargs = _check_media_io_kwargs(media_io_kwargs)
         self.connection = connection
@@ -161,7 +221,24 @@ class MediaConnector:
         self._fetcher = HttpFetcher(
             self.policy, self.allowed_media_domains, max_in_flight=max_in_flight
         )
+        self._cache_scope = self._judgement_scope()
         self._validate_server_defaults()
+
+    def _judgement_scope(self) -> str:
+        """A digest of every rule that decides what may be fetched: cache entries are
+        filed under it, so an entry is served only to connectors that would have been
+        allowed to fetch it themselves, through every hop it took."""
+        policy = self.policy
+        rules = (
+            policy.allow_private_networks,
+            sorted(str(net) for net in policy.networks),
+            policy.max_redirects,
+            policy.proxy,
+            policy.trust_proxy_dns,
+            sorted(self.allowed_media_domains),
+            self.connection is not None,
+        )
+        return hashlib.sha256(repr(rules).encode()).hexdigest()[:16]
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> MediaConnector:
@@ -227,8 +304,14 @@ class MediaConnector:
 
     def _timeout(self, media_io: MediaIO[Any], fetch_timeout: float | None) -> float:
         if fetch_timeout is not None:
-            if fetch_timeout <= 0:
-                raise ValueError("fetch_timeout must be > 0 seconds")
+            if (
+                isinstance(fetch_timeout, bool)
+                or not isinstance(fetch_timeout, (int, float))
+                or not 0 < fetch_timeout < float("inf")
+            ):
+                raise OptionError(
+                    "fetch_timeout must be a finite number of seconds > 0", option="fetch_timeout"
+                )
             return float(fetch_timeout)
         return self.policy.timeout_for(media_io.modality)
 
@@ -253,7 +336,14 @@ class MediaConnector:
         return read_under_root(self.allowed_local_media_path, ref.path, self._limit(media_io))
 
     def _check_remote(self, ref: ParsedURL) -> None:
+        """The rules that need no I/O, judged before the cache is consulted."""
         check_domain(ref, self.allowed_media_domains)
+        if ref.ip is not None:
+            judge_address(str(ref.ip), self.policy)
+
+    def _call_connection(self, call: Callable[[], _R]) -> _R:
+        with error_boundary("fetching the media through the connection", default=FetchError):
+            return call()
 
     def _checked_body(self, data: Any, media_io: MediaIO[Any]) -> bytes:
         # For caller-supplied connections: the budget holds whatever the transport does.
@@ -265,26 +355,34 @@ class MediaConnector:
             raise TooLargeError.over_max_bytes("the response", len(body), limit)
         return body
 
+    def _cache_key(self, ref: ParsedURL) -> str:
+        return f"{ref.url} judged:{self._cache_scope}"
+
     def _cache_get(self, ref: ParsedURL) -> bytes | None:
         if self.cache is None:
             return None
-        data: bytes | None = self.cache.get(ref.url)
+        data: bytes | None = self.cache.get(self._cache_key(ref))
         return data
 
     def _cache_put(self, ref: ParsedURL, data: bytes) -> None:
         if self.cache is not None:
-            self.cache.put(ref.url, data)
+            self.cache.put(self._cache_key(ref), data)
 
     # -- the sync twin ------------------------------------------------------------------
 
     def _fetch_bytes(self, ref: ParsedURL, media_io: MediaIO[Any], timeout: float) -> bytes:
         if self.connection is not None:
-            raw = self.connection.get_bytes(
-                ref.url, timeout=timeout, allow_redirects=self.policy.max_redirects > 0
+            judge_target(ref, self.policy)
+            connection = self.connection
+            raw = self._call_connection(
+                lambda: connection.get_bytes(
+                    ref.url, timeout=timeout, allow_redirects=self.policy.max_redirects > 0
+                )
             )
             return self._checked_body(raw, media_io)
         return self._fetcher.fetch(ref, limit=self._limit(media_io), timeout=timeout).data
 
+    @_entry
     def load_with_report(
         self, url: str, media_io: MediaIO[_M], *, fetch_timeout: float | None = None
     ) -> tuple[_M, LoadReport]:
@@ -313,6 +411,7 @@ class MediaConnector:
             self._cache_put(ref, data)
         return result, report
 
+    @_entry
     def load_from_url(
         self, url: str, media_io: MediaIO[_M], *, fetch_timeout: float | None = None
     ) -> _M:
@@ -334,9 +433,11 @@ class MediaConnector:
         self, ref: ParsedURL, media_io: MediaIO[Any], timeout: float
     ) -> bytes:
         if self.connection is not None:
-            raw = await self.connection.async_get_bytes(
-                ref.url, timeout=timeout, allow_redirects=self.policy.max_redirects > 0
-            )
+            await self._in_pool(judge_target, ref, self.policy)
+            with error_boundary("fetching the media through the connection", default=FetchError):
+                raw = await self.connection.async_get_bytes(
+                    ref.url, timeout=timeout, allow_redirects=self.policy.max_redirects > 0
+                )
             return self._checked_body(raw, media_io)
         # Only reached from ``_remote_pipeline`` running on the fetch loop.
         fetched = await self._fetcher.fetch_on_loop(
@@ -344,6 +445,7 @@ class MediaConnector:
         )
         return fetched.data
 
+    @_entry_async
     async def load_from_url_async(
         self, url: str, media_io: MediaIO[_M], *, fetch_timeout: float | None = None
     ) -> _M:
@@ -376,35 +478,48 @@ class MediaConnector:
     # -- per-modality helpers -----------------------------------------------------------
 
     def _options(self, modality: str, request: Mapping[str, Any] | None) -> dict[str, Any]:
-        return MediaIO.merge_kwargs(self.media_io_kwargs.get(modality), request)
+        return MediaIO.merge_kwargs(
+            self.media_io_kwargs.get(modality), _request_options(modality, request)
+        )
+
+    def _budgeted(self, media_io: _IO) -> _IO:
+        media_io.decoded_budget = self.decoded_budget
+        return media_io
 
     def _image_io(
         self, image_mode: str | None = None, request: Mapping[str, Any] | None = None
     ) -> ImageMediaIO:
-        options = ImageMediaIO.merge_kwargs(self.media_io_kwargs.get("image"), request)
+        options = ImageMediaIO.merge_kwargs(
+            self.media_io_kwargs.get("image"), _request_options("image", request)
+        )
         if image_mode is not None:
             options["image_mode"] = image_mode
-        return ImageMediaIO(policy=self.policy, **options)
+        return self._budgeted(ImageMediaIO(policy=self.policy, **options))
 
     def _video_io(
         self, image_mode: str | None = None, request: Mapping[str, Any] | None = None
     ) -> Any:
         from ._media.video.io import VideoMediaIO
 
-        options = VideoMediaIO.merge_kwargs(self.media_io_kwargs.get("video"), request)
-        return VideoMediaIO(self._image_io(image_mode), policy=self.policy, **options)
+        options = VideoMediaIO.merge_kwargs(
+            self.media_io_kwargs.get("video"), _request_options("video", request)
+        )
+        return self._budgeted(
+            VideoMediaIO(self._image_io(image_mode), policy=self.policy, **options)
+        )
 
     def _audio_io(self, request: Mapping[str, Any] | None = None) -> Any:
         from ._media.audio import AudioMediaIO
 
-        return AudioMediaIO(policy=self.policy, **self._options("audio", request))
+        return self._budgeted(AudioMediaIO(policy=self.policy, **self._options("audio", request)))
 
     def _embedding_io(self, modality: str) -> Any:
         from ._media.embedding import AudioEmbeddingMediaIO, ImageEmbeddingMediaIO
 
         cls = ImageEmbeddingMediaIO if modality == "image_embedding" else AudioEmbeddingMediaIO
-        return cls(policy=self.policy, **self._options(modality, None))
+        return self._budgeted(cls(policy=self.policy, **self._options(modality, None)))
 
+    @_entry
     def fetch_image(
         self,
         image_url: str,
@@ -418,6 +533,7 @@ class MediaConnector:
         """
         return self.load_from_url(image_url, self._image_io(image_mode, media_io_kwargs))
 
+    @_entry_async
     async def fetch_image_async(
         self,
         image_url: str,
@@ -429,6 +545,7 @@ class MediaConnector:
         image_io = self._image_io(image_mode, media_io_kwargs)
         return await self.load_from_url_async(image_url, image_io)
 
+    @_entry
     def fetch_audio(
         self, audio_url: str, *, media_io_kwargs: Mapping[str, Any] | None = None
     ) -> tuple[npt.NDArray[np.float32], float]:
@@ -438,6 +555,7 @@ class MediaConnector:
         )
         return result
 
+    @_entry_async
     async def fetch_audio_async(
         self, audio_url: str, *, media_io_kwargs: Mapping[str, Any] | None = None
     ) -> tuple[npt.NDArray[np.float32], float]:
@@ -447,6 +565,7 @@ class MediaConnector:
         )
         return result
 
+    @_entry
     def fetch_video(
         self,
         video_url: str,
@@ -460,6 +579,7 @@ class MediaConnector:
         )
         return result
 
+    @_entry_async
     async def fetch_video_async(
         self,
         video_url: str,
@@ -473,22 +593,26 @@ class MediaConnector:
         )
         return result
 
+    @_entry
     def fetch_image_embedding(self, data: str) -> torch.Tensor:
         """Decode a base64 image embedding tensor."""
         result: torch.Tensor = self._embedding_io("image_embedding").load_base64("", data)
         return result
 
+    @_entry_async
     async def fetch_image_embedding_async(self, data: str) -> torch.Tensor:
         """The async twin of ``fetch_image_embedding``."""
         io = self._embedding_io("image_embedding")
         result: torch.Tensor = await self._in_pool(io.load_base64, "", data)
         return result
 
+    @_entry
     def fetch_audio_embedding(self, data: str) -> torch.Tensor:
         """Decode a base64 audio embedding tensor."""
         result: torch.Tensor = self._embedding_io("audio_embedding").load_base64("", data)
         return result
 
+    @_entry_async
     async def fetch_audio_embedding_async(self, data: str) -> torch.Tensor:
         """The async twin of ``fetch_audio_embedding``."""
         io = self._embedding_io("audio_embedding")

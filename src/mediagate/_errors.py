@@ -13,6 +13,11 @@
     │                               the total deadline passed (504)
     └── DecodeError(ValueError)     not decodable (422) or an unsupported format (415)
 
+Anything else raised while parsing, fetching, decoding or converting untrusted input is
+translated at one boundary (``error_boundary``): ``MemoryError`` becomes ``TooLargeError``,
+everything else ``DecodeError`` (or the class the caller names), with the original chained
+as ``__cause__`` and logged at debug level on the ``mediagate`` logger, never shown.
+
 Builtin parents are there so code that already catches ``ValueError`` or
 ``ConnectionError`` keeps working. Messages say what went wrong and which limit or
 option to change; they never carry payload bytes, object reprs or resolved addresses.
@@ -20,7 +25,10 @@ option to change; they never carry payload bytes, object reprs or resolved addre
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import sys
+from collections.abc import Iterator
 
 if sys.version_info >= (3, 11):
     from typing import Self
@@ -36,7 +44,11 @@ __all__ = [
     "OptionError",
     "PolicyError",
     "TooLargeError",
+    "as_media_error",
+    "error_boundary",
 ]
+
+logger = logging.getLogger("mediagate")
 
 
 class MediaError(Exception):
@@ -147,3 +159,45 @@ class DecodeError(MediaError, ValueError):
     """The bytes are not decodable media, or the format is not supported."""
 
     http_status = 422
+
+
+def as_media_error(
+    exc: BaseException, what: str, *, default: type[MediaError] = DecodeError
+) -> MediaError:
+    """The ``MediaError`` that stands for ``exc`` raised while handling ``what``.
+
+    A ``MediaError`` is returned as it is; ``MemoryError`` becomes ``TooLargeError``;
+    anything else a ``default`` (``DecodeError`` unless told) whose message names
+    ``what`` and nothing of the original exception.
+    """
+    if isinstance(exc, MediaError):
+        return exc
+    if isinstance(exc, MemoryError):
+        return TooLargeError(
+            f"{what} needs more memory than this server allows (lower the request's size "
+            "or raise MediaPolicy.max_decoded_bytes)",
+            limit="memory",
+        )
+    if default is DecodeError:
+        return DecodeError(f"{what} could not be decoded (corrupt, truncated or unsupported)")
+    return default(f"{what} failed")
+
+
+@contextlib.contextmanager
+def error_boundary(what: str, *, default: type[MediaError] = DecodeError) -> Iterator[None]:
+    """Translate anything but a ``MediaError`` raised in the block (see ``as_media_error``).
+
+    ``BaseException``s that are not ``Exception``s (cancellation, interrupts, exit) and
+    ``ImportError`` (a missing optional dependency is the server's fault, not the
+    input's) pass through unchanged.
+    """
+    try:
+        yield
+    except (MediaError, ImportError):
+        raise
+    except Exception as exc:
+        error = as_media_error(exc, what, default=default)
+        logger.debug(
+            "%s: %s translated to %s", what, type(exc).__name__, type(error).__name__, exc_info=exc
+        )
+        raise error from exc

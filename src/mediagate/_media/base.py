@@ -7,6 +7,7 @@ socket or knows about connectors or caches.
 from __future__ import annotations
 
 import binascii
+import functools
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
@@ -18,9 +19,10 @@ import numpy as np
 import numpy.typing as npt
 import pybase64
 
-from .._errors import DecodeError, OptionError, TooLargeError
+from .._errors import DecodeError, OptionError, TooLargeError, error_boundary
 from .._local import read_file_capped
 from .._policy import MediaPolicy
+from .budget import DecodedBudget, DecodeLimits, current_limits, decoded_size, decoding
 
 __all__ = [
     "MediaIO",
@@ -270,8 +272,10 @@ def decode_base64(data: str | bytes, *, limit: int, what: str = "base64 payload"
             raw = data.strip().encode("ascii")
         except UnicodeEncodeError as exc:
             raise DecodeError(f"{what} is not valid base64") from exc
-    else:
+    elif isinstance(data, (bytes, bytearray, memoryview)):
         raw = bytes(data).strip()
+    else:
+        raise DecodeError(f"{what} must be a base64 string, not {type(data).__name__}")
     estimated = len(raw) // 4 * 3
     if estimated > limit + 2:
         raise TooLargeError.over_max_bytes(what, estimated, limit, estimate=True)
@@ -284,11 +288,42 @@ def decode_base64(data: str | bytes, *, limit: int, what: str = "base64 payload"
     return decoded
 
 
+#: The entry points every ``MediaIO`` subclass gets guarded (see ``MediaIO``).
+_GUARDED = ("load_bytes", "load_base64", "load_file")
+
+
+def _guard(method: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(method)
+    def guarded(self: MediaIO[Any], *args: Any, **kwargs: Any) -> Any:
+        if current_limits() is not None:
+            return method(self, *args, **kwargs)  # a nested load inside one decode
+        return self._run_decode(method.__name__, method, args, kwargs)
+
+    guarded.__mediagate_guarded__ = True  # type: ignore[attr-defined]
+    return guarded
+
+
+def _call_in_worker(
+    media_io: MediaIO[Any], name: str, args: tuple[Any, ...], limits: DecodeLimits
+) -> Any:
+    """Run one guarded entry point of ``media_io`` under ``limits`` (in a worker process)."""
+    with decoding(limits):
+        return getattr(media_io, name)(*args)
+
+
 class MediaIO(ABC, Generic[T]):
     """Turns bytes of one modality into a model-ready value.
 
     Subclasses implement ``load_bytes``; ``load_base64`` and ``load_file`` apply the
     same size budget and hand over to it.
+
+    Every ``load_*`` of every subclass runs behind one guard, added when the subclass
+    is defined: the decode gets the item's decoded-output budget (the policy's
+    ``max_decoded_bytes_for`` the modality, lowered to what ``decoded_budget``, the
+    request's shared budget, can reserve) and its deadline (``decode_timeout_for``);
+    it runs in an isolated worker process when the policy isolates the modality; and
+    anything it raises that is not a ``MediaError`` becomes one (``DecodeError``, or
+    ``TooLargeError`` for memory), the cause chained.
 
     Example::
 
@@ -303,10 +338,84 @@ class MediaIO(ABC, Generic[T]):
     #: The limits in force; subclasses that skip ``MediaIO.__init__`` get the defaults.
     policy: MediaPolicy = MediaPolicy()
 
-    def __init__(self, *, policy: MediaPolicy | None = None) -> None:
+    #: The request's shared decoded-bytes budget, if any (set by the connector).
+    decoded_budget: DecodedBudget | None = None
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        for name in _GUARDED:
+            method = cls.__dict__.get(name)
+            if callable(method) and not getattr(method, "__mediagate_guarded__", False):
+                setattr(cls, name, _guard(method))
+
+    def __init__(
+        self, *, policy: MediaPolicy | None = None, decoded_budget: DecodedBudget | None = None
+    ) -> None:
         if policy is not None and not isinstance(policy, MediaPolicy):
             raise OptionError("policy must be a MediaPolicy", option="policy")
+        if decoded_budget is not None and not isinstance(decoded_budget, DecodedBudget):
+            raise OptionError("decoded_budget must be a DecodedBudget", option="decoded_budget")
         self.policy = policy if policy is not None else MediaPolicy()
+        self.decoded_budget = decoded_budget
+
+    def __getstate__(self) -> dict[str, Any]:
+        # The request budget stays with the process that owns the request.
+        state = dict(self.__dict__)
+        state.pop("decoded_budget", None)
+        return state
+
+    def _run_decode(
+        self,
+        name: str,
+        method: Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: Mapping[str, Any],
+    ) -> Any:
+        """One guarded decode: reserve, run (in place or isolated), settle."""
+        policy = self.policy
+        modality = self.modality
+        what = f"the {modality.replace('_', ' ')}"
+        timeout = policy.decode_timeout_for(modality)
+        budget = self.decoded_budget
+        item_limit = policy.max_decoded_bytes_for(modality)
+        reserved = budget.reserve(item_limit, timeout=timeout) if budget is not None else 0
+        limits = DecodeLimits.starting_now(
+            modality, reserved if budget is not None else item_limit, timeout
+        )
+        try:
+            with error_boundary(what):
+                if policy.isolates(modality) and not kwargs:
+                    result = self._run_isolated(name, args, limits, what)
+                else:
+                    with decoding(limits):
+                        result = method(self, *args, **kwargs)
+        except BaseException:
+            if budget is not None:
+                budget.release(reserved)
+            raise
+        if budget is not None:
+            budget.settle(reserved, decoded_size(result))
+        return result
+
+    def _run_isolated(
+        self, name: str, args: tuple[Any, ...], limits: DecodeLimits, what: str
+    ) -> Any:
+        from ._isolation import decoder_pool, in_worker
+
+        if in_worker():
+            with decoding(limits):
+                return getattr(self, name)(*args)
+        payload = sum(len(a) for a in args if isinstance(a, (bytes, str)))
+        return decoder_pool().run(
+            _call_in_worker,
+            self,
+            name,
+            args,
+            limits,
+            timeout=limits.remaining,
+            memory_limit=2 * limits.max_output + 4 * payload,
+            what=what,
+        )
 
     @property
     def max_bytes(self) -> int:

@@ -29,6 +29,7 @@ __all__ = [
     "DecodedBudget",
     "check_deadline",
     "current_limits",
+    "decoded_size",
     "decoding",
     "reserve_output",
 ]
@@ -57,7 +58,7 @@ class DecodedBudget:
         self.limit = limit
         self.used = 0
         self._reserved = 0
-        self._lock = threading.Lock()
+        self._lock = threading.Condition()
 
     @property
     def available(self) -> int:
@@ -74,15 +75,29 @@ class DecodedBudget:
             maximum=self.limit,
         )
 
-    def reserve(self, max_bytes: int) -> int:
+    def reserve(self, max_bytes: int, *, timeout: float | None = None) -> int:
         """Reserve up to ``max_bytes`` for one item; returns what was reserved.
+
+        While other items hold reservations that leave less than ``max_bytes``, waits
+        (at most ``timeout`` seconds) for them to settle, so concurrent items are not
+        refused for room that is only held, not used.
 
         Raises:
             TooLargeError: nothing is left of the budget.
         """
         max_bytes = max(0, int(max_bytes))
+        end = None if timeout is None else time.monotonic() + timeout
         with self._lock:
-            available = self.limit - self.used - self._reserved
+            while True:
+                available = self.limit - self.used - self._reserved
+                left = None if end is None else end - time.monotonic()
+                if (
+                    available >= max_bytes
+                    or self._reserved == 0
+                    or (left is not None and left <= 0)
+                ):
+                    break
+                self._lock.wait(left)
             if available <= 0:
                 raise self._refused(1)
             reserved = min(max_bytes, available)
@@ -97,6 +112,7 @@ class DecodedBudget:
         """
         with self._lock:
             self._reserved -= reserved
+            self._lock.notify_all()
             used = self.used + decoded_bytes
             if decoded_bytes > reserved or used > self.limit:
                 raise self._refused(decoded_bytes)
@@ -106,6 +122,7 @@ class DecodedBudget:
         """Give back a reservation whose item failed."""
         with self._lock:
             self._reserved -= reserved
+            self._lock.notify_all()
 
     def charge(self, decoded_bytes: int) -> None:
         """Count ``decoded_bytes`` produced without a reservation.
@@ -216,3 +233,38 @@ def check_deadline() -> None:
     limits = _current.get()
     if limits is not None and time.monotonic() > limits.deadline:
         raise limits.overran()
+
+
+def decoded_size(obj: object, _depth: int = 0) -> int:
+    """Bytes of decoded media held by ``obj``: arrays, PIL images, tensors, and the
+    tuples, lists, dicts and ``MediaWithBytes`` results that hold them."""
+    if _depth > 4:
+        return 0
+    nbytes = getattr(obj, "nbytes", None)
+    if isinstance(nbytes, int) and not isinstance(obj, (bytes, bytearray, memoryview)):
+        return nbytes
+    if isinstance(obj, (tuple, list)):
+        return sum(decoded_size(item, _depth + 1) for item in obj)
+    if isinstance(obj, dict):
+        return sum(decoded_size(item, _depth + 1) for item in obj.values())
+    state = getattr(obj, "__dict__", None)
+    if isinstance(state, dict) and "original_bytes" in state:  # MediaWithBytes
+        held = state.get("_array", state.get("media"))
+        return decoded_size(held, _depth + 1)
+    numel, element_size = getattr(obj, "numel", None), getattr(obj, "element_size", None)
+    if callable(numel) and callable(element_size):  # torch.Tensor
+        return int(numel()) * int(element_size())
+    size, mode = getattr(obj, "size", None), getattr(obj, "mode", None)
+    if isinstance(size, tuple) and len(size) == 2 and isinstance(mode, str):  # PIL image
+        return int(size[0]) * int(size[1]) * _pil_bytes_per_pixel(mode)
+    return 0
+
+
+def _pil_bytes_per_pixel(mode: str) -> int:
+    if mode in ("1", "L", "P"):
+        return 1
+    if mode in ("LA", "PA", "I;16", "I;16B", "I;16L", "I;16N"):
+        return 2
+    if mode in ("RGB", "YCbCr", "LAB", "HSV"):
+        return 3
+    return 4
