@@ -153,9 +153,7 @@ def test_request_options_that_collide_with_constructor_keywords(
 def test_fetch_timeout_must_be_a_positive_number(connector: MediaConnector) -> None:
     for bad in (0, -1, float("nan"), float("inf"), "3", True):
         with pytest.raises(OptionError):
-            connector.load_from_url(
-                "http://127.0.0.1:9/x.png", ImageMediaIO(), fetch_timeout=bad
-            )
+            connector.load_from_url("http://127.0.0.1:9/x.png", ImageMediaIO(), fetch_timeout=bad)
 
 
 # -- decoded-output budgets ------------------------------------------------------------
@@ -167,7 +165,9 @@ def test_an_image_over_the_item_budget_is_refused_before_decoding() -> None:
     with pytest.raises(TooLargeError) as caught:
         ImageMediaIO(policy=policy).load_bytes(image)
     assert caught.value.limit == "max_decoded_bytes" and caught.value.http_status == 413
-    assert np.asarray(ImageMediaIO(policy=policy.replace(max_decoded_bytes=None)).load_bytes(image)).shape == (300, 400, 3)
+    assert np.asarray(
+        ImageMediaIO(policy=policy.replace(max_decoded_bytes=None)).load_bytes(image)
+    ).shape == (300, 400, 3)
 
 
 def test_a_request_budget_is_shared_by_its_items() -> None:
