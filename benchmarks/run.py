@@ -312,7 +312,7 @@ def _sides(result: Result) -> tuple[str | None, str | None, str | None, list[str
 
 # -- other modules ---------------------------------------------------------------------
 
-OTHER_MODULES = ("video", "audio", "cache", "concurrency")
+OTHER_MODULES = ("video", "audio", "cache", "concurrency", "isolation")
 GROUPS = ("images", *OTHER_MODULES)
 
 

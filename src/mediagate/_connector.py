@@ -106,7 +106,7 @@ def _request_options(modality: str, options: Any) -> dict[str, Any] | None:
         if not isinstance(key, str):
             raise OptionError(f"{modality} option names must be strings", option=str(key))
         if key in RESERVED_OPTIONS:
-            raise OptionError(f"{key!r} is not a {modality} option", option=key)
+            raise OptionError(f"{key!r} is not one of the {modality} options", option=key)
     return dict(options)
 
 

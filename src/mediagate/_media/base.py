@@ -41,7 +41,8 @@ T = TypeVar("T")
 _M = TypeVar("_M")
 
 
-_OWN_FIELDS = frozenset({"media", "original_bytes", "_array", "_to_media", "_known"})
+_PENDING = ("_array", "_to_media", "_known")
+_OWN_FIELDS = frozenset({"media", "original_bytes", *_PENDING})
 
 
 @dataclass
@@ -110,6 +111,10 @@ class MediaWithBytes(Generic[_M]):
         return getattr(self.media, name)
 
     def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__
+        if "media" not in state and "_array" in state:
+            # Not built yet: the array travels, and the view is built where it is used.
+            return {name: state[name] for name in ("original_bytes", *_PENDING)}
         return {"media": self.media, "original_bytes": self.original_bytes}
 
 
