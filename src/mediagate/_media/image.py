@@ -9,21 +9,47 @@ Two decode paths give the same pixels (within ±1):
 
 A size hint (``max_image_size``) lets JPEGs decode at a reduced DCT scale, the
 smallest one still at or above the hint, before the exact resize.
+
+Hostile input is bounded before any pixel is decoded:
+
+* The pixel cap and the decoded-output budget (``reserve_output``) are judged from the
+  header: width x height x the bytes per pixel of the larger of the source and target
+  modes (as Pillow stores them: 4 for RGB, RGBA, CMYK; 2 for I;16; 4 for I and F). An
+  animation is charged its canvas.
+* Work that grows with structure rather than pixels is refused by name: a JPEG with
+  more than ``MAX_JPEG_SCANS`` scans, more than ``MAX_JPEG_HEADER_SEGMENTS`` marker
+  segments or ``MAX_JPEG_STRAY_BYTES`` fill or junk bytes before its first scan; a
+  TIFF whose first directory lists more strips or tiles than its geometry needs or
+  than ``MAX_TIFF_BLOCKS``; an RLE-compressed BMP (decoded by pure Python in Pillow)
+  larger than ``MAX_RLE_BMP_PIXELS``. ``check_deadline`` runs between the steps.
+* EXIF orientation counts only when it is one whole number in 1..8; any other value,
+  and EXIF data that does not parse, mean orientation 1 (as browsers do).
+* Images are opened through the format's Pillow plugin directly, so Pillow's own
+  decompression-bomb check never runs before these; where a plugin still runs it
+  (GIF frames, TIFF, MPO) it can only trip for a policy allowing more pixels than
+  Pillow does, and is then a ``TooLargeError``.
+* Whatever Pillow or simplejpeg raise on hostile bytes becomes a ``DecodeError`` (a
+  ``MemoryError`` a ``TooLargeError``) in one place, ``_as_media_error``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import io
-from collections.abc import Mapping
-from struct import error as struct_error
+import math
+import numbers
+import re
+import struct
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 import pybase64
-from PIL import Image, ImageMode, ImageOps, UnidentifiedImageError, features
+from PIL import Image, ImageFile, ImageMode, UnidentifiedImageError, features
 
-from .._errors import DecodeError, OptionError, TooLargeError
+from .._errors import DecodeError, MediaError, OptionError, TooLargeError
 from .._policy import MediaPolicy
 from .base import (
     MediaIO,
@@ -33,6 +59,7 @@ from .base import (
     opt_rgb,
     validate_options,
 )
+from .budget import check_deadline, reserve_output
 
 try:  # libjpeg-turbo straight to numpy; Pillow serves when it is missing.
     import simplejpeg as _simplejpeg
@@ -56,6 +83,320 @@ _SIGNATURES: tuple[tuple[bytes, int, str], ...] = (
 )
 _AVIF_BRANDS = (b"avif", b"avis")
 _HEIF_BRANDS = (b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"mif1", b"msf1")
+
+
+#: Most scans (SOS markers, counted anywhere in the file) a JPEG may hold. libjpeg's
+#: progressive scripts write 10 or fewer; an EXIF thumbnail or an MPF image adds a few.
+#: Every extra scan is another pass over the whole coefficient buffer.
+MAX_JPEG_SCANS = 64
+#: Most marker segments a JPEG may have before its first scan (APPn, COM, DQT, DHT...).
+#: Real files have a few dozen; Pillow reads each one in Python.
+MAX_JPEG_HEADER_SEGMENTS = 512
+#: Most fill (0xFF) or junk bytes a JPEG may have between its header segments.
+MAX_JPEG_STRAY_BYTES = 4096
+#: Most strips or tiles a TIFF's first directory may list. Pillow builds one tile per
+#: entry at open and decodes each in Python-driven steps.
+MAX_TIFF_BLOCKS = 65536
+#: Largest canvas (pixels) of an RLE4/RLE8 BMP. Pillow's RLE decoder is pure Python and
+#: spends up to one interpreter step per pixel: this keeps it well under a second.
+MAX_RLE_BMP_PIXELS = 1 << 22
+
+_FF_RUN = re.compile(rb"\xff+")
+_JPEG_STANDALONE = frozenset({0x01, *range(0xD0, 0xD8)})
+_JPEG_LAST_HEADER_MARKERS = frozenset({0xDA, 0xD9})  # SOS, EOI
+_BMP_RLE = frozenset({1, 2})  # BI_RLE8, BI_RLE4
+_EXIF_PREFIX = b"Exif\x00\x00"
+_TRANSPOSE = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
+# Pillow stores every 8-bit mode of 2 to 4 bands in 4 bytes per pixel.
+_MIN_STORAGE_BANDS = 4
+# Errors a plugin raises when the bytes are not its format (Image.open's own list).
+_NOT_THIS_FORMAT = (SyntaxError, IndexError, TypeError, struct.error)
+
+
+def _as_media_error(exc: Exception, max_pixels: int) -> MediaError:
+    """The typed error for whatever a decoder raised on hostile bytes.
+
+    ``MemoryError`` is a ``TooLargeError``; Pillow's decompression-bomb error (or its
+    warning, raised when warnings are errors) a ``TooLargeError`` on ``max_pixels``; an
+    unidentified image a 415 ``DecodeError``; anything else a 422 ``DecodeError``. The
+    message never carries the original text, which may quote the payload.
+    """
+    if isinstance(exc, MediaError):
+        return exc
+    if isinstance(exc, MemoryError):
+        return TooLargeError(
+            "decoding the image ran out of memory (lower MediaPolicy.max_pixels or "
+            "MediaPolicy.max_decoded_bytes)",
+            limit="memory",
+        )
+    if isinstance(exc, (Image.DecompressionBombError, Image.DecompressionBombWarning)):
+        return TooLargeError(
+            f"the image has more pixels than the decoder allows (max_pixels={max_pixels})",
+            limit="max_pixels",
+            maximum=max_pixels,
+        )
+    if isinstance(exc, UnidentifiedImageError):
+        return DecodeError("the image data is not a readable image", http_status=415)
+    return DecodeError("the image data is corrupt or truncated")
+
+
+@contextlib.contextmanager
+def _typed_errors(max_pixels: int) -> Iterator[None]:
+    """Turn any non-``MediaError`` exception raised inside into a ``MediaError``.
+
+    Raises:
+        MediaError: what ``_as_media_error`` makes of the exception, chained to it.
+    """
+    try:
+        yield
+    except MediaError:
+        raise
+    except Exception as exc:
+        raise _as_media_error(exc, max_pixels) from exc
+
+
+def _orientation_value(value: object) -> int:
+    """An EXIF Orientation value as 1..8; anything but one whole number in range is 1."""
+    number: int
+    if isinstance(value, bool):
+        return 1
+    if isinstance(value, int):
+        number = value
+    elif isinstance(value, float):
+        if not math.isfinite(value) or not value.is_integer():
+            return 1
+        number = int(value)
+    elif isinstance(value, numbers.Rational):
+        numerator, denominator = int(value.numerator), int(value.denominator)
+        if denominator == 0 or numerator % denominator:
+            return 1
+        number = numerator // denominator
+    else:
+        return 1
+    return number if 1 <= number <= 8 else 1
+
+
+def _read_orientation(read_exif: Callable[[], Image.Exif]) -> int:
+    """The orientation in the EXIF ``read_exif`` returns; 1 when it does not parse.
+
+    Raises:
+        MemoryError: parsing ran out of memory (the caller's mapping types it).
+    """
+    try:
+        return _orientation_value(read_exif().get(_EXIF_ORIENTATION, 1))
+    except MemoryError:
+        raise
+    except Exception:  # bad EXIF is ignored, as browsers do, never fatal
+        return 1
+
+
+def _exif_from_bytes(payload: bytes) -> Image.Exif:
+    exif = Image.Exif()
+    exif.load(payload)
+    return exif
+
+
+def _too_complex(what: str, limit_name: str, limit: int) -> DecodeError:
+    return DecodeError(f"the {what} exceeds {limit_name}={limit}; it is refused before decoding")
+
+
+@dataclass
+class _JpegWalk:
+    """What the walk over a JPEG's header segments found."""
+
+    exif: bytes | None = None
+    segments: int = 0
+    stray: int = 0
+
+
+def _jpeg_skip_to_marker(data: bytes, pos: int, walk: _JpegWalk) -> int:
+    """The position of the next marker code at or after ``pos`` (``-1``: none).
+
+    Fill bytes (a run of 0xFF), junk and escaped 0xFF 0x00 pairs between segments are
+    counted into ``walk.stray``.
+
+    Raises:
+        DecodeError: more than ``MAX_JPEG_STRAY_BYTES`` stray bytes.
+    """
+    while True:
+        ff = data.find(b"\xff", pos)
+        if ff < 0:
+            return -1
+        run = _FF_RUN.match(data, ff)
+        end = ff + 1 if run is None else run.end()
+        walk.stray += (ff - pos) + (end - ff - 1)
+        if walk.stray > MAX_JPEG_STRAY_BYTES:
+            raise _too_complex("JPEG's padding", "MAX_JPEG_STRAY_BYTES", MAX_JPEG_STRAY_BYTES)
+        if end >= len(data):
+            return -1
+        if data[end] != 0x00:
+            return end
+        walk.stray += 2
+        pos = end + 1
+
+
+def _walk_jpeg(data: bytes) -> _JpegWalk:
+    """Count a JPEG's scans and header segments, keeping its first EXIF payload.
+
+    A bounded walk over segment lengths from SOI to the first SOS; where the structure
+    breaks off, it stops and leaves the verdict to the decoder.
+
+    Raises:
+        DecodeError: over ``MAX_JPEG_SCANS``, ``MAX_JPEG_HEADER_SEGMENTS`` or
+            ``MAX_JPEG_STRAY_BYTES``.
+    """
+    if data.count(b"\xff\xda") > MAX_JPEG_SCANS:
+        raise _too_complex("JPEG's number of scans", "MAX_JPEG_SCANS", MAX_JPEG_SCANS)
+    walk = _JpegWalk()
+    pos = 2
+    while True:
+        at = _jpeg_skip_to_marker(data, pos, walk)
+        if at < 0:
+            return walk
+        marker = data[at]
+        walk.segments += 1
+        if walk.segments > MAX_JPEG_HEADER_SEGMENTS:
+            raise _too_complex(
+                "JPEG's number of header segments",
+                "MAX_JPEG_HEADER_SEGMENTS",
+                MAX_JPEG_HEADER_SEGMENTS,
+            )
+        pos = at + 1
+        if marker in _JPEG_LAST_HEADER_MARKERS:
+            return walk
+        if marker in _JPEG_STANDALONE:
+            continue
+        if pos + 2 > len(data):
+            return walk
+        length = int.from_bytes(data[pos : pos + 2], "big")
+        if length < 2:
+            return walk
+        if marker == 0xE1 and walk.exif is None and data.startswith(_EXIF_PREFIX, pos + 2):
+            walk.exif = data[pos + 2 : pos + length]
+        pos += length
+
+
+@dataclass(frozen=True)
+class _IfdEntry:
+    type: int
+    count: int
+    value: int | None
+
+
+_TIFF_TYPE_SIZES = {1: 1, 2: 1, 3: 2, 4: 4, 5: 8, 6: 1, 7: 1, 8: 2, 9: 4, 10: 8, 11: 4, 12: 8}
+_TIFF_TAGS_READ = frozenset({256, 257, 273, 277, 278, 279, 284, 322, 323, 324, 325})
+
+
+def _tiff_first_ifd(data: bytes) -> dict[int, _IfdEntry]:
+    """The entries of a classic TIFF's first directory that set its strip geometry.
+
+    Only counts and inline SHORT/LONG values are read; nothing is unpacked per strip.
+    An unreadable directory gives ``{}`` (the decoder then judges the file).
+    """
+    order = "<" if data[:2] == b"II" else ">"
+    try:
+        (offset,) = struct.unpack_from(order + "I", data, 4)
+        (count,) = struct.unpack_from(order + "H", data, offset)
+        table = data[offset + 2 : offset + 2 + 12 * count]
+        rows = struct.iter_unpack(order + "HHI4s", table[: len(table) - len(table) % 12])
+    except struct.error:
+        return {}
+    entries: dict[int, _IfdEntry] = {}
+    for tag, kind, n, raw in rows:
+        if tag not in _TIFF_TAGS_READ or tag in entries:
+            continue
+        value: int | None = None
+        if n == 1 and kind == 3:
+            value = struct.unpack(order + "H", raw[:2])[0]
+        elif n == 1 and kind == 4:
+            value = struct.unpack(order + "I", raw)[0]
+        entries[tag] = _IfdEntry(kind, n, value)
+    return entries
+
+
+def _tiff_blocks_needed(entries: Mapping[int, _IfdEntry], tiled: bool) -> int | None:
+    """Strips or tiles the geometry needs (``None`` when the geometry is unreadable)."""
+
+    def value(tag: int, default: int | None = None) -> int | None:
+        entry = entries.get(tag)
+        return default if entry is None else entry.value
+
+    width, height = value(256), value(257)
+    if not width or not height:
+        return None
+    planes = value(277, 1) if value(284, 1) == 2 else 1
+    if tiled:
+        tile_w, tile_h = value(322), value(323)
+        if not tile_w or not tile_h:
+            return None
+        blocks = -(-width // tile_w) * -(-height // tile_h)
+    else:
+        rows = value(278, height) or height
+        blocks = -(-height // min(rows, height))
+    return blocks * max(1, planes or 1)
+
+
+def _check_tiff_blocks(data: bytes) -> None:
+    """Refuse a TIFF that lists more strips or tiles than allowed or than it needs.
+
+    Read from the first directory before Pillow opens the file: Pillow builds one tile
+    per listed strip at open, wrapping around the canvas when there are more than fit.
+
+    Raises:
+        DecodeError: over ``MAX_TIFF_BLOCKS``, or more blocks than the geometry needs.
+    """
+    entries = _tiff_first_ifd(data)
+    for offsets, counts, tiled in ((324, 325, True), (273, 279, False)):
+        listed = max(entries[tag].count if tag in entries else 0 for tag in (offsets, counts))
+        if not listed:
+            continue
+        if listed > MAX_TIFF_BLOCKS:
+            raise _too_complex(
+                "TIFF's number of strips or tiles", "MAX_TIFF_BLOCKS", MAX_TIFF_BLOCKS
+            )
+        needed = _tiff_blocks_needed(entries, tiled)
+        if needed is not None and listed > needed:
+            raise DecodeError(
+                "the TIFF lists more strips or tiles than its size needs; it is refused "
+                "before decoding"
+            )
+
+
+def _bytes_per_pixel(mode: str) -> int:
+    """Bytes Pillow allocates per pixel of ``mode`` (8-bit multi-band modes take 4).
+
+    Raises:
+        KeyError: not a Pillow mode.
+    """
+    info = ImageMode.getmode(mode)
+    itemsize = int(info.typestr[-1]) if info.typestr[-1].isdigit() else 1
+    bands = len(info.bands)
+    if itemsize == 1 and 1 < bands <= _MIN_STORAGE_BANDS:
+        bands = _MIN_STORAGE_BANDS
+    return itemsize * bands
+
+
+def _open_plugin(data: bytes, fmt: str) -> ImageFile.ImageFile:
+    """Open ``data`` with the Pillow plugin for ``fmt`` (headers only, nothing decoded).
+
+    Raises:
+        UnidentifiedImageError: the plugin does not recognise the bytes.
+    """
+    if fmt not in Image.OPEN:
+        Image.init()
+    factory, _accept = Image.OPEN[fmt]
+    try:
+        return factory(io.BytesIO(data), "")
+    except _NOT_THIS_FORMAT as exc:
+        raise UnidentifiedImageError("not a readable image") from exc
 
 
 def _image_options() -> dict[str, OptionSpec]:
@@ -199,9 +540,11 @@ class ImageMediaIO(MediaIO[MediaWithBytes[Image.Image]]):
         """Decode one image (the first frame of an animation).
 
         Raises:
-            TooLargeError: more bytes than ``max_bytes`` or more pixels than ``max_pixels``
-                (judged from the header, before decoding).
-            DecodeError: not an allowlisted format (415), or corrupt or truncated (422).
+            TooLargeError: more bytes than ``max_bytes``, more pixels than ``max_pixels``
+                or more decoded bytes than ``max_decoded_bytes`` (judged from the header,
+                before decoding), or past the decode deadline.
+            DecodeError: not an allowlisted format (415), corrupt or truncated, or a
+                structure over one of this module's ``MAX_*`` limits (422).
         """
         data = bytes(data) if not isinstance(data, bytes) else data
         self.policy.check_size(len(data), "image", what="image")
@@ -213,13 +556,34 @@ class ImageMediaIO(MediaIO[MediaWithBytes[Image.Image]]):
                 + ")",
                 http_status=415,
             )
-        if fmt == "JPEG" and _simplejpeg is not None and self.image_mode in ("RGB", "L"):
-            fast = self._load_jpeg_array(data)
+        with _typed_errors(self.max_pixels):
+            return self._load_checked(data, fmt)
+
+    def _load_checked(self, data: bytes, fmt: str) -> MediaWithBytes[Image.Image]:
+        jpeg = _walk_jpeg(data) if fmt == "JPEG" else None
+        if fmt == "TIFF":
+            _check_tiff_blocks(data)
+        if jpeg is not None and _simplejpeg is not None and self.image_mode in ("RGB", "L"):
+            fast = self._load_jpeg_array(data, jpeg)
             if fast is not None:
                 return fast
         return MediaWithBytes(self._load_pillow(data, fmt), data)
 
-    def _load_jpeg_array(self, data: bytes) -> MediaWithBytes[Image.Image] | None:
+    def _reserve(self, width: int, height: int, bytes_per_pixel: int) -> None:
+        reserve_output(
+            width * height * bytes_per_pixel,
+            "the image",
+            fallback=self.policy.max_decoded_bytes_for("image"),
+        )
+
+    def _jpeg_target(self, width: int, height: int, orientation: int) -> tuple[int, int] | None:
+        """The decode size for the size hint, in the JPEG's own (unrotated) frame."""
+        if orientation in (1, 2, 3, 4):
+            return _fit(width, height, self.max_image_size)
+        target = _fit(height, width, self.max_image_size)
+        return None if target is None else (target[1], target[0])
+
+    def _load_jpeg_array(self, data: bytes, jpeg: _JpegWalk) -> MediaWithBytes[Image.Image] | None:
         assert _simplejpeg is not None
         try:
             height, width, colorspace, _ = _simplejpeg.decode_jpeg_header(data)
@@ -228,65 +592,69 @@ class ImageMediaIO(MediaIO[MediaWithBytes[Image.Image]]):
         if colorspace not in ("YCbCr", "Gray"):
             return None  # CMYK/YCCK and friends: Pillow knows Adobe's conventions.
         self._check_pixels(width, height)
-        orientation = 1
-        if b"Exif" in data[:65536]:
-            try:
-                with Image.open(io.BytesIO(data), formats=["JPEG"]) as probe:
-                    orientation = int(probe.getexif().get(_EXIF_ORIENTATION, 1))
-            except (OSError, ValueError, SyntaxError):
-                orientation = 1
-        target = _fit(width, height, self.max_image_size) if orientation in (1, 2, 3, 4) else None
-        if orientation not in (1, 2, 3, 4) and self.max_image_size is not None:
-            target = _fit(height, width, self.max_image_size)
-            target = None if target is None else (target[1], target[0])
-        colorspace_out = "RGB" if self.image_mode == "RGB" else "GRAY"
+        self._reserve(width, height, 3 if self.image_mode == "RGB" else 1)
+        exif = jpeg.exif
+        orientation = 1 if exif is None else _read_orientation(lambda: _exif_from_bytes(exif))
+        target = self._jpeg_target(width, height, orientation)
+        check_deadline()
         try:
             array = _simplejpeg.decode_jpeg(
                 data,
-                colorspace=colorspace_out,
+                colorspace="RGB" if self.image_mode == "RGB" else "GRAY",
                 min_width=0 if target is None else target[0],
                 min_height=0 if target is None else target[1],
             )
         except ValueError as exc:
             raise DecodeError("the JPEG data is corrupt or truncated") from exc
+        check_deadline()
         if array.ndim == 3 and array.shape[2] == 1:
             array = array[:, :, 0]
         if target is not None and (array.shape[1], array.shape[0]) != target:
             resized = Image.fromarray(array).resize(target, Image.Resampling.BICUBIC)
             array = np.asarray(resized)
         array = _oriented(array, orientation)
+        check_deadline()
         height, width = array.shape[:2]
         known = {"size": (width, height), "width": width, "height": height}
         known["mode"] = self.image_mode
         return MediaWithBytes.from_array(array, data, _array_to_pil, known=known)
 
+    def _check_structure(self, image: Image.Image, fmt: str) -> None:
+        """Refuse structures whose decoding work does not follow from their pixels.
+
+        Raises:
+            DecodeError: an RLE BMP over ``MAX_RLE_BMP_PIXELS``.
+        """
+        rle = fmt == "BMP" and image.info.get("compression") in _BMP_RLE
+        if rle and image.width * image.height > MAX_RLE_BMP_PIXELS:
+            raise _too_complex(
+                "RLE-compressed BMP's canvas", "MAX_RLE_BMP_PIXELS", MAX_RLE_BMP_PIXELS
+            )
+
     def _load_pillow(self, data: bytes, fmt: str) -> Image.Image:
-        try:
-            image: Image.Image = Image.open(io.BytesIO(data), formats=[fmt])
-            self._check_pixels(*image.size)
-            target = _fit(*image.size, self.max_image_size)
-            if target is not None and fmt == "JPEG":
-                image.draft(image.mode, target)
-            image.load()
-        except TooLargeError:
-            raise
-        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-            raise TooLargeError(
-                f"image exceeds max_pixels={self.max_pixels} (raise MediaPolicy.max_pixels)",
-                limit="max_pixels",
-                maximum=self.max_pixels,
-            ) from exc
-        except UnidentifiedImageError as exc:
-            raise DecodeError("the image data is not a readable image", http_status=415) from exc
-        except (OSError, ValueError, SyntaxError, EOFError, IndexError, struct_error) as exc:
-            raise DecodeError("the image data is corrupt or truncated") from exc
-        if int(image.getexif().get(_EXIF_ORIENTATION, 1)) in range(2, 9):
-            image = ImageOps.exif_transpose(image)
+        image: Image.Image = _open_plugin(data, fmt)
+        check_deadline()
+        self._check_pixels(*image.size)
+        self._reserve(
+            *image.size, max(_bytes_per_pixel(image.mode), _bytes_per_pixel(self.image_mode))
+        )
+        self._check_structure(image, fmt)
+        target = _fit(*image.size, self.max_image_size)
+        if target is not None and fmt == "JPEG":
+            image.draft(image.mode, target)
+        image.load()
+        check_deadline()
+        method = _TRANSPOSE.get(_read_orientation(image.getexif))
+        if method is not None:
+            image = image.transpose(method)
         if target is not None:
             target = _fit(*image.size, self.max_image_size)
             if target is not None:
                 image = image.resize(target, Image.Resampling.BICUBIC)
-        return self.convert_mode(image)
+        check_deadline()
+        converted = self.convert_mode(image)
+        check_deadline()
+        return converted
 
     def convert_mode(self, image: Image.Image) -> Image.Image:
         """Convert to ``image_mode``, compositing transparency onto the background colour."""
