@@ -18,7 +18,8 @@ The rules, in the order they apply:
 4. **Index** the stream by demuxing packets (no decoding): one presentation timestamp
    per frame, which frames are keyframes, and the real frame count.
 
-PyAV's exceptions become ``DecodeError`` here and in the loaders, never deeper.
+What PyAV, FFmpeg or numpy raise on hostile bytes becomes a ``MediaError`` in one
+place, ``av_errors``, which the loaders wrap around every call into them.
 """
 
 from __future__ import annotations
@@ -36,12 +37,15 @@ from av.container import InputContainer
 from av.video.stream import VideoStream
 
 from ..._errors import DecodeError, MediaError, TooLargeError
+from ..budget import check_deadline
 
 __all__ = [
     "ALLOWED_CODECS",
     "ALLOWED_FORMATS",
+    "LIBRARY_ERRORS",
     "MAX_STREAM_PACKETS",
     "StreamIndex",
+    "av_errors",
     "index_stream",
     "open_video",
     "sniff_container",
@@ -83,6 +87,9 @@ ALLOWED_CODECS: frozenset[str] = frozenset(
 
 #: Packets indexed at most: far beyond a day of 30 fps video, well below a denial of service.
 MAX_STREAM_PACKETS = 3_000_000
+
+# Packets demuxed between two looks at the decode deadline (demuxing one costs ~1 us).
+_DEADLINE_PACKETS = 64
 
 # Containers whose declared frame count is the number of packets they hold.
 _COUNTING_FORMATS = frozenset({"mov", "mov,mp4,m4a,3gp,3g2,mj2", "avi"})
@@ -144,18 +151,42 @@ def _refuse_nested_open(url: str, flags: int, options: dict[str, Any]) -> Any:
     raise PermissionError("nested input is not allowed")
 
 
+#: What PyAV, FFmpeg, OpenCV's bindings and numpy raise on hostile bytes: each
+#: becomes a ``DecodeError`` (``MemoryError`` a ``TooLargeError``), never escapes.
+LIBRARY_ERRORS: tuple[type[Exception], ...] = (
+    av.FFmpegError,
+    EOFError,
+    OSError,
+    RuntimeError,  # NotImplementedError too
+    ValueError,  # UnicodeDecodeError too
+    TypeError,
+    ArithmeticError,  # OverflowError, ZeroDivisionError
+    LookupError,  # IndexError, KeyError
+    AttributeError,
+    AssertionError,
+)
+
+
 @contextmanager
 def av_errors(what: str) -> Iterator[None]:
-    """Turn PyAV/FFmpeg failures inside the block into ``DecodeError``.
+    """Turn library failures inside the block into ``MediaError``; ``MediaError`` passes.
 
     Raises:
-        DecodeError: PyAV or FFmpeg failed (the message says ``what`` was happening).
+        DecodeError: PyAV, FFmpeg or numpy failed (the message says ``what`` was
+            happening, nothing of the original error, which is chained).
+        TooLargeError: memory ran out (``limit="memory"``).
     """
     try:
         yield
     except MediaError:
         raise
-    except (av.FFmpegError, EOFError, OSError, UnicodeDecodeError) as exc:
+    except MemoryError as exc:
+        raise TooLargeError(
+            f"the video needed more memory than this server allows ({what}); lower "
+            "num_frames or MediaPolicy.max_pixels",
+            limit="memory",
+        ) from exc
+    except LIBRARY_ERRORS as exc:
         raise DecodeError(f"the video could not be decoded ({what} failed)") from exc
 
 
@@ -189,10 +220,11 @@ def open_video(data: bytes, *, max_pixels: int) -> tuple[InputContainer, VideoSt
     """
     container = _open(data, sniff_container(data), max_pixels)
     try:
-        stream = _checked_stream(container)
-        _check_size(stream.codec_context.width, stream.codec_context.height, max_pixels)
-        # Decoder-side guard for streams whose frame size changes after the header.
-        stream.codec_context.options = {"max_pixels": str(max_pixels)}
+        with av_errors("probing the video stream"):
+            stream = _checked_stream(container)
+            _check_size(stream.codec_context.width, stream.codec_context.height, max_pixels)
+            # Decoder-side guard for streams whose frame size changes after the header.
+            stream.codec_context.options = {"max_pixels": str(max_pixels)}
     except BaseException:
         container.close()
         raise
@@ -267,50 +299,67 @@ def index_stream(container: InputContainer, stream: VideoStream) -> StreamIndex:
     Raises:
         DecodeError: no frames, fewer frames than the container declares (a truncated
             file), or a damaged container.
-        TooLargeError: more than ``MAX_STREAM_PACKETS`` packets.
+        TooLargeError: more than ``MAX_STREAM_PACKETS`` packets, or the decode
+            deadline passed (``limit="decode_timeout"``).
+    """
+    with av_errors("reading the video packets"):
+        stamps, packets, missing, last_corrupt = _demux_stamps(container, stream)
+        if not stamps:
+            raise DecodeError("the video stream has no frames (empty or truncated file)")
+        declared = int(stream.frames or 0)
+        if last_corrupt or (container.format.name in _COUNTING_FORMATS and declared > packets):
+            raise DecodeError(
+                "the video data ends before the last frame its header declares (truncated file)"
+            )
+        order = sorted(range(len(stamps)), key=lambda i: stamps[i][0])
+        pts = [stamps[i][0] for i in order]
+        keyframes = [rank for rank, i in enumerate(order) if stamps[i][1]]
+        exact = not missing and all(a < b for a, b in itertools.pairwise(pts))
+        time_base = stream.time_base or Fraction(1, 1)
+        return StreamIndex(
+            pts=pts,
+            keyframes=keyframes or [0],
+            exact=exact and bool(keyframes),
+            fps=_frame_rate(stream, pts, time_base),
+            time_base=time_base,
+        )
+
+
+def _demux_stamps(
+    container: InputContainer, stream: VideoStream
+) -> tuple[list[tuple[int, bool]], int, bool, bool]:
+    """``(timestamp, keyframe)`` of each kept packet, the packets read, whether any
+    lacked a presentation timestamp, and whether the last one was corrupt. The decode
+    deadline is checked between packets.
+
+    Raises:
+        TooLargeError: over ``MAX_STREAM_PACKETS`` packets, or past the deadline.
     """
     stamps: list[tuple[int, bool]] = []
     packets = 0
     missing = False
     last_corrupt = False
-    with av_errors("reading the video packets"):
-        for packet in container.demux(stream):
-            if packet.size == 0 and packet.pts is None and packet.dts is None:
-                continue  # the demuxer's end-of-stream marker
-            packets += 1
-            if packets > MAX_STREAM_PACKETS:
-                raise TooLargeError(
-                    f"the video stream has more than {MAX_STREAM_PACKETS} frames",
-                    limit="max_video_frames",
-                    value=packets,
-                    maximum=MAX_STREAM_PACKETS,
-                )
-            last_corrupt = packet.is_corrupt
-            if packet.size == 0 or packet.is_discard:
-                continue  # a dropped frame (AVI) or one an edit list hides (MP4)
-            ts = packet.pts if packet.pts is not None else packet.dts
-            if packet.pts is None:
-                missing = True
-            stamps.append((len(stamps) if ts is None else ts, packet.is_keyframe))
-    if not stamps:
-        raise DecodeError("the video stream has no frames (empty or truncated file)")
-    declared = int(stream.frames or 0)
-    if last_corrupt or (container.format.name in _COUNTING_FORMATS and declared > packets):
-        raise DecodeError(
-            "the video data ends before the last frame its header declares (truncated file)"
-        )
-    order = sorted(range(len(stamps)), key=lambda i: stamps[i][0])
-    pts = [stamps[i][0] for i in order]
-    keyframes = [rank for rank, i in enumerate(order) if stamps[i][1]]
-    exact = not missing and all(a < b for a, b in itertools.pairwise(pts))
-    time_base = stream.time_base or Fraction(1, 1)
-    return StreamIndex(
-        pts=pts,
-        keyframes=keyframes or [0],
-        exact=exact and bool(keyframes),
-        fps=_frame_rate(stream, pts, time_base),
-        time_base=time_base,
-    )
+    for packet in container.demux(stream):
+        if packet.size == 0 and packet.pts is None and packet.dts is None:
+            continue  # the demuxer's end-of-stream marker
+        packets += 1
+        if not packets % _DEADLINE_PACKETS:
+            check_deadline()
+        if packets > MAX_STREAM_PACKETS:
+            raise TooLargeError(
+                f"the video stream has more than {MAX_STREAM_PACKETS} frames",
+                limit="max_video_frames",
+                value=packets,
+                maximum=MAX_STREAM_PACKETS,
+            )
+        last_corrupt = packet.is_corrupt
+        if packet.size == 0 or packet.is_discard:
+            continue  # a dropped frame (AVI) or one an edit list hides (MP4)
+        ts = packet.pts if packet.pts is not None else packet.dts
+        if packet.pts is None:
+            missing = True
+        stamps.append((len(stamps) if ts is None else ts, packet.is_keyframe))
+    return stamps, packets, missing, last_corrupt
 
 
 def _frame_rate(stream: VideoStream, pts: list[int], time_base: Fraction) -> float:

@@ -12,10 +12,10 @@ import simplejpeg
 
 from ..._errors import DecodeError, OptionError
 from ..._policy import MediaPolicy
-from ..base import MediaIO, OptionSpec, decode_base64, opt_float, validate_options
+from ..base import MediaIO, OptionSpec, decode_base64, validate_options
 from .jpeg_sequence import JPEG_SEQUENCE_OPTIONS, load_jpeg_sequence
 from .registry import VIDEO_LOADER_REGISTRY
-from .sampling import cap_num_frames, check_num_frames
+from .sampling import cap_num_frames, check_num_frames, finite_number
 
 if TYPE_CHECKING:
     from ..image import ImageMediaIO
@@ -30,7 +30,7 @@ JPEG_QUALITY = 90
 
 VideoResult = tuple[npt.NDArray[np.uint8], dict[str, Any]]
 
-_FPS = opt_float(0.0, allow_none=True)
+_FPS = finite_number(0.0, allow_none=True)
 
 
 class VideoMediaIO(MediaIO[VideoResult]):
@@ -160,6 +160,7 @@ class VideoMediaIO(MediaIO[VideoResult]):
                 num_frames=self.frame_cap,
                 max_bytes=self.max_bytes,
                 fps=self.fps,
+                max_decoded_bytes=self.policy.max_decoded_bytes_for("video"),
                 **self._jpeg_options,
             )
         return self.load_bytes(decode_base64(data, limit=self.max_bytes, what="video"))

@@ -2,26 +2,39 @@
 
 The sequence is cut to ``num_frames`` (already capped by ``max_video_frames``) before
 any frame is decoded, so a request with thousands of frames costs no more than one
-with the cap. The frames were chosen by the client, so nothing is sampled: metadata
-numbers them ``0..n-1`` at ``fps`` (default 1) unless the client says otherwise.
+with the cap. The frames' decoded size (``n`` x the first frame's size from its JPEG
+header) is held against the decoded-output budget before any frame is decoded, and
+again from the first decoded frame before the frames array is allocated; the decode
+deadline is checked between frames. The frames were chosen by the client, so nothing
+is sampled: metadata numbers them ``0..n-1`` at ``fps`` (default 1) unless the client
+says otherwise.
 """
 
 from __future__ import annotations
 
 import itertools
+import math
 from collections.abc import Mapping
 from typing import Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
+import simplejpeg
 
 from ..._errors import DecodeError, OptionError, TooLargeError
-from ..base import OptionSpec, opt_float, opt_int
-from .sampling import build_metadata
+from ..base import OptionSpec, decode_base64, opt_int
+from ..budget import check_deadline, reserve_output
+from .sampling import build_metadata, finite_number
 
-__all__ = ["JPEG_SEQUENCE_OPTIONS", "load_jpeg_sequence"]
+__all__ = ["JPEG_SEQUENCE_OPTIONS", "MAX_FRAME_NUMBER", "load_jpeg_sequence"]
 
 _BACKEND = "jpeg_sequence"
+
+#: The largest source frame number (and frame count) a client may state: every
+#: number up to it is exact as a float, so durations computed from it stay finite.
+MAX_FRAME_NUMBER = 2**53
+
+_FPS = finite_number(0.0, allow_none=True)
 
 
 class _ImageLoader(Protocol):
@@ -30,10 +43,12 @@ class _ImageLoader(Protocol):
 
 def _check_indices(modality: str, key: str, value: Any) -> Any:
     if not isinstance(value, (list, tuple)) or not all(
-        isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v >= 0 for v in value
+        isinstance(v, (int, np.integer)) and not isinstance(v, bool) and 0 <= v < MAX_FRAME_NUMBER
+        for v in value
     ):
         raise OptionError(
-            f"{modality} option {key!r} must be a list of non-negative integers", option=key
+            f"{modality} option {key!r} must be a list of integers in [0, {MAX_FRAME_NUMBER})",
+            option=key,
         )
     indices = [int(v) for v in value]
     if any(a >= b for a, b in itertools.pairwise(indices)):
@@ -47,13 +62,46 @@ JPEG_SEQUENCE_OPTIONS: Mapping[str, OptionSpec] = {
         _check_indices, "source frame number of each JPEG frame (default 0..n-1)"
     ),
     "total_num_frames": OptionSpec(
-        opt_int(1), "frames in the source video the JPEG frames came from (default n)"
+        opt_int(1, MAX_FRAME_NUMBER),
+        "frames in the source video the JPEG frames came from (default n)",
     ),
     "duration": OptionSpec(
-        opt_float(0.0, exclusive_minimum=True),
+        finite_number(0.0, exclusive_minimum=True),
         "seconds of source video (default total_num_frames / fps)",
     ),
 }
+
+
+def _header_size(part: str, max_bytes: int) -> tuple[int, int] | None:
+    """``(width, height)`` from the JPEG header of one base64 frame, without decoding
+    it; ``None`` when the frame is not a JPEG (the image decoder then judges it).
+
+    Raises:
+        DecodeError: the frame is not valid base64.
+        TooLargeError: the frame is over ``max_bytes``.
+    """
+    raw = decode_base64(part, limit=max_bytes, what="a video/jpeg frame")
+    try:
+        height, width, _, _ = simplejpeg.decode_jpeg_header(raw)
+    except (ValueError, TypeError, OverflowError):
+        return None
+    return int(width), int(height)
+
+
+def _fitted(size: tuple[int, int], image_io: _ImageLoader) -> tuple[int, int]:
+    """The most ``size`` can be after ``image_io`` fits it in its ``max_image_size``."""
+    box = getattr(image_io, "max_image_size", None)
+    if isinstance(box, tuple) and len(box) == 2 and all(isinstance(v, int) for v in box):
+        return min(size[0], box[0]), min(size[1], box[1])
+    return size
+
+
+def _reserve(count: int, width: int, height: int, fallback: int | None) -> None:
+    reserve_output(
+        count * width * height * 3,
+        f"{count} video/jpeg frames of {width}x{height}",
+        fallback=fallback,
+    )
 
 
 def load_jpeg_sequence(
@@ -66,6 +114,7 @@ def load_jpeg_sequence(
     frames_indices: list[int] | None = None,
     total_num_frames: int | None = None,
     duration: float | None = None,
+    max_decoded_bytes: int | None = None,
 ) -> tuple[npt.NDArray[np.uint8], dict[str, Any]]:
     """Decode the first ``num_frames`` frames of a ``b64,b64,...`` JPEG sequence.
 
@@ -76,13 +125,18 @@ def load_jpeg_sequence(
         max_bytes: the byte budget of the whole sequence.
         fps: frame rate reported in the metadata (default 1).
         frames_indices, total_num_frames, duration: metadata the client supplied.
+        max_decoded_bytes: the decoded-output budget used outside a guarded decode
+            (``None``: only the current decode's budget applies).
 
     Raises:
-        TooLargeError: the sequence exceeds ``max_bytes``.
-        OptionError: the client's metadata does not fit the frames kept.
+        TooLargeError: the sequence exceeds ``max_bytes``, its frames the
+            decoded-output budget, or the decode its deadline.
+        OptionError: ``fps`` is not a finite number >= 0, or the client's metadata
+            does not fit the frames kept.
         DecodeError: an empty or undecodable frame, frames of different sizes, or a
             frame that is not RGB.
     """
+    fps = _FPS("video", "fps", fps)
     if not isinstance(data, str):
         raise DecodeError("a video/jpeg payload must be text")
     if len(data) // 4 * 3 > max_bytes + 2:
@@ -93,16 +147,35 @@ def load_jpeg_sequence(
             value=len(data) // 4 * 3,
             maximum=max_bytes,
         )
-    parts = data.split(",", num_frames)[:num_frames]
+    parts = [part.strip() for part in data.split(",", num_frames)[:num_frames]]
+    frames = _decode_frames(parts, image_io, max_bytes, max_decoded_bytes)
+    return frames, _metadata(len(frames), fps, frames_indices, total_num_frames, duration)
+
+
+def _decode_frames(
+    parts: list[str], image_io: _ImageLoader, max_bytes: int, fallback: int | None
+) -> npt.NDArray[np.uint8]:
+    """The frames stacked ``[N, H, W, 3]``, budgeted before any is decoded.
+
+    Raises:
+        TooLargeError: over the decoded-output budget or past the deadline.
+        DecodeError: an empty, undecodable, non-RGB or differently sized frame.
+    """
+    if not parts or not parts[0]:
+        raise DecodeError("frame 0 of the JPEG frame sequence is empty")
+    declared = _header_size(parts[0], max_bytes)
+    if declared is not None:
+        _reserve(len(parts), *_fitted(declared, image_io), fallback)
     frames: npt.NDArray[np.uint8] | None = None
     for slot, part in enumerate(parts):
-        part = part.strip()
+        check_deadline()
         if not part:
             raise DecodeError(f"frame {slot} of the JPEG frame sequence is empty")
         array = np.asarray(image_io.load_base64("image/jpeg", part))
         if array.dtype != np.uint8 or array.ndim != 3 or array.shape[2] != 3:
             raise DecodeError(f"frame {slot} of the JPEG frame sequence did not decode to RGB")
         if frames is None:
+            _reserve(len(parts), array.shape[1], array.shape[0], fallback)
             frames = np.empty((len(parts), *array.shape), dtype=np.uint8)
         elif array.shape != frames.shape[1:]:
             raise DecodeError(
@@ -112,7 +185,22 @@ def load_jpeg_sequence(
         frames[slot] = array
     if frames is None:
         raise DecodeError("the JPEG frame sequence is empty")
-    n = len(frames)
+    return frames
+
+
+def _metadata(
+    n: int,
+    fps: float | None,
+    frames_indices: list[int] | None,
+    total_num_frames: int | None,
+    duration: float | None,
+) -> dict[str, Any]:
+    """The metadata of ``n`` client-chosen frames.
+
+    Raises:
+        OptionError: the client's metadata does not fit the frames, or ``fps`` is so
+            low that the duration is not a finite number.
+    """
     rate = 1.0 if fps is None or fps <= 0 else float(fps)
     if frames_indices is None:
         indices = list(range(n))
@@ -129,12 +217,17 @@ def load_jpeg_sequence(
             "video option 'total_num_frames' must exceed every frame index",
             option="total_num_frames",
         )
-    metadata = build_metadata(
+    seconds = duration if duration is not None else total / rate
+    if not math.isfinite(seconds):
+        raise OptionError(
+            "video option 'fps' is too low for a finite duration; give 'duration'",
+            option="fps",
+        )
+    return build_metadata(
         total_num_frames=total,
         fps=rate,
-        duration=duration if duration is not None else total / rate,
+        duration=seconds,
         video_backend=_BACKEND,
         frames_indices=indices,
         do_sample_frames=False,
     )
-    return frames, metadata

@@ -2,7 +2,9 @@
 
 ``SampledVideoLoader.load_bytes`` opens the bytes with ``container.open_video`` (sniffing,
 allowlists, ``max_pixels``), indexes the stream, picks the frames to return with the
-uniform sampling rule and builds the metadata; a subclass only decodes the chosen frames.
+uniform sampling rule, reserves the decoded-output budget for them from the stream's
+declared frame size (``reserve_frames``) and builds the metadata; a subclass only
+decodes the chosen frames.
 """
 
 from __future__ import annotations
@@ -16,19 +18,36 @@ from av.container import InputContainer
 from av.video.stream import VideoStream
 
 from ..._policy import MediaPolicy
-from ..base import OptionSpec, opt_float
-from .container import StreamIndex, index_stream, open_video
-from .sampling import build_metadata, cap_num_frames, sample_frame_indices
+from ..base import OptionSpec
+from ..budget import reserve_output
+from .container import StreamIndex, av_errors, index_stream, open_video
+from .sampling import build_metadata, cap_num_frames, finite_number, sample_frame_indices
 
-__all__ = ["SAMPLING_OPTIONS", "SampledVideoLoader"]
+__all__ = ["SAMPLING_OPTIONS", "SampledVideoLoader", "reserve_frames"]
+
+_FPS = finite_number(0.0, allow_none=True)
 
 #: Options every builtin loader takes besides ``num_frames``.
 SAMPLING_OPTIONS: Mapping[str, OptionSpec] = {
     "fps": OptionSpec(
-        opt_float(0.0, allow_none=True),
-        "sample at most this many frames per second of video (0 or unset: no cap)",
+        _FPS, "sample at most this many frames per second of video (0 or unset: no cap)"
     ),
 }
+
+
+def reserve_frames(count: int, width: int, height: int, policy: MediaPolicy) -> None:
+    """Refuse ``count`` RGB frames of ``width`` x ``height`` before they are allocated
+    when they are over the decoded-output budget (the current decode's, else the
+    policy's ``max_decoded_bytes_for("video")``).
+
+    Raises:
+        TooLargeError: over the budget (``limit="max_decoded_bytes"``).
+    """
+    reserve_output(
+        count * width * height * 3,
+        f"{count} video frames of {width}x{height}",
+        fallback=policy.max_decoded_bytes_for("video"),
+    )
 
 
 class SampledVideoLoader:
@@ -62,18 +81,24 @@ class SampledVideoLoader:
             ``sampling.build_metadata``.
 
         Raises:
-            OptionError: ``num_frames`` is 0 or not an integer.
-            TooLargeError: the frame size exceeds ``max_pixels``.
+            OptionError: ``num_frames`` is 0 or not an integer, or ``fps`` is not a
+                finite number >= 0.
+            TooLargeError: the frame size exceeds ``max_pixels``, the sampled frames
+                the decoded-output budget, or the decode its deadline.
             DecodeError: not a supported, intact video.
         """
         policy = policy or MediaPolicy()
         cap = cap_num_frames(num_frames, policy.max_video_frames)
+        fps = _FPS("video", "fps", fps)
         container, stream = open_video(data, max_pixels=policy.max_pixels)
         try:
             index = index_stream(container, stream)
             targets = sample_frame_indices(
                 index.total, num_frames=cap, fps=fps, duration=index.duration
             )
+            with av_errors("probing the video stream"):
+                width, height = int(stream.codec_context.width), int(stream.codec_context.height)
+            reserve_frames(len(targets), width, height, policy)
             frames = self.decode_targets(data, container, stream, index, targets, policy)
         finally:
             container.close()
@@ -102,7 +127,8 @@ class SampledVideoLoader:
         checked video stream and ``index`` that stream's packet index.
 
         Raises:
-            TooLargeError: a frame exceeds ``policy.max_pixels``.
+            TooLargeError: a frame exceeds ``policy.max_pixels``, the frames the
+                decoded-output budget, or the decode its deadline.
             DecodeError: the frames cannot be decoded.
         """
         raise NotImplementedError

@@ -18,13 +18,16 @@ import numpy.typing as npt
 from av.container import InputContainer
 from av.video.stream import VideoStream
 
-from ..._errors import DecodeError
+from ..._errors import DecodeError, MediaError, TooLargeError
 from ..._policy import MediaPolicy
-from .container import StreamIndex
-from .loader import SampledVideoLoader
+from ..budget import check_deadline
+from .container import LIBRARY_ERRORS, StreamIndex
+from .loader import SampledVideoLoader, reserve_frames
 from .sampling import short_tail_tolerated
 
 __all__ = ["OpenCVVideoLoader"]
+
+_LIBRARY_ERRORS: tuple[type[Exception], ...] = (cv2.error, *LIBRARY_ERRORS)
 
 
 class OpenCVVideoLoader(SampledVideoLoader):
@@ -54,44 +57,84 @@ class OpenCVVideoLoader(SampledVideoLoader):
 def _grab_walk(
     data: bytes, total: int, targets: list[int], width: int, height: int, policy: MediaPolicy
 ) -> npt.NDArray[np.uint8]:
-    out = np.empty((len(targets), height, width, 3), dtype=np.uint8)
+    """Grab every frame up to the last target and retrieve the targets, into one array.
+
+    Raises:
+        TooLargeError: the frames are over the decoded-output budget, a frame over
+            ``max_pixels``, the decode past its deadline, or memory ran out.
+        DecodeError: OpenCV cannot open or decode the bytes, or the stream ends early.
+    """
+    reserve_frames(len(targets), width, height, policy)
     source = io.BytesIO(data)  # must outlive the capture, which reads from it
     try:
+        out = np.empty((len(targets), height, width, 3), dtype=np.uint8)
         # OpenCV reads any io.BufferedIOBase; its stubs only name IStreamReader.
         capture = cv2.VideoCapture(source, cv2.CAP_FFMPEG, [])  # type: ignore[call-overload]
-    except cv2.error as exc:
+    except MemoryError as exc:
+        raise _out_of_memory() from exc
+    except _LIBRARY_ERRORS as exc:
         raise DecodeError("the video could not be opened by OpenCV") from exc
     try:
         if not capture.isOpened():
             raise DecodeError("the video could not be opened by OpenCV")
-        slot = 0
-        number = -1
-        last: npt.NDArray[np.uint8] | None = None
-        while slot < len(targets) and number + 1 < total:
-            if not capture.grab():
-                break
-            number += 1
-            if targets[slot] != number:
-                continue
-            ok, bgr = capture.retrieve()
-            if not ok or bgr is None:
-                raise DecodeError(f"frame {number} of the video could not be decoded")
-            last = _to_rgb(bgr, width, height, policy)
-            while slot < len(targets) and targets[slot] == number:
-                out[slot] = last
-                slot += 1
-        if slot < len(targets):
-            if last is None or not short_tail_tolerated(total, number + 1):
-                raise DecodeError(
-                    f"the video stream ended after {number + 1} of its {total} frames "
-                    "(damaged or truncated file)"
-                )
-            out[slot:] = last
-    except cv2.error as exc:
+        _fill(capture, out, total, targets, policy)
+    except MediaError:
+        raise
+    except MemoryError as exc:
+        raise _out_of_memory() from exc
+    except _LIBRARY_ERRORS as exc:
         raise DecodeError("the video could not be decoded by OpenCV") from exc
     finally:
         capture.release()
     return out
+
+
+def _out_of_memory() -> TooLargeError:
+    return TooLargeError(
+        "the video needed more memory than this server allows (decoding with OpenCV); "
+        "lower num_frames or MediaPolicy.max_pixels",
+        limit="memory",
+    )
+
+
+def _fill(
+    capture: cv2.VideoCapture,
+    out: npt.NDArray[np.uint8],
+    total: int,
+    targets: list[int],
+    policy: MediaPolicy,
+) -> None:
+    """Grab frames in order, retrieving the ones in ``targets`` into ``out``.
+
+    Raises:
+        TooLargeError: past the decode deadline, or a frame over ``max_pixels``.
+        DecodeError: a target frame cannot be decoded, or the stream ends early.
+    """
+    height, width = out.shape[1:3]
+    slot = 0
+    number = -1
+    last: npt.NDArray[np.uint8] | None = None
+    while slot < len(targets) and number + 1 < total:
+        check_deadline()
+        if not capture.grab():
+            break
+        number += 1
+        if targets[slot] != number:
+            continue
+        ok, bgr = capture.retrieve()
+        if not ok or bgr is None:
+            raise DecodeError(f"frame {number} of the video could not be decoded")
+        last = _to_rgb(np.asarray(bgr, dtype=np.uint8), width, height, policy)
+        while slot < len(targets) and targets[slot] == number:
+            out[slot] = last
+            slot += 1
+    if slot < len(targets):
+        if last is None or not short_tail_tolerated(total, number + 1):
+            raise DecodeError(
+                f"the video stream ended after {number + 1} of its {total} frames "
+                "(damaged or truncated file)"
+            )
+        out[slot:] = last
 
 
 def _to_rgb(

@@ -27,6 +27,7 @@ reads each packet at most once per run.
 from __future__ import annotations
 
 import bisect
+import contextvars
 import threading
 from collections.abc import Iterator
 from typing import ClassVar
@@ -41,8 +42,9 @@ from av.video.stream import VideoStream
 from ..._errors import DecodeError
 from ..._policy import MediaPolicy
 from .. import _helpers
+from ..budget import check_deadline
 from .container import StreamIndex, av_errors, open_video
-from .loader import SAMPLING_OPTIONS, SampledVideoLoader
+from .loader import SAMPLING_OPTIONS, SampledVideoLoader, reserve_frames
 from .sampling import short_tail_tolerated
 
 __all__ = ["SAMPLING_OPTIONS", "SEEK_COST_FRAMES", "PyAVVideoLoader", "plan_runs"]
@@ -166,11 +168,13 @@ class _Frames:
         """Convert ``frame`` to RGB into ``slot``, resized to the first frame's size if needed.
 
         Raises:
-            TooLargeError: the frame exceeds ``max_pixels``.
+            TooLargeError: the frame exceeds ``max_pixels``, or the first frame's size
+                times the frame count the decoded-output budget.
         """
         self._policy.check_pixels(frame.width, frame.height, what="a video frame")
         with self._lock:
             if self._out is None:
+                reserve_frames(self._count, frame.width, frame.height, self._policy)
                 shape = (self._count, frame.height, frame.width, 3)
                 self._out = np.empty(shape, dtype=np.uint8)
             out = self._out
@@ -293,7 +297,12 @@ def _parallel_walk(
                 source.close()
 
     pool = _helpers.helper_pool()
-    helpers = [pool.submit(work, None) for _ in range(workers - 1)] if pool else []
+    # Each helper runs in a copy of this context: the decode's budget and deadline.
+    helpers = (
+        [pool.submit(contextvars.copy_context().run, work, None) for _ in range(workers - 1)]
+        if pool
+        else []
+    )
     try:
         work((container, stream))
     finally:
@@ -313,11 +322,16 @@ def _decoded(
     Packets whose timestamp is not in ``wanted`` are decoded with ``skip_frame="NONREF"``.
     Once the last wanted packet has been sent, the decoder is drained, so no packet past
     it is decoded; so it is once the decoding timestamp passes every wanted one (a seek
-    that landed too late), as no later packet can then be wanted.
+    that landed too late), as no later packet can then be wanted. The decode deadline
+    is checked before each packet.
+
+    Raises:
+        TooLargeError: the decode deadline passed.
     """
     ctx = stream.codec_context
     pending = set(wanted)
     for packet in container.demux(stream):
+        check_deadline()
         if packet.size == 0:
             continue
         if packet.dts is not None and packet.dts > max(pending):
@@ -342,11 +356,18 @@ def _counting_walk(
     out: _Frames,
     threads: int,
 ) -> None:
+    """Decode from the start, numbering frames by counting them, and store the targets.
+
+    Raises:
+        DecodeError: the stream ended too early.
+        TooLargeError: the decode deadline passed.
+    """
     converter = VideoReformatter()
     number = -1
     slot = 0
     last_frame: VideoFrame | None = None
     for frame in container.decode(stream):
+        check_deadline()
         number += 1
         if number >= total:
             break

@@ -17,15 +17,37 @@ from typing import Any
 import numpy as np
 
 from ..._errors import OptionError
+from ..base import Checker, opt_float
 
 __all__ = [
     "build_metadata",
     "cap_num_frames",
     "check_num_frames",
+    "finite_number",
     "sample_count",
     "sample_frame_indices",
     "short_tail_tolerated",
 ]
+
+
+def finite_number(
+    minimum: float = 0.0, *, allow_none: bool = False, exclusive_minimum: bool = False
+) -> Checker:
+    """A checker for a finite number ``>= minimum`` (``> minimum`` if exclusive) that
+    also refuses integers past float range, never raising anything but ``OptionError``."""
+    check_float = opt_float(minimum, allow_none=allow_none, exclusive_minimum=exclusive_minimum)
+
+    def check(modality: str, key: str, value: Any) -> Any:
+        try:
+            return check_float(modality, key, value)
+        except OptionError:
+            raise
+        except (OverflowError, ValueError, TypeError) as exc:
+            raise OptionError(
+                f"{modality} option {key!r} must be a finite number", option=key
+            ) from exc
+
+    return check
 
 
 def check_num_frames(num_frames: Any) -> int:
@@ -75,7 +97,9 @@ def sample_count(
     if num_frames > 0:
         n = min(n, num_frames)
     if fps is not None and fps > 0 and math.isfinite(duration) and duration >= 0:
-        n = min(n, math.floor(duration * fps))
+        wanted = duration * fps  # infinite when fps is huge: no cap then
+        if wanted < n:
+            n = math.floor(wanted)
     return max(n, 1)
 
 
