@@ -7,14 +7,14 @@ and the declared size must match the bytes that follow it exactly.
 from __future__ import annotations
 
 import io
-import math
+import struct
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.lib.format as npformat
 
 from ..._errors import DecodeError
-from .common import check_tensor_bytes
+from .common import check_shape, check_tensor_bytes
 
 if TYPE_CHECKING:
     import torch
@@ -38,9 +38,20 @@ def _read_header(data: bytes) -> tuple[tuple[int, ...], bool, np.dtype[Any], int
             raise DecodeError("unsupported .npy format version")
     except DecodeError:
         raise
-    except (ValueError, TypeError, SyntaxError, EOFError, OverflowError) as exc:
+    except (
+        ValueError,
+        TypeError,
+        SyntaxError,
+        EOFError,
+        OverflowError,
+        MemoryError,
+        RecursionError,
+        struct.error,
+    ) as exc:
         raise DecodeError(".npy header is malformed") from exc
-    return tuple(shape), bool(fortran), np.dtype(dtype), fp.tell()
+    if not isinstance(shape, tuple):
+        raise DecodeError(".npy header declares an invalid shape")
+    return shape, bool(fortran), np.dtype(dtype), fp.tell()
 
 
 def load_npy(data: bytes, max_tensor_bytes: int) -> torch.Tensor:
@@ -48,8 +59,10 @@ def load_npy(data: bytes, max_tensor_bytes: int) -> torch.Tensor:
 
     Raises:
         DecodeError: a malformed header, a dtype that is not real numeric or bool
-            (object, structured, complex, ...), or a size that does not match the data.
-        TooLargeError: the declared array is over ``max_tensor_bytes``.
+            (object, structured, complex, ...), more than 64 dimensions, or a
+            size that does not match the data.
+        TooLargeError: the declared array (or, holding no element, the extent of its
+            dimensions) is over ``max_tensor_bytes``, or over the decoded-output budget.
     """
     import torch
 
@@ -58,9 +71,7 @@ def load_npy(data: bytes, max_tensor_bytes: int) -> torch.Tensor:
         raise DecodeError(".npy object and structured dtypes are not accepted")
     if dtype.kind not in _ALLOWED_KINDS or dtype.itemsize > 8:
         raise DecodeError(f".npy dtype kind {dtype.kind!r} is not a real numeric type")
-    if any(not isinstance(dim, int) or dim < 0 for dim in shape):
-        raise DecodeError(".npy header declares an invalid shape")
-    numel = math.prod(shape)
+    numel = check_shape(shape, dtype.itemsize, max_tensor_bytes, what=".npy array")
     check_tensor_bytes(numel, dtype.itemsize, max_tensor_bytes, what=".npy array")
     declared = numel * dtype.itemsize
     if declared != len(data) - offset:

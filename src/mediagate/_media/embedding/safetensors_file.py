@@ -9,14 +9,13 @@ Only the chosen tensor's bytes are ever copied.
 from __future__ import annotations
 
 import json
-import math
 import struct
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ..._errors import DecodeError, TooLargeError
-from .common import check_tensor_bytes
+from .common import MAX_NDIM, check_shape, check_tensor_bytes
 
 if TYPE_CHECKING:
     import torch
@@ -25,7 +24,6 @@ __all__ = ["MAX_HEADER_BYTES", "dump_safetensors", "is_safetensors", "load_safet
 
 #: The largest JSON header accepted (a single embedding needs about a hundred bytes).
 MAX_HEADER_BYTES = 1 << 20
-_MAX_NDIM = 64
 
 # safetensors dtype name -> (torch dtype attribute name, element size)
 _DTYPES: Mapping[str, tuple[str, int]] = {
@@ -80,7 +78,7 @@ def _entry(name: str, spec: Any) -> _Entry:
         raise DecodeError(
             "safetensors tensor has an unsupported dtype (complex and exotic types are refused)"
         )
-    if not isinstance(shape, list) or len(shape) > _MAX_NDIM or not all(map(_is_count, shape)):
+    if not isinstance(shape, list) or len(shape) > MAX_NDIM or not all(map(_is_count, shape)):
         raise DecodeError("safetensors tensor has an invalid shape")
     if not (isinstance(offsets, list) and len(offsets) == 2 and all(map(_is_count, offsets))):
         raise DecodeError("safetensors tensor has invalid data_offsets")
@@ -115,7 +113,7 @@ def _check_layout(entries: list[_Entry], buffer_len: int, max_tensor_bytes: int)
     position = 0
     for entry in entries:
         size = _DTYPES[entry.dtype][1]
-        numel = math.prod(entry.shape)
+        numel = check_shape(entry.shape, size, max_tensor_bytes, what="safetensors tensor")
         check_tensor_bytes(numel, size, max_tensor_bytes, what="safetensors tensor")
         if entry.begin != position or entry.end < entry.begin:
             raise DecodeError("safetensors tensors overlap or leave a gap in the buffer")
@@ -139,7 +137,8 @@ def load_safetensors(
     Raises:
         DecodeError: a malformed header, bad offsets, an unsupported dtype, no such
             tensor, or several tensors and no ``tensor_name``.
-        TooLargeError: the header or a tensor is over its budget.
+        TooLargeError: the header or a tensor is over its budget (a tensor holding no
+            element is judged by the extent of its dimensions).
     """
     import torch
 

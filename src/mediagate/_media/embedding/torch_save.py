@@ -9,7 +9,14 @@ the payload, so no entry can inflate. The pickle must use protocol 2, the one
 densified only after their dense size is checked against the budget. Legacy (non-zip)
 streams are read opcode by opcode first, without unpickling anything, and refused when
 their storages declare more bytes than the payload holds: torch allocates declared
-storages before reading them (for zip archives it checks each record's size first).
+storages before reading them (for zip archives it checks each record's size first);
+an archive's ``data.pkl`` is read opcode by opcode too, so a truncated one is refused
+before torch sees it.
+
+Only dense or sparse CPU data is returned: a plain tensor or a ``Parameter`` (returned
+as its data). Tensor subclasses, meta tensors, tensors on any other device, nested,
+quantised and opaque-layout (e.g. MKL-DNN) tensors are refused before anything is
+densified or copied.
 """
 
 from __future__ import annotations
@@ -17,11 +24,12 @@ from __future__ import annotations
 import io
 import pickle
 import pickletools
+import struct
 import zipfile
 from typing import TYPE_CHECKING
 
 from ..._errors import DecodeError
-from .common import allowed_dtypes, check_tensor_bytes
+from .common import allowed_dtypes, check_shape, check_tensor_bytes
 
 if TYPE_CHECKING:
     import torch
@@ -58,10 +66,26 @@ def _check_zip(data: bytes) -> None:
             raise DecodeError("torch.save archive must hold exactly one data.pkl")
         try:
             with archive.open(pickles[0]) as pkl:
-                head = pkl.read(2)
-        except (zipfile.BadZipFile, ValueError, EOFError) as exc:
+                program = pkl.read()
+        except (zipfile.BadZipFile, ValueError, EOFError, OSError) as exc:
             raise DecodeError("torch.save archive is not a valid zip file") from exc
-    _check_pickle_head(head)
+    _check_pickle_head(program[:2])
+    _check_complete_pickle(program)
+
+
+def _check_complete_pickle(program: bytes) -> None:
+    """Refuse a pickle that is truncated, malformed or followed by stray bytes, by
+    reading its opcodes (nothing is unpickled)."""
+    stream = io.BytesIO(program)
+    try:
+        for _op in pickletools.genops(stream):
+            pass
+    except (ValueError, EOFError, IndexError, KeyError, TypeError, struct.error) as exc:
+        raise DecodeError(
+            "torch.save payload is malformed (a truncated or corrupt pickle)"
+        ) from exc
+    if stream.tell() != len(program):
+        raise DecodeError("torch.save payload is malformed (bytes after the pickle)")
 
 
 def _check_pickle_head(head: bytes) -> None:
@@ -197,7 +221,7 @@ def _check_legacy(data: bytes) -> None:
             for _op in pickletools.genops(stream):
                 pass
         declared = _declared_storage_bytes(stream)
-    except (ValueError, EOFError, IndexError, KeyError, TypeError) as exc:
+    except (ValueError, EOFError, IndexError, KeyError, TypeError, struct.error) as exc:
         raise DecodeError("torch.save payload is malformed") from exc
     if declared > len(data):
         raise DecodeError("torch.save payload declares more tensor data than it holds")
@@ -210,15 +234,67 @@ def _load(data: bytes) -> object:
         return torch.load(io.BytesIO(data), weights_only=True, map_location="cpu")
 
 
-def load_torch_save(data: bytes, max_tensor_bytes: int) -> torch.Tensor:
-    """The one tensor a ``torch.save`` payload holds, dense.
+def _check_dense_cpu(obj: object) -> torch.Tensor:
+    """``obj`` when it is a plain tensor (or a ``Parameter``) of CPU data in a strided
+    or sparse layout with an allowed dtype; nothing about it is computed or copied.
 
     Raises:
-        DecodeError: not a tensor (a dict, a list, any other object), a payload the
-            safe unpickler refuses (it would call a global it does not allow), a
-            sparse tensor that breaks its invariants, or a complex, quantised or
-            other non-real dtype.
-        TooLargeError: the tensor, densified, would be over ``max_tensor_bytes``.
+        DecodeError: anything else.
+    """
+    import torch
+
+    if not isinstance(obj, torch.Tensor):
+        raise DecodeError(
+            f"torch.save payload holds a {type(obj).__name__}, not a tensor "
+            f"(save exactly one tensor)"
+        )
+    if obj.is_nested:
+        raise DecodeError("nested tensors are not accepted (save one dense tensor)")
+    if type(obj) not in (torch.Tensor, torch.nn.Parameter):
+        raise DecodeError("torch.save payload holds a tensor subclass (save a plain tensor)")
+    if obj.device.type != "cpu":
+        raise DecodeError(
+            f"tensor is on the {obj.device.type!r} device, not the CPU (meta and device "
+            f"tensors hold no data to load)"
+        )
+    if obj.is_quantized:
+        raise DecodeError("quantized tensors are not accepted")
+    if obj.layout not in _accepted_layouts():
+        raise DecodeError(f"tensor layout {obj.layout} is not accepted (dense or sparse only)")
+    if obj.dtype not in allowed_dtypes():
+        raise DecodeError("tensor dtype is not a real numeric or bool type")
+    return obj
+
+
+def _accepted_layouts() -> frozenset[torch.layout]:
+    import torch
+
+    return frozenset(
+        {
+            torch.strided,
+            torch.sparse_coo,
+            torch.sparse_csr,
+            torch.sparse_csc,
+            torch.sparse_bsr,
+            torch.sparse_bsc,
+        }
+    )
+
+
+def load_torch_save(data: bytes, max_tensor_bytes: int) -> torch.Tensor:
+    """The one tensor a ``torch.save`` payload holds, dense, on the CPU.
+
+    A ``Parameter`` is returned as its data (a plain tensor, no gradient).
+
+    Raises:
+        DecodeError: not a tensor (a dict, a list, any other object), a tensor
+            subclass, a payload the safe unpickler refuses (it would call a global it
+            does not allow), a truncated or malformed payload, a sparse tensor that
+            breaks its invariants, a meta, non-CPU, nested, quantised or opaque-layout
+            tensor, or a complex or other non-real dtype.
+        TooLargeError: the tensor, densified, would be over ``max_tensor_bytes`` or
+            the decoded-output budget (a tensor holding no element is judged by the
+            extent of its dimensions).
     """
     import torch
 
@@ -231,17 +307,13 @@ def load_torch_save(data: bytes, max_tensor_bytes: int) -> torch.Tensor:
         obj = _load(data)
     except (pickle.UnpicklingError, RuntimeError, ValueError, TypeError) as exc:
         raise DecodeError("torch.save payload was refused by the safe loader") from exc
-    except (EOFError, OSError, KeyError, AttributeError, IndexError) as exc:
+    except (EOFError, OSError, KeyError, AttributeError, IndexError, struct.error) as exc:
         raise DecodeError("torch.save payload is malformed") from exc
-    if not isinstance(obj, torch.Tensor):
-        raise DecodeError(
-            f"torch.save payload holds a {type(obj).__name__}, not a tensor "
-            f"(save exactly one tensor)"
-        )
-    if obj.dtype not in allowed_dtypes():
-        raise DecodeError("tensor dtype is not a real numeric or bool type")
-    check_tensor_bytes(obj.numel(), obj.element_size(), max_tensor_bytes, what="tensor")
-    tensor = obj.detach()
+    tensor = _check_dense_cpu(obj)
+    size = tensor.element_size()
+    numel = check_shape(tuple(tensor.shape), size, max_tensor_bytes, what="tensor")
+    check_tensor_bytes(numel, size, max_tensor_bytes, what="tensor")
+    tensor = tensor.detach()
     if tensor.layout != torch.strided:
         try:
             tensor = tensor.to_dense()
