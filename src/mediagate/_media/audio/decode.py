@@ -6,7 +6,14 @@ each block into one growing mono buffer, and count what they decoded as they go,
 small file that expands to hours stops at the cap instead of being decoded in full.
 When a sample rate is asked for, finished blocks are resampled as they come.
 Headers are checked first, when they declare a length, to fail before decoding at all.
-Library exceptions become ``DecodeError`` here and nowhere else.
+
+The output is budgeted as samples after resampling (float32, or the native samples
+when there are more of them) against the decoded-output budget: from the declared
+length before any decoder or resampler is set up, and at every block as the buffer
+grows, so a tiny file at 1 Hz asked for at 384 kHz is refused before anything is
+allocated. The decode deadline is checked between blocks and resampled chunks.
+Library exceptions become ``DecodeError`` (``MemoryError`` a ``TooLargeError``) in
+``decode_audio`` and nowhere else.
 """
 
 from __future__ import annotations
@@ -21,8 +28,9 @@ import numpy as np
 import numpy.typing as npt
 import soundfile as sf
 
-from ..._errors import DecodeError, MediaError
+from ..._errors import DecodeError, MediaError, TooLargeError
 from .._helpers import helper_pool
+from ..budget import check_deadline, current_limits, reserve_output
 from .limits import INITIAL_CAPACITY_CAP, AudioLimits, MonoBuffer
 from .resample import StreamResampler
 from .sniff import AudioKind, Decoder, sniff_audio
@@ -101,21 +109,70 @@ def _sum_channels(block: npt.NDArray[Any], dst: npt.NDArray[np.float32]) -> None
         np.sum(block, axis=1, dtype=np.float32, out=dst)
 
 
+#: What the libraries raise on bytes they cannot read: the next decoder is tried.
+_LIBRARY_ERRORS: tuple[type[Exception], ...] = (
+    av.FFmpegError,
+    sf.SoundFileError,
+    RuntimeError,  # NotImplementedError too
+    OSError,
+    ValueError,
+    EOFError,
+    TypeError,
+    ArithmeticError,  # OverflowError, ZeroDivisionError
+    LookupError,  # IndexError, KeyError
+    AttributeError,
+    AssertionError,
+)
+
+
 class _Output:
     """Where one decode attempt's samples go: kept at the native rate, or resampled to
-    ``sample_rate`` as the samples are finished, while the rest is still decoding."""
+    ``sample_rate`` as the samples are finished, while the rest is still decoding.
+    ``max_output`` is the decoded-output budget used outside a guarded decode."""
 
-    def __init__(self, sample_rate: int | None) -> None:
+    def __init__(self, sample_rate: int | None, max_output: int | None = None) -> None:
         self.sample_rate = sample_rate
+        self.max_output = max_output
         self._resampler: StreamResampler | None = None
+
+    def _target(self, rate: int) -> int:
+        return rate if self.sample_rate is None else self.sample_rate
+
+    def reserve(self, frames: int, rate: int) -> None:
+        """Refuse ``frames`` native samples at ``rate`` when they, or what they resample
+        to, are over the decoded-output budget.
+
+        Raises:
+            TooLargeError: over the budget (``limit="max_decoded_bytes"``).
+        """
+        target = self._target(rate)
+        samples = max(frames, math.ceil(frames * target / rate))
+        what = f"{frames} audio samples at {rate} Hz"
+        if target != rate:
+            what += f" resampled to {target} Hz"
+        reserve_output(samples * 4, what, fallback=self.max_output)
+
+    def _ceiling(self, rate: int) -> int | None:
+        """The most native samples at ``rate`` the budget allows, if there is one."""
+        limits = current_limits()
+        budget = limits.max_output if limits is not None else self.max_output
+        if budget is None:
+            return None
+        samples = budget // 4
+        return max(1, min(samples, samples * rate // self._target(rate)))
 
     def buffer(self, capacity: int, rate: int, scale: float) -> MonoBuffer:
         """The buffer for a stream at ``rate``, whose channel sums are multiplied by
-        ``scale``."""
+        ``scale``; every claim on it is held against the budget (see ``reserve``)."""
+
+        def reserve(frames: int) -> None:
+            self.reserve(frames, rate)
+
+        ceiling = self._ceiling(rate)
         if self.sample_rate is None or rate == self.sample_rate:
-            return MonoBuffer(capacity, scale)
+            return MonoBuffer(capacity, scale, reserve=reserve, ceiling=ceiling)
         self._resampler = StreamResampler(rate, self.sample_rate, helper_pool())
-        return MonoBuffer(capacity, scale, self._resampler.feed)
+        return MonoBuffer(capacity, scale, self._resampler.feed, reserve=reserve, ceiling=ceiling)
 
     def result(
         self, native: npt.NDArray[np.float32], rate: int
@@ -144,6 +201,7 @@ def _decode_soundfile(
         declared = int(snd.frames)
         if declared > 0 and kind.exact_length:
             limits.check(declared, rate, channels, declared=True)
+            output.reserve(declared, rate)
         capacity = min(max(declared, 0), INITIAL_CAPACITY_CAP) or _UNKNOWN_LENGTH_CAPACITY
         # Integer samples summed to float32 and scaled give the same floats, to the
         # last bit, as libsndfile's own conversion.
@@ -153,6 +211,7 @@ def _decode_soundfile(
         out = output.buffer(capacity, rate, scale / channels)
         block = np.empty((max(_READ_SAMPLES // channels, 1), channels), dtype=dtype)
         while True:
+            check_deadline()
             # Reading into ``out=`` asks libsndfile for what is really there rather
             # than trusting the header's frame count.
             got = len(snd.read(out=block))
@@ -225,8 +284,10 @@ def _decode_pyav(
             raise DecodeError(f"{kind.name} payload has no audio track")
         stream = container.streams.audio[0]
         ctx = stream.codec_context
-        if ctx.name not in ALLOWED_AV_CODECS:
-            raise DecodeError(f"audio codec of the {kind.name} payload is not supported")
+        if ctx is None or ctx.name not in ALLOWED_AV_CODECS:
+            raise DecodeError(
+                f"audio codec of the {kind.name} payload is not supported", http_status=415
+            )
         rate, channels = int(ctx.sample_rate), int(ctx.channels)
         limits.check_format(rate, channels)
         declared = 0
@@ -236,11 +297,13 @@ def _decode_pyav(
             declared = max(0, math.ceil(container.duration * rate / av.time_base))
         if declared and kind.exact_length:
             limits.check(declared, rate, channels, declared=True)
+            output.reserve(declared, rate)
         out = output.buffer(
             min(declared, INITIAL_CAPACITY_CAP) or _UNKNOWN_LENGTH_CAPACITY, rate, 1 / channels
         )
         layout: _FrameLayout | None = None
         for packet in container.demux(stream):
+            check_deadline()
             for frame in ctx.decode(packet):
                 if frame.sample_rate != rate:
                     raise DecodeError("audio changes its sample rate mid-stream")
@@ -259,7 +322,7 @@ def _decode_with(
     decoder: Decoder, data: bytes, kind: AudioKind, limits: AudioLimits, sample_rate: int | None
 ) -> tuple[npt.NDArray[np.float32], int]:
     decode = _decode_soundfile if decoder == "soundfile" else _decode_pyav
-    with _Output(sample_rate) as output:
+    with _Output(sample_rate, limits.max_output) as output:
         audio, rate = decode(data, kind, limits, output)
         if audio.size == 0:
             return audio, rate
@@ -279,7 +342,9 @@ def decode_audio(
         The samples (1-D float32, channels averaged) and their sample rate in Hz.
 
     Raises:
-        TooLargeError: the audio is over ``limits`` (from its header or while decoding).
+        TooLargeError: the audio is over ``limits`` (from its header or while decoding),
+            its output over the decoded-output budget, its decode past the deadline,
+            or memory ran out (``limit="memory"``).
         DecodeError: not a supported format, or neither decoder can read it.
     """
     kind = sniff_audio(data)
@@ -293,7 +358,13 @@ def decode_audio(
             audio, rate = _decode_with(decoder, data, kind, limits, sample_rate)
         except MediaError:
             raise
-        except (av.FFmpegError, RuntimeError, OSError, ValueError, EOFError, TypeError) as exc:
+        except MemoryError as exc:
+            raise TooLargeError(
+                f"decoding the {kind.name} audio needed more memory than this server "
+                "allows (lower MediaPolicy.max_decoded_bytes or the requested sample_rate)",
+                limit="memory",
+            ) from exc
+        except _LIBRARY_ERRORS as exc:
             failure = exc
             continue
         if audio.size == 0:

@@ -41,9 +41,15 @@ SINK_BLOCK_FRAMES = 1 << 18
 
 @dataclass(frozen=True)
 class AudioLimits:
-    """The duration cap for one decode and the budgets derived from it."""
+    """The duration cap for one decode and the budgets derived from it.
+
+    ``max_output`` is the decoded-output budget in bytes (mono float32 samples as
+    returned, after any resampling) used when no guarded decode is current; the
+    current decode's budget (``budget.reserve_output``) applies otherwise.
+    """
 
     max_seconds: float
+    max_output: int | None = None
 
     @property
     def max_decoded_bytes(self) -> int:
@@ -108,7 +114,10 @@ class MonoBuffer:
     brings the decoder's integer samples to [-1, 1]) as they are finished. With a ``sink``,
     every ``SINK_BLOCK_FRAMES`` samples it is told how far the buffer is finished (the
     backing array, whose first ``finished`` samples are never written again), so
-    resampling can run beside the decoding.
+    resampling can run beside the decoding. With a ``reserve``, every claim first asks
+    it whether the buffer may hold that many samples (it raises when not), so the
+    buffer never grows past the decoded-output budget, whatever the header said; growth
+    stops doubling at ``ceiling`` samples (the most the budget allows).
     """
 
     def __init__(
@@ -116,18 +125,33 @@ class MonoBuffer:
         capacity: int,
         scale: float = 1.0,
         sink: Callable[[npt.NDArray[np.float32], int], None] | None = None,
+        reserve: Callable[[int], None] | None = None,
+        ceiling: int | None = None,
     ) -> None:
+        self._ceiling = ceiling
+        if ceiling is not None:
+            capacity = min(capacity, ceiling)
         self._data = np.empty(max(capacity, 1), dtype=np.float32)
         self._scale = np.float32(scale)
         self._sink = sink
+        self._reserve = reserve
         self._finished = 0
         self.size = 0
 
     def claim(self, frames: int) -> npt.NDArray[np.float32]:
-        """A writable view of the next ``frames`` samples (committed by ``commit``)."""
+        """A writable view of the next ``frames`` samples (committed by ``commit``).
+
+        Raises:
+            TooLargeError: ``reserve`` refused the buffer's new size.
+        """
         end = self.size + frames
+        if self._reserve is not None:
+            self._reserve(end)
         if end > len(self._data):
-            grown = np.empty(max(end, 2 * len(self._data)), dtype=np.float32)
+            doubled = 2 * len(self._data)
+            if self._ceiling is not None:
+                doubled = min(doubled, self._ceiling)
+            grown = np.empty(max(end, doubled), dtype=np.float32)
             grown[: self.size] = self._data[: self.size]
             self._data = grown
         return self._data[self.size : end]

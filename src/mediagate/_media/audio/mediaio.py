@@ -88,12 +88,15 @@ class AudioMediaIO(MediaIO[tuple[npt.NDArray[np.float32], float]]):
 
         Raises:
             TooLargeError: the payload is over ``max_bytes``, or the audio is longer
-                than the duration cap (from its header or while decoding), or its
-                rate or channel count is over ``MAX_SAMPLE_RATE`` or ``MAX_CHANNELS``.
+                than the duration cap (from its header or while decoding), its rate or
+                channel count is over ``MAX_SAMPLE_RATE`` or ``MAX_CHANNELS``, its
+                samples (after resampling) over ``MediaPolicy.max_decoded_bytes``, or
+                its decode past ``MediaPolicy.decode_timeout``.
             DecodeError: not a supported audio format, or not decodable.
         """
         self.policy.check_size(len(data), self.modality)
-        return decode_audio(bytes(data), AudioLimits(self.max_seconds), self.sample_rate)
+        limits = AudioLimits(self.max_seconds, self.policy.max_decoded_bytes_for(self.modality))
+        return decode_audio(bytes(data), limits, self.sample_rate)
 
     def encode_base64(
         self, media: tuple[npt.ArrayLike, float], *, audio_format: str = "WAV"

@@ -5,17 +5,21 @@ has finished. soxr's streams give the same output however the input is chunked, 
 result equals one-pass ``soxr.resample`` sample for sample, whatever the thread timing
 or the core count. The stream runs on a helper thread beside the decoder (soxr releases
 the GIL), or inline where there is no helper pool; when decoding ends, only the samples
-not yet fed remain to be resampled.
+not yet fed remain to be resampled. The helper runs in a copy of the caller's context,
+so the decode deadline is checked between chunks there too.
 """
 
 from __future__ import annotations
 
+import contextvars
 import threading
 from concurrent.futures import Executor, Future
 
 import numpy as np
 import numpy.typing as npt
 import soxr
+
+from ..budget import check_deadline
 
 __all__ = ["QUALITY", "StreamResampler"]
 
@@ -50,13 +54,19 @@ class StreamResampler:
             if self._helper is not None:
                 return  # the helper's run takes it up before it ends
             if self._pool is not None:
-                self._helper = self._pool.submit(self._drain, helper=True)
+                run = contextvars.copy_context().run
+                self._helper = self._pool.submit(run, self._drain, helper=True)
                 return
         self._drain(helper=False)
 
     def finish(self, native: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
-        """The whole signal, resampled (``native`` is all of it at the native rate)."""
+        """The whole signal, resampled (``native`` is all of it at the native rate).
+
+        Raises:
+            TooLargeError: the decode deadline passed (here or on the helper).
+        """
         self._wait_for_helper(raise_errors=True)
+        check_deadline()
         self._outputs.append(self._stream.resample_chunk(native[self._fed :], last=True))
         self._fed = len(native)
         return np.concatenate(self._outputs)
@@ -64,8 +74,13 @@ class StreamResampler:
     def _drain(self, *, helper: bool) -> None:
         """Feed the stream until it has caught up with the decoder. A helper's run
         ends here, under the lock, so that a ``feed`` either sees it running or starts
-        the next one; one that fails stays in place for ``finish`` to report."""
+        the next one; one that fails stays in place for ``finish`` to report.
+
+        Raises:
+            TooLargeError: the decode deadline passed.
+        """
         while True:
+            check_deadline()
             with self._lock:
                 data, start, end = self._data, self._fed, self._finished
                 if self._stopped or start >= end:
