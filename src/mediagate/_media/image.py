@@ -150,14 +150,16 @@ def _as_media_error(exc: Exception, max_pixels: int) -> MediaError:
 
 @contextlib.contextmanager
 def _typed_errors(max_pixels: int) -> Iterator[None]:
-    """Turn any non-``MediaError`` exception raised inside into a ``MediaError``.
+    """Turn any exception raised inside into a ``MediaError``.
+
+    ``ImportError`` (a missing optional plugin is the server's fault) passes through.
 
     Raises:
         MediaError: what ``_as_media_error`` makes of the exception, chained to it.
     """
     try:
         yield
-    except MediaError:
+    except (MediaError, ImportError):
         raise
     except Exception as exc:
         raise _as_media_error(exc, max_pixels) from exc
@@ -644,6 +646,7 @@ class ImageMediaIO(MediaIO[MediaWithBytes[Image.Image]]):
             image.draft(image.mode, target)
         image.load()
         check_deadline()
+        # After load(): Pillow applies a TIFF's own Orientation tag there and drops it.
         method = _TRANSPOSE.get(_read_orientation(image.getexif))
         if method is not None:
             image = image.transpose(method)
