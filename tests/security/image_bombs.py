@@ -333,8 +333,10 @@ def bmp_rle8_of(indices: np.ndarray) -> bytes:
 # Child entry point
 
 
-def expect_refusals(cases: Sequence[tuple[str, bytes, str]], policy: dict[str, Any]) -> None:
-    """Decode each ``(name, data, expected error class)``; then a good image.
+def expect_refusals(cases: Sequence[tuple[str, bytes, str, str]], policy: dict[str, Any]) -> None:
+    """Decode each ``(name, data, expected error class, text the message names)``.
+
+    Then a good image.
 
     Raises:
         AssertionError: a case decoded, or failed with another class (named).
@@ -342,11 +344,11 @@ def expect_refusals(cases: Sequence[tuple[str, bytes, str]], policy: dict[str, A
     """
     io_ = ImageMediaIO(policy=MediaPolicy(**policy))
     last: MediaError | None = None
-    for name, data, expected in cases:
+    for name, data, expected, text in cases:
         try:
             io_.load_bytes(data)
         except MediaError as exc:
-            if type(exc).__name__ != expected:
+            if type(exc).__name__ != expected or text not in str(exc):
                 raise AssertionError(f"{name}: {type(exc).__name__}: {exc}") from None
             last = exc
         else:

@@ -304,7 +304,7 @@ def test_strip_bomb_is_refused_before_pillow_builds_its_tiles(
 CHILD_POLICY = {"max_decoded_bytes": 32 * MiB, "decode_timeout": 2.0}
 
 
-def _measured(cases: list[tuple[str, bytes, str]]) -> None:
+def _measured(cases: list[tuple[str, bytes, str, str]]) -> None:
     outcome = run_limited(
         "security.image_bombs:expect_refusals",
         cases,
@@ -322,18 +322,19 @@ def _measured(cases: list[tuple[str, bytes, str]]) -> None:
 
 def test_jpeg_work_bombs_end_quickly_in_bounded_memory(work_bombs: dict[str, bytes]) -> None:
     names = ["progressive_scans", "jpeg_com_markers", "jpeg_app_markers", "jpeg_fill_bytes"]
-    _measured([(name, work_bombs[name], "DecodeError") for name in names])
+    _measured([(name, work_bombs[name], "DecodeError", WORK_BOMBS[name][1]) for name in names])
 
 
 def test_tiff_and_bmp_work_bombs_end_quickly_in_bounded_memory(
     work_bombs: dict[str, bytes],
 ) -> None:
     names = ["tiff_million_strips", "tiff_strips_over_geometry"]
-    cases = [(name, work_bombs[name], "DecodeError") for name in names]
+    cases = [(name, work_bombs[name], "DecodeError", WORK_BOMBS[name][1]) for name in names]
     # Within the child's budget (8192 x 600 x 4 bytes) but over MAX_RLE_BMP_PIXELS.
     for rle4 in (False, True):
         bomb = bombs.bmp_rle_padding_bomb(8192, 600, rle4=rle4)
-        cases.append((f"bmp_rle{4 if rle4 else 8}_in_budget", bomb, "DecodeError"))
+        name = f"bmp_rle{4 if rle4 else 8}_in_budget"
+        cases.append((name, bomb, "DecodeError", "MAX_RLE_BMP_PIXELS"))
     _measured(cases)
 
 

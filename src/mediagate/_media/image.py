@@ -22,8 +22,11 @@ Hostile input is bounded before any pixel is decoded:
   TIFF whose first directory lists more strips or tiles than its geometry needs or
   than ``MAX_TIFF_BLOCKS``; an RLE-compressed BMP (decoded by pure Python in Pillow)
   larger than ``MAX_RLE_BMP_PIXELS``. ``check_deadline`` runs between the steps.
-* EXIF orientation counts only when it is one whole number in 1..8; any other value,
-  and EXIF data that does not parse, mean orientation 1 (as browsers do).
+* EXIF orientation counts only when it is one whole number in 1..8 (an integral
+  rational such as 6/1 counts); any other value (text, 1/0, infinity, out of range),
+  and EXIF data that does not parse, mean orientation 1, as browsers do. Values are
+  read as Pillow parses them (a multi-valued tag gives its first value, with Pillow's
+  warning); a TIFF's own Orientation tag is applied by Pillow while loading.
 * Images are opened through the format's Pillow plugin directly, so Pillow's own
   decompression-bomb check never runs before these; where a plugin still runs it
   (GIF frames, TIFF, MPO) it can only trip for a policy allowing more pixels than
