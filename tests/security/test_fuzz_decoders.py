@@ -39,6 +39,7 @@ from mediagate import (
     MediaWithBytes,
     VideoMediaIO,
 )
+from security.childproc import run_limited
 from security.conftest import _ADDRESS_IN_TEXT
 from security.hostile_corpus import (
     NOT_STRINGS,
@@ -334,16 +335,62 @@ def test_audio_load_bytes(data: bytes, sample_rate: int | None) -> None:
 # VideoMediaIO
 
 
-@pytest.mark.parametrize("backend", ["pyav", "opencv"])
+def _video_target(backend: str) -> Callable[[bytes, int], None]:
+    def target(data: bytes, num_frames: int) -> None:
+        image_io = ImageMediaIO(**_io_kwargs())
+        video_io = VideoMediaIO(image_io, num_frames, video_backend=backend, **_io_kwargs())
+        check_video(outcome(lambda: video_io.load_bytes(data)))
+
+    return target
+
+
+video_frames_asked = st.sampled_from([-1, 1, 4, 16, 1000])
+
+
 @_fuzz(120)
-@given(data=video_bytes, num_frames=st.sampled_from([-1, 1, 4, 16, 1000]))
-def test_video_load_bytes(
-    image_io: ImageMediaIO, backend: str, data: bytes, num_frames: int
-) -> None:
-    if backend == "opencv":
-        pytest.importorskip("cv2")
-    video_io = VideoMediaIO(image_io, num_frames, video_backend=backend, **_io_kwargs())
-    check_video(outcome(lambda: video_io.load_bytes(data)))
+@given(data=video_bytes, num_frames=video_frames_asked)
+def test_video_load_bytes_pyav(data: bytes, num_frames: int) -> None:
+    _video_target("pyav")(data, num_frames)
+
+
+def fuzz_opencv_backend(examples: int) -> None:
+    """The OpenCV fuzz target, run where a crash of the native decoder ends only a child."""
+    run = settings(_fuzz(1), max_examples=examples)(
+        given(data=video_bytes, num_frames=video_frames_asked)(_video_target("opencv"))
+    )
+    run()
+
+
+def load_with_opencv(data: bytes) -> None:
+    """One OpenCV-backend load, for a child process."""
+    _video_target("opencv")(data, 16)
+
+
+def _in_child(target: str, *args: Any, timeout: float) -> None:
+    outcome = run_limited(
+        f"security.test_fuzz_decoders:{target}", *args, address_space=4 << 30, timeout=timeout
+    )
+    assert not outcome.died, "the decoder crashed the process (a native fault, not an error)"
+    assert not outcome.timed_out, "the child outlived its timeout"
+    assert outcome.error is None, f"{outcome.error}: {outcome.message}"
+
+
+def test_video_load_bytes_opencv() -> None:
+    pytest.importorskip("cv2")
+    _in_child("fuzz_opencv_backend", 120 * EXAMPLE_SCALE, timeout=40 * EXAMPLE_SCALE)
+
+
+def _avi_with_lying_riff_size() -> bytes:
+    data = bytearray(video_seeds()["avi-mpeg4"])
+    data[7] = 0xFF  # RIFF size's top byte: the file now claims about 4 GiB
+    data[3055:3055] = bytes.fromhex("e58bb25947fd2118f32a03b62741a9")
+    return bytes(data)
+
+
+def test_opencv_survives_an_avi_that_crashed_it() -> None:
+    # Found by the OpenCV target: cv2.VideoCapture on this stream faulted (SIGSEGV).
+    pytest.importorskip("cv2")
+    _in_child("load_with_opencv", _avi_with_lying_riff_size(), timeout=15)
 
 
 jpeg_parts = st.one_of(
