@@ -164,7 +164,10 @@ def tensor_seeds() -> dict[str, bytes]:
     np.save(fortran, np.asfortranarray(array.astype(np.float16)), allow_pickle=False)
     tensor = torch.from_numpy(array.copy())
     sparse = torch.sparse_coo_tensor(
-        [[0, 1, 3], [2, 0, 5]], [1.0, 2.0, 3.0], (4, 6), check_invariants=True
+        torch.tensor([[0, 1, 3], [2, 0, 5]]),
+        torch.tensor([1.0, 2.0, 3.0]),
+        (4, 6),
+        check_invariants=True,
     )
     return {
         "npy": npy.getvalue(),

@@ -167,10 +167,10 @@ def outcome(call: Callable[[], T]) -> T | MediaError:
     elapsed = time.monotonic() - start
     assert elapsed < CALL_SECONDS, f"the call took {elapsed:.1f} s"
     for hook_args in swallowed:
-        exc = hook_args.exc_value
+        lost: BaseException = hook_args.exc_value
         raise AssertionError(
-            f"{type(exc).__name__} swallowed by a callback, raised at {_raised_at(exc)}: {exc}"
-        ) from exc
+            f"{type(lost).__name__} swallowed by a callback, raised at {_raised_at(lost)}: {lost}"
+        ) from lost
     return result
 
 
