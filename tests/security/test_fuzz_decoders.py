@@ -454,6 +454,7 @@ def test_connector_fetch_image(connector: MediaConnector, media_type: str, data:
 
 @_fuzz(80)
 @given(media_type=st.sampled_from(AUDIO_TYPES), data=audio_bytes)
+@example(media_type="audio/aiff", data=audio_seeds()["aiff"].replace(b"SSND", b"S\xaaND"))
 def test_connector_fetch_audio(connector: MediaConnector, media_type: str, data: bytes) -> None:
     check_audio(outcome(lambda: connector.fetch_audio(data_url(media_type, data))), None)
 
