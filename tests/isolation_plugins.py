@@ -158,3 +158,20 @@ def address_space_growth(data: bytes, threads: int) -> tuple[int, int]:
         stream.codec_context.thread_count = threads
         frames = [f.to_ndarray(format="rgb24") for f in container.decode(stream)]
     return peak() - before, sum(f.nbytes for f in frames)
+
+
+def segment_then_abort() -> None:
+    scratch = _isolation.shared_empty((1 << 20,), np.uint8)
+    scratch[:] = 1
+    os.abort()
+
+
+def nested_run() -> tuple[bool, int]:
+    return _isolation.decoder_pool().run(worker_state, timeout=5, memory_limit=None, what="x")
+
+
+def reserve(nbytes: int) -> int:
+    from mediagate._media.budget import reserve_output
+
+    reserve_output(nbytes, "this item")
+    return nbytes

@@ -404,6 +404,8 @@ def _worker_main(conn: Connection, prefix: str) -> None:
     _in_worker = True
     _worker_prefix = prefix
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    with contextlib.suppress(OSError, ValueError):
+        resource.setrlimit(resource.RLIMIT_CORE, (0, resource.getrlimit(resource.RLIMIT_CORE)[1]))
     _limit_malloc_arenas()
     _preload()
     conn.send_bytes(b"ready")
@@ -437,6 +439,8 @@ _SAFE_GLOBALS = frozenset(
         ("numpy.core.multiarray", "scalar"),
         ("numpy._core.multiarray", "_reconstruct"),
         ("numpy._core.multiarray", "scalar"),
+        ("numpy.core.numeric", "_frombuffer"),
+        ("numpy._core.numeric", "_frombuffer"),
         ("mediagate._errors", "_rebuild"),
         ("mediagate._media.base", "MediaWithBytes"),
     }
