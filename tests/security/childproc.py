@@ -95,13 +95,25 @@ def run_limited(target: str, *args: Any, address_space: int, timeout: float = 30
     queue = ctx.Queue()
     proc = ctx.Process(target=_child, args=(target, args, address_space, queue), daemon=True)
     proc.start()
+    end = time.monotonic() + timeout
     try:
-        outcome: Outcome = queue.get(timeout=timeout)
-    except Exception:
-        alive = proc.is_alive()
-        proc.kill()
-        proc.join(5)
-        return Outcome(None, False, "", None, 0, 0.0, 0.0, died=not alive, timed_out=alive)
+        while True:
+            try:
+                outcome: Outcome = queue.get(timeout=0.1)
+                break
+            except Exception:  # queue.Empty: still running, or gone without a word
+                alive = proc.is_alive()
+                if alive and time.monotonic() < end:
+                    continue
+                if not alive:
+                    try:  # it may have reported just before it ended
+                        outcome = queue.get(timeout=0.5)
+                        break
+                    except Exception:
+                        pass
+                proc.kill()
+                proc.join(5)
+                return Outcome(None, False, "", None, 0, 0.0, 0.0, died=not alive, timed_out=alive)
     finally:
         queue.close()
     proc.join(5)

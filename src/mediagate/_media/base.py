@@ -9,6 +9,7 @@ from __future__ import annotations
 import binascii
 import functools
 import math
+import os
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -19,7 +20,7 @@ import numpy as np
 import numpy.typing as npt
 import pybase64
 
-from .._errors import DecodeError, OptionError, TooLargeError, error_boundary
+from .._errors import DecodeError, OptionError, PolicyError, TooLargeError, error_boundary
 from .._local import read_file_capped
 from .._policy import MediaPolicy
 from .budget import DecodedBudget, DecodeLimits, current_limits, decoded_size, decoding
@@ -451,6 +452,11 @@ class MediaIO(ABC, Generic[T]):
             PolicyError: not a regular file or not readable.
             TooLargeError, DecodeError: as ``load_bytes``.
         """
+        if not isinstance(path, (str, os.PathLike)):
+            raise PolicyError(
+                f"the file path must be a string or a path, not {type(path).__name__}",
+                http_status=400,
+            )
         return self.load_bytes(read_file_capped(path, self.max_bytes))
 
     @classmethod
@@ -481,3 +487,9 @@ class MediaIO(ABC, Generic[T]):
                 )
             merged.update(kwargs)
         return merged
+
+
+# MediaIO's own entry points (inherited by subclasses that do not override them) are
+# guarded like every subclass's.
+for _name in _GUARDED:
+    setattr(MediaIO, _name, _guard(getattr(MediaIO, _name)))

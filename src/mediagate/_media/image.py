@@ -62,7 +62,7 @@ from .base import (
     opt_rgb,
     validate_options,
 )
-from .budget import check_deadline, reserve_output
+from .budget import DecodedBudget, check_deadline, reserve_output
 
 try:  # libjpeg-turbo straight to numpy; Pillow serves when it is missing.
     import simplejpeg as _simplejpeg
@@ -516,12 +516,14 @@ class ImageMediaIO(MediaIO[MediaWithBytes[Image.Image]]):
 
     def __init__(
         self,
+        /,
         image_mode: str = "RGB",
         *,
         policy: MediaPolicy | None = None,
+        decoded_budget: DecodedBudget | None = None,
         **options: Any,
     ) -> None:
-        super().__init__(policy=policy)
+        super().__init__(policy=policy, decoded_budget=decoded_budget)
         checked = validate_options("image", {"image_mode": image_mode, **options}, IMAGE_OPTIONS)
         self.image_mode: str = checked["image_mode"]
         self.rgba_background_color: tuple[int, int, int] = checked.get(

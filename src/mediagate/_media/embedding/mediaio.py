@@ -10,6 +10,7 @@ import pybase64
 from ..._errors import DecodeError, OptionError
 from ..._policy import MediaPolicy
 from ..base import MediaIO, OptionSpec, validate_options
+from ..budget import DecodedBudget
 from .common import check_tensor_bytes, require_torch
 from .npy import NPY_MAGIC, load_npy
 from .safetensors_file import dump_safetensors, is_safetensors, load_safetensors
@@ -75,9 +76,16 @@ class _EmbeddingMediaIO(MediaIO["torch.Tensor"]):
         OptionError: an unknown option, or a value of the wrong type.
     """
 
-    def __init__(self, *, policy: MediaPolicy | None = None, **options: Any) -> None:
+    def __init__(
+        self,
+        /,
+        *,
+        policy: MediaPolicy | None = None,
+        decoded_budget: DecodedBudget | None = None,
+        **options: Any,
+    ) -> None:
         require_torch()
-        super().__init__(policy=policy)
+        super().__init__(policy=policy, decoded_budget=decoded_budget)
         checked = validate_options(self.modality, options, EMBEDDING_OPTIONS)
         self.tensor_name: str | None = checked.get("tensor_name")
 
