@@ -98,7 +98,7 @@ START_TIMEOUT = 60.0
 
 #: Seconds the caller waits for a killed or crashed worker to be reaped before
 #: leaving that to a background thread.
-REAP_WAIT = 0.25
+REAP_WAIT = 0.05
 
 #: Modules a worker imports before its first call, so their address space is part of
 #: the baseline, not of a call's allowance.
@@ -676,6 +676,7 @@ class DecoderPool:
         self._closed = False
         self._serial = itertools.count()
         self._pid = os.getpid()
+        self._reapers: set[threading.Thread] = set()
 
     @property
     def size(self) -> int:
@@ -823,12 +824,17 @@ class DecoderPool:
             self._fill()
             self._cond.notify_all()
         if not worker.reap(REAP_WAIT):
-            threading.Thread(
-                target=worker.reap,
-                args=(START_TIMEOUT,),
-                name="mediagate-decoder-reap",
-                daemon=True,
-            ).start()
+            reaper = threading.Thread(
+                target=self._reap_later, args=(worker,), name="mediagate-reap", daemon=True
+            )
+            with self._cond:
+                self._reapers.add(reaper)
+            reaper.start()
+
+    def _reap_later(self, worker: _Worker) -> None:
+        worker.reap(START_TIMEOUT)
+        with self._cond:
+            self._reapers.discard(threading.current_thread())
 
     def close(self) -> None:
         """Stop every worker and remove their shared segments. Idempotent."""
@@ -844,6 +850,10 @@ class DecoderPool:
         for worker in workers:
             worker.process.join(REAP_WAIT)
             worker.reap(START_TIMEOUT)
+        with self._cond:
+            reapers = list(self._reapers)
+        for reaper in reapers:
+            reaper.join(START_TIMEOUT)
 
     def __enter__(self) -> DecoderPool:
         return self
