@@ -265,3 +265,28 @@ def test_the_process_pool_is_one_per_process() -> None:
     assert decoder_pool() is decoder_pool()
     assert decoder_pool().size >= 1
     assert issubclass(TooLargeError, MediaError)
+
+
+def test_segments_of_a_parent_that_is_gone_are_swept() -> None:
+    import subprocess
+    import sys
+
+    child = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    prefix = _isolation.SEGMENT_PREFIX
+    stale = os.path.join(_isolation.SHM_DIR, f"{prefix}{child.stdout.strip()}-0-x")
+    mine = os.path.join(_isolation.SHM_DIR, f"{prefix}{os.getpid()}-0-x")
+    for path in (stale, mine):
+        with open(path, "wb"):
+            pass
+    try:
+        assert _isolation._sweep_orphans() >= 1
+        assert not os.path.exists(stale) and os.path.exists(mine)
+    finally:
+        for path in (stale, mine):
+            if os.path.exists(path):
+                os.unlink(path)

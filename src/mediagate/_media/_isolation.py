@@ -183,6 +183,27 @@ def _sweep(prefix: str) -> int:
     return len(stale)
 
 
+def _sweep_orphans() -> int:
+    """Remove segments left by parents that are gone; returns how many."""
+    try:
+        names = os.listdir(SHM_DIR)
+    except OSError:
+        return 0
+    removed = 0
+    for name in names:
+        owner = name[len(SEGMENT_PREFIX) :].split("-", 1)[0]
+        if not name.startswith(SEGMENT_PREFIX) or not owner.isdigit():
+            continue
+        try:
+            os.kill(int(owner), 0)
+        except ProcessLookupError:
+            _unlink(name)
+            removed += 1
+        except OSError:
+            continue
+    return removed
+
+
 def shared_empty(shape: int | Sequence[int], dtype: npt.DTypeLike) -> npt.NDArray[Any]:
     """An uninitialised array that a worker hands back to the parent without a copy.
 
@@ -677,6 +698,8 @@ class DecoderPool:
         self._serial = itertools.count()
         self._pid = os.getpid()
         self._reapers: set[threading.Thread] = set()
+        self._prefixes: set[str] = set()
+        self._swept = False
 
     @property
     def size(self) -> int:
@@ -792,7 +815,12 @@ class DecoderPool:
     def _start_one(self) -> None:
         worker: _Worker | None = None
         try:
+            if not self._swept:
+                self._swept = True
+                _sweep_orphans()
             worker = _Worker(next(self._serial))
+            with self._cond:
+                self._prefixes.add(worker.prefix)
             ready = worker.wait_ready(START_TIMEOUT)
         except Exception:
             _log.debug("a decoder worker failed to start", exc_info=True)
@@ -854,6 +882,8 @@ class DecoderPool:
             reapers = list(self._reapers)
         for reaper in reapers:
             reaper.join(START_TIMEOUT)
+        for prefix in list(self._prefixes):
+            _sweep(prefix)
 
     def __enter__(self) -> DecoderPool:
         return self
