@@ -391,7 +391,7 @@ class MediaIO(ABC, Generic[T]):
         try:
             with error_boundary(what):
                 if policy.isolates(modality) and not kwargs:
-                    result = self._run_isolated(name, args, limits, what)
+                    result = self._run_isolated(name, args, limits)
                 else:
                     with decoding(limits):
                         result = method(self, *args, **kwargs)
@@ -403,9 +403,7 @@ class MediaIO(ABC, Generic[T]):
             budget.settle(reserved, decoded_size(result))
         return result
 
-    def _run_isolated(
-        self, name: str, args: tuple[Any, ...], limits: DecodeLimits, what: str
-    ) -> Any:
+    def _run_isolated(self, name: str, args: tuple[Any, ...], limits: DecodeLimits) -> Any:
         from ._isolation import decoder_pool, in_worker
 
         if in_worker():
@@ -420,7 +418,7 @@ class MediaIO(ABC, Generic[T]):
             limits,
             timeout=limits.remaining,
             memory_limit=2 * limits.max_output + 4 * payload,
-            what=what,
+            what=self.modality.replace("_", " "),
         )
 
     @property

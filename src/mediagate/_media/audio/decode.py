@@ -190,10 +190,22 @@ class _Output:
             self._resampler.__exit__(*exc_info)
 
 
+class _ForgivingSource(io.BytesIO):
+    """The payload as libsndfile reads it: a seek it asks for that cannot be done (a
+    negative position from a damaged header) leaves the position where it was, so the
+    reader sees a short file instead of an exception lost inside a C callback."""
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        try:
+            return super().seek(offset, whence)
+        except (ValueError, OverflowError):
+            return self.tell()
+
+
 def _decode_soundfile(
     data: bytes, kind: AudioKind, limits: AudioLimits, output: _Output
 ) -> tuple[npt.NDArray[np.float32], int]:
-    with sf.SoundFile(io.BytesIO(data)) as snd:
+    with sf.SoundFile(_ForgivingSource(data)) as snd:
         if snd.format not in _SOUNDFILE_FORMATS:
             raise DecodeError("audio container is not supported")
         rate, channels = int(snd.samplerate), int(snd.channels)

@@ -14,6 +14,7 @@ import soundfile as sf
 from ..._errors import OptionError
 from ..._policy import MediaPolicy
 from ..base import MediaIO, OptionSpec, opt_float, opt_int, validate_options
+from ..budget import DecodedBudget
 from .decode import decode_audio
 from .limits import MAX_SAMPLE_RATE, AudioLimits
 
@@ -67,12 +68,14 @@ class AudioMediaIO(MediaIO[tuple[npt.NDArray[np.float32], float]]):
 
     def __init__(
         self,
+        /,
         *,
         sample_rate: int | None = None,
         policy: MediaPolicy | None = None,
+        decoded_budget: DecodedBudget | None = None,
         **options: Any,
     ) -> None:
-        super().__init__(policy=policy)
+        super().__init__(policy=policy, decoded_budget=decoded_budget)
         checked = validate_options(
             self.modality, {"sample_rate": sample_rate, **options}, AUDIO_OPTIONS
         )

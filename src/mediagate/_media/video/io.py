@@ -13,6 +13,7 @@ import simplejpeg
 from ..._errors import DecodeError, OptionError
 from ..._policy import MediaPolicy
 from ..base import MediaIO, OptionSpec, decode_base64, validate_options
+from ..budget import DecodedBudget
 from .jpeg_sequence import JPEG_SEQUENCE_OPTIONS, load_jpeg_sequence
 from .registry import VIDEO_LOADER_REGISTRY
 from .sampling import cap_num_frames, check_num_frames, finite_number
@@ -62,14 +63,16 @@ class VideoMediaIO(MediaIO[VideoResult]):
     def __init__(
         self,
         image_io: ImageMediaIO,
+        /,
         num_frames: int = 32,
         *,
         fps: float | None = None,
         video_backend: str | None = None,
         policy: MediaPolicy | None = None,
+        decoded_budget: DecodedBudget | None = None,
         **loader_options: Any,
     ) -> None:
-        super().__init__(policy=policy)
+        super().__init__(policy=policy, decoded_budget=decoded_budget)
         self.image_io = image_io
         self.num_frames: int = check_num_frames(num_frames)
         self.fps: float | None = _FPS("video", "fps", fps)
