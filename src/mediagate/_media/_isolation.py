@@ -238,6 +238,15 @@ def _segment_of(array: npt.NDArray[Any]) -> _Segment | None:
 # Worker side: pickling results
 
 
+def _plain(value: object, depth: int = 0) -> bool:
+    """Whether ``value`` is plain data (what an image's ``info`` may carry back)."""
+    if type(value) in (str, bytes, int, float, bool) or value is None:
+        return True
+    if type(value) is tuple and depth < 2:
+        return all(_plain(item, depth + 1) for item in value)
+    return False
+
+
 def _is_module_function(fn: object) -> bool:
     qualname = getattr(fn, "__qualname__", "")
     return callable(fn) and "<" not in qualname and "." not in qualname
@@ -297,22 +306,22 @@ class _ResultPickler(pickle.Pickler):
 
     def _image_id(self, image: Any) -> tuple[Any, ...] | None:
         data: bytes = image.tobytes()
-        if len(data) < SHARED_COPY_THRESHOLD:
-            return None
-        segment = _new_segment(len(data))
-        if segment is None:
-            return None
-        segment.mm[: len(data)] = data
-        self.used[segment.name] = segment
+        segment = _new_segment(len(data)) if len(data) >= SHARED_COPY_THRESHOLD else None
+        if segment is not None:
+            segment.mm[: len(data)] = data
+            self.used[segment.name] = segment
+        # Small images (or no shared memory) travel inline, still as plain pixel data.
+        where: str | bytes = data if segment is None else segment.name
         palette = image.getpalette("RGBA") if image.mode in ("P", "PA") else None
+        info = {k: v for k, v in image.info.items() if _plain(v)}
         return (
             "image",
-            segment.name,
-            segment.size,
+            where,
+            len(data) if segment is None else segment.size,
             image.mode,
             image.size,
             palette,
-            dict(image.info),
+            info,
             image.format,
         )
 
@@ -578,10 +587,10 @@ class _ReplyUnpickler(pickle.Unpickler):
     ) -> Any:
         from PIL import Image
 
-        mapped = self._map(name, size)
         if not isinstance(mode, str) or not isinstance(dims, tuple):
             raise pickle.UnpicklingError("bad image in a worker reply")
-        pixels = np.frombuffer(mapped, np.uint8)
+        source = name if isinstance(name, bytes) else self._map(name, size)
+        pixels = np.frombuffer(source, np.uint8)
         image = Image.frombuffer(mode, dims, pixels, "raw", mode, 0, 1)
         if isinstance(palette, list):
             image.putpalette(palette, "RGBA")

@@ -309,10 +309,12 @@ def _guard(method: Callable[..., Any]) -> Callable[..., Any]:
     return guarded
 
 
-def _call_in_worker(
-    media_io: MediaIO[Any], name: str, args: tuple[Any, ...], limits: DecodeLimits
-) -> Any:
-    """Run one guarded entry point of ``media_io`` under ``limits`` (in a worker process)."""
+def _call_in_worker(media_io: MediaIO[Any], name: str, limits: DecodeLimits, *args: Any) -> Any:
+    """Run one guarded entry point of ``media_io`` under ``limits`` (in a worker process).
+
+    The payload is passed as a top-level argument, so results that hold it (such as
+    ``MediaWithBytes.original_bytes``) come back as the caller's own object.
+    """
     with decoding(limits):
         return getattr(media_io, name)(*args)
 
@@ -414,8 +416,8 @@ class MediaIO(ABC, Generic[T]):
             _call_in_worker,
             self,
             name,
-            args,
             limits,
+            *args,
             timeout=limits.remaining,
             memory_limit=2 * limits.max_output + 4 * payload,
             what=self.modality.replace("_", " "),
