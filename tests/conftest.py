@@ -40,3 +40,13 @@ def loopback_policy() -> MediaPolicy:
 def connector(loopback_policy: MediaPolicy) -> Iterator[MediaConnector]:
     with MediaConnector(policy=loopback_policy) as conn:
         yield conn
+
+
+@pytest.fixture
+def in_process_decoding(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Decode every modality in this process under the default policy.
+
+    For tests that patch or spy on decoder internals: a decode in an isolated worker
+    process would run the unpatched code there.
+    """
+    monkeypatch.setattr("mediagate._policy.DEFAULT_ISOLATED", frozenset())

@@ -28,8 +28,10 @@ from mediagate._media.budget import DecodeLimits, decoding
 
 
 def _leftovers() -> list[str]:
+    """Segments of this process's workers, but for the input segments live workers keep."""
     prefix = f"{_isolation.SEGMENT_PREFIX}{os.getpid()}-"
-    return [name for name in os.listdir(_isolation.SHM_DIR) if name.startswith(prefix)]
+    names = [name for name in os.listdir(_isolation.SHM_DIR) if name.startswith(prefix)]
+    return [name for name in names if _isolation.INPUT_MARK not in name.removeprefix(prefix)]
 
 
 def _no_leftovers(within: float = 2.0) -> bool:
@@ -290,3 +292,14 @@ def test_segments_of_a_parent_that_is_gone_are_swept() -> None:
         for path in (stale, mine):
             if os.path.exists(path):
                 os.unlink(path)
+
+
+def test_large_inputs_travel_through_a_reused_segment_that_goes_with_the_pool() -> None:
+    payload = os.urandom(3 << 20)
+    with DecoderPool(1) as own:
+        for _ in range(3):
+            assert run(own, plugins.echo, payload) is payload  # the caller's own object back
+        prefix = f"{_isolation.SEGMENT_PREFIX}{os.getpid()}-"
+        inputs = [n for n in os.listdir(_isolation.SHM_DIR) if n.startswith(prefix) and "-in-" in n]
+        assert len(inputs) == 1  # one segment, reused by every call
+    assert not any(n.startswith(prefix) and "-in-" in n for n in os.listdir(_isolation.SHM_DIR))

@@ -85,7 +85,7 @@ DEFAULT_DECODE_TIMEOUTS: Mapping[str, float] = {
 #: The modalities whose native decoders run in isolated worker processes by default
 #: (``MediaPolicy.isolation=None``): those where isolation costs at most 10% (see the
 #: README's isolation table).
-DEFAULT_ISOLATED: frozenset[str] = frozenset()
+DEFAULT_ISOLATED: frozenset[str] = frozenset({"video"})
 
 #: Never dialled, even with ``allow_private_networks``: they do not name one host.
 ALWAYS_REFUSED_NETWORKS: tuple[IPNetwork, ...] = (

@@ -51,6 +51,9 @@ from security.av_bombs import BOMB_DECODED_BYTES, MiB, animated_gif, jpeg_sequen
 from security.childproc import Outcome, run_limited
 from security.conftest import _ADDRESS_IN_TEXT, assert_clean_error
 
+# These tests patch decoder internals, which only this process sees.
+pytestmark = pytest.mark.usefixtures("in_process_decoding")
+
 SMALL = MediaPolicy(max_decoded_bytes=BOMB_DECODED_BYTES)
 #: Address space a bomb's child may add: room for the budget, far below the bombs.
 CHILD_ADDRESS_SPACE = 2048 * MiB

@@ -206,6 +206,7 @@ def test_d7_rare_codecs_are_refused_before_decoding(
 # -- D8 frame bombs ----------------------------------------------------------------------
 
 
+@pytest.mark.usefixtures("in_process_decoding")
 def test_d8_jpeg_sequence_of_5000_frames_is_cut_to_the_cap(
     monkeypatch: pytest.MonkeyPatch, clean_error: Callable[..., None]
 ) -> None:

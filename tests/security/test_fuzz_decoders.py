@@ -31,6 +31,7 @@ from hypothesis import strategies as st
 from mediagate import (
     AudioEmbeddingMediaIO,
     AudioMediaIO,
+    DecodeError,
     ImageEmbeddingMediaIO,
     ImageMediaIO,
     MediaConnector,
@@ -389,8 +390,13 @@ def _avi_with_lying_riff_size() -> bytes:
 
 def test_opencv_survives_an_avi_that_crashed_it() -> None:
     # Found by the OpenCV target: cv2.VideoCapture on this stream faulted (SIGSEGV).
+    # Under the default policy video decodes in an isolated worker, so the fault costs
+    # this request a DecodeError and this process carries on.
     pytest.importorskip("cv2")
-    _in_child("load_with_opencv", _avi_with_lying_riff_size(), timeout=15)
+    io = VideoMediaIO(ImageMediaIO(), 16, video_backend="opencv")
+    with pytest.raises(DecodeError):
+        io.load_bytes(_avi_with_lying_riff_size())
+    assert io.load_bytes(video_seeds()["avi-mpeg4"])[0].shape[0] >= 1
 
 
 jpeg_parts = st.one_of(

@@ -49,6 +49,7 @@ import threading
 import time
 import traceback
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from typing import Any, TypeGuard, TypeVar
 
@@ -107,6 +108,8 @@ WORKER_PRELOAD = ("numpy", "PIL.Image", "av", "soundfile", "simplejpeg")
 #: Where shared segments live, and how their names start.
 SHM_DIR = "/dev/shm"
 SEGMENT_PREFIX = "mediagate-"
+#: Follows a worker's prefix in the name of its input segment (kept while it lives).
+INPUT_MARK = "in-"
 
 _SEGMENT_TOKEN = re.compile(r"[0-9a-f]{32}")
 _M_ARENA_MAX = -8
@@ -145,9 +148,13 @@ class _Segment:
         return array
 
 
-def _new_segment(nbytes: int) -> _Segment | None:
-    """A fresh segment of ``nbytes`` (reserved up front), or ``None`` if there is no room."""
-    name = f"{_worker_prefix}{secrets.token_hex(16)}"
+def _new_segment(nbytes: int, prefix: str | None = None) -> _Segment | None:
+    """A fresh segment of ``nbytes`` (reserved up front), or ``None`` if there is no room.
+
+    Its name starts with ``prefix`` (default: this worker's), so whoever sweeps that
+    worker's segments removes it too.
+    """
+    name = f"{_worker_prefix if prefix is None else prefix}{secrets.token_hex(16)}"
     flags = os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
     try:
         fd = os.open(os.path.join(SHM_DIR, name), flags, 0o600)
@@ -162,7 +169,8 @@ def _new_segment(nbytes: int) -> _Segment | None:
     finally:
         os.close(fd)
     segment = _Segment(name, mm)
-    _call_segments[id(mm)] = segment
+    if prefix is None:  # a worker's output: this call's to hand back
+        _call_segments[id(mm)] = segment
     return segment
 
 
@@ -405,9 +413,38 @@ def _preload() -> None:
             importlib.import_module(module)
 
 
+@dataclass(frozen=True)
+class _Staged:
+    """A large ``bytes`` argument left in the worker's input segment instead of the pipe."""
+
+    segment: str
+    offset: int
+    length: int
+
+
+# The input segment this worker has mapped (name, mapping), replaced when it grows.
+_input_mapping: list[tuple[str, mmap.mmap]] = []
+
+
+def _unstage(arg: object) -> object:
+    if not isinstance(arg, _Staged):
+        return arg
+    if not _input_mapping or _input_mapping[0][0] != arg.segment:
+        for _, old in _input_mapping:
+            old.close()
+        _input_mapping.clear()
+        fd = os.open(os.path.join(SHM_DIR, arg.segment), os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        try:
+            _input_mapping.append((arg.segment, mmap.mmap(fd, 0, prot=mmap.PROT_READ)))
+        finally:
+            os.close(fd)
+    return _input_mapping[0][1][arg.offset : arg.offset + arg.length]
+
+
 def _perform(message: bytes) -> bytes:
     """Run one pickled call; returns the pickled reply."""
-    fn, args, timeout, memory_limit, limits = pickle.loads(message)
+    fn, staged, timeout, memory_limit, limits = pickle.loads(message)
+    args = tuple(_unstage(arg) for arg in staged)
     status: str
     value: object
     try:
@@ -634,6 +671,10 @@ def _read_reply(reply: bytes, prefix: str, inputs: Sequence[object]) -> tuple[st
     return str(status), value
 
 
+class NotIsolatable(Exception):
+    """The call (its function or arguments) cannot be pickled to a worker process."""
+
+
 class _RemoteError(Exception):
     """A non-media exception raised in a worker (type name only)."""
 
@@ -655,10 +696,42 @@ class _Worker:
             name=f"{_WORKER_NAME}{serial}",
             daemon=True,
         )
+        self.input: _Segment | None = None
+        self.input_size = 0
         try:
             self.process.start()
         finally:
             child.close()
+
+    def stage(self, args: tuple[Any, ...]) -> tuple[Any, ...]:
+        """``args`` with each large ``bytes`` written to this worker's input segment.
+
+        The segment is kept and reused for the worker's next calls (its pages are
+        already in place), and replaced by a larger one when a payload does not fit.
+        """
+        large = [arg for arg in args if type(arg) is bytes and len(arg) >= SHARED_COPY_THRESHOLD]
+        needed = sum(len(arg) for arg in large)
+        if not large:
+            return args
+        if self.input is None or self.input.size < needed:
+            if self.input is not None:
+                self.input.mm.close()
+                _unlink(self.input.name)
+                self.input = None
+            self.input = _new_segment(max(needed, 2 * self.input_size), self.prefix + INPUT_MARK)
+            if self.input is None:
+                return args
+            self.input_size = self.input.size
+        staged: list[Any] = []
+        offset = 0
+        for arg in args:
+            if type(arg) is bytes and len(arg) >= SHARED_COPY_THRESHOLD:
+                self.input.mm[offset : offset + len(arg)] = arg
+                staged.append(_Staged(self.input.name, offset, len(arg)))
+                offset += len(arg)
+            else:
+                staged.append(arg)
+        return tuple(staged)
 
     def wait_ready(self, timeout: float) -> bool:
         """Whether the worker came up within ``timeout`` seconds."""
@@ -677,6 +750,9 @@ class _Worker:
         _log.debug("decoder worker ended with exit code %s", self.process.exitcode)
         self.conn.close()
         self.process.close()
+        if self.input is not None:
+            self.input.mm.close()
+            self.input = None
         _sweep(self.prefix)
         return True
 
@@ -703,6 +779,7 @@ class DecoderPool:
         self._idle: list[_Worker] = []
         self._all: set[_Worker] = set()
         self._starting = 0
+        self._start_failed = False
         self._closed = False
         self._serial = itertools.count()
         self._pid = os.getpid()
@@ -753,11 +830,19 @@ class DecoderPool:
             return fn(*args)
         if os.getpid() != self._pid:
             raise RuntimeError("a DecoderPool cannot be used across fork; use decoder_pool()")
-        message_parts = (fn, args, timeout, memory_limit, current_limits())
-        message = pickle.dumps(message_parts, protocol=pickle.HIGHEST_PROTOCOL)
+        limits = current_limits()
         deadline = time.monotonic() + timeout
         while True:
             worker, deadline = self._acquire(deadline, timeout, what)
+            try:
+                message_parts = (fn, worker.stage(args), timeout, memory_limit, limits)
+                message = pickle.dumps(message_parts, protocol=pickle.HIGHEST_PROTOCOL)
+            except (pickle.PicklingError, AttributeError, TypeError) as exc:
+                self._release(worker)
+                raise NotIsolatable("the call cannot be sent to a worker process") from exc
+            except BaseException:
+                self._release(worker)
+                raise
             try:
                 worker.conn.send_bytes(message)
             except OSError:
@@ -801,10 +886,13 @@ class DecoderPool:
                 if self._idle:
                     deadline = time.monotonic() + timeout if cold else deadline
                     return self._idle.pop(), deadline
+                if not self._all and self._start_failed:
+                    # Workers cannot be had here (a daemonic process, no /dev/shm, no
+                    # room): the caller decodes in its own process instead.
+                    self._start_failed = False
+                    raise NotIsolatable("decoder workers cannot be started in this process")
                 self._fill()
                 if len(self._all) == 0:
-                    if self._starting == 0:
-                        raise DecodeError(f"the {what} decoder could not be started")
                     cold = True
                     self._cond.wait(START_TIMEOUT)
                     continue
@@ -837,6 +925,7 @@ class DecoderPool:
         with self._cond:
             self._starting -= 1
             keep = worker is not None and ready and not self._closed
+            self._start_failed = not keep and not self._closed
             if keep and worker is not None:
                 self._all.add(worker)
                 self._idle.append(worker)

@@ -20,7 +20,14 @@ import numpy as np
 import numpy.typing as npt
 import pybase64
 
-from .._errors import DecodeError, OptionError, PolicyError, TooLargeError, error_boundary
+from .._errors import (
+    DecodeError,
+    OptionError,
+    PolicyError,
+    TooLargeError,
+    error_boundary,
+    logger,
+)
 from .._local import read_file_capped
 from .._policy import MediaPolicy
 from .budget import DecodedBudget, DecodeLimits, current_limits, decoded_size, decoding
@@ -349,6 +356,8 @@ class MediaIO(ABC, Generic[T]):
     #: The request's shared decoded-bytes budget, if any (set by the connector).
     decoded_budget: DecodedBudget | None = None
 
+    _warned_not_isolatable: ClassVar[bool] = False
+
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         for name in _GUARDED:
@@ -365,6 +374,12 @@ class MediaIO(ABC, Generic[T]):
             raise OptionError("decoded_budget must be a DecodedBudget", option="decoded_budget")
         self.policy = policy if policy is not None else MediaPolicy()
         self.decoded_budget = decoded_budget
+
+    @property
+    def isolatable(self) -> bool:
+        """Whether this instance's decodes may run in an isolated worker process (they do
+        when the policy isolates the modality)."""
+        return True
 
     def __getstate__(self) -> dict[str, Any]:
         # The request budget stays with the process that owns the request.
@@ -392,7 +407,7 @@ class MediaIO(ABC, Generic[T]):
         )
         try:
             with error_boundary(what):
-                if policy.isolates(modality) and not kwargs:
+                if policy.isolates(modality) and self.isolatable and not kwargs:
                     result = self._run_isolated(name, args, limits)
                 else:
                     with decoding(limits):
@@ -406,13 +421,28 @@ class MediaIO(ABC, Generic[T]):
         return result
 
     def _run_isolated(self, name: str, args: tuple[Any, ...], limits: DecodeLimits) -> Any:
-        from ._isolation import decoder_pool, in_worker
+        from ._isolation import NotIsolatable, decoder_pool, in_worker
 
         if in_worker():
             with decoding(limits):
                 return getattr(self, name)(*args)
         payload = sum(len(a) for a in args if isinstance(a, (bytes, str)))
-        return decoder_pool().run(
+        try:
+            return self._send_to_worker(decoder_pool(), name, args, limits, payload)
+        except NotIsolatable as exc:
+            # The server's own set-up, not the input: this MediaIO carries something that
+            # cannot leave the process (a function defined at run time, say), or workers
+            # cannot be started here (a daemonic process).
+            if not MediaIO._warned_not_isolatable:
+                MediaIO._warned_not_isolatable = True
+                logger.warning("%s: %s; decoding in this process", type(self).__name__, exc)
+            with decoding(limits):
+                return getattr(self, name)(*args)
+
+    def _send_to_worker(
+        self, pool: Any, name: str, args: tuple[Any, ...], limits: DecodeLimits, payload: int
+    ) -> Any:
+        return pool.run(
             _call_in_worker,
             self,
             name,

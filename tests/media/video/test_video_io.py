@@ -265,6 +265,7 @@ def test_jpeg_only_options_are_refused_for_containers(
         VideoMediaIO(image_io, duration=3.0).load_bytes(clip("h264-mp4"))
 
 
+@pytest.mark.usefixtures("in_process_decoding")
 def test_jpeg_sequence_is_cut_before_decoding(monkeypatch: pytest.MonkeyPatch) -> None:
     image_io = ImageMediaIO()
     decoded: list[str] = []

@@ -13,6 +13,7 @@ import numpy as np
 import numpy.typing as npt
 
 from ..._errors import DecodeError, TooLargeError
+from .._isolation import shared_empty
 
 __all__ = [
     "DECODED_BYTES_PER_SECOND",
@@ -131,7 +132,7 @@ class MonoBuffer:
         self._ceiling = ceiling
         if ceiling is not None:
             capacity = min(capacity, ceiling)
-        self._data = np.empty(max(capacity, 1), dtype=np.float32)
+        self._data = shared_empty(max(capacity, 1), np.float32)
         self._scale = np.float32(scale)
         self._sink = sink
         self._reserve = reserve
@@ -151,7 +152,7 @@ class MonoBuffer:
             doubled = 2 * len(self._data)
             if self._ceiling is not None:
                 doubled = min(doubled, self._ceiling)
-            grown = np.empty(max(end, doubled), dtype=np.float32)
+            grown = shared_empty(max(end, doubled), np.float32)
             grown[: self.size] = self._data[: self.size]
             self._data = grown
         return self._data[self.size : end]

@@ -102,6 +102,14 @@ class VideoMediaIO(MediaIO[VideoResult]):
         self.loader_options: dict[str, Any] = loader_options
 
     @property
+    def isolatable(self) -> bool:
+        """Built-in backends run isolated under the default policy; a backend registered
+        from outside (a GPU decoder, one defined at run time) runs in this process
+        unless the policy names ``isolation`` explicitly."""
+        module = getattr(self._loader_cls, "__module__", "")
+        return self.policy.isolation is not None or module.startswith("mediagate.")
+
+    @property
     def frame_cap(self) -> int:
         """The most frames one item yields: ``num_frames`` capped by the policy."""
         return cap_num_frames(self.num_frames, self.policy.max_video_frames)

@@ -22,6 +22,7 @@ import numpy.typing as npt
 import simplejpeg
 
 from ..._errors import DecodeError, OptionError, TooLargeError
+from .._isolation import shared_empty
 from ..base import OptionSpec, decode_base64, opt_int
 from ..budget import check_deadline, reserve_output
 from .sampling import build_metadata, finite_number
@@ -176,7 +177,7 @@ def _decode_frames(
             raise DecodeError(f"frame {slot} of the JPEG frame sequence did not decode to RGB")
         if frames is None:
             _reserve(len(parts), array.shape[1], array.shape[0], fallback)
-            frames = np.empty((len(parts), *array.shape), dtype=np.uint8)
+            frames = shared_empty((len(parts), *array.shape), np.uint8)
         elif array.shape != frames.shape[1:]:
             raise DecodeError(
                 f"frame {slot} of the JPEG frame sequence is {array.shape[1]}x{array.shape[0]}, "

@@ -20,6 +20,7 @@ from av.video.stream import VideoStream
 
 from ..._errors import DecodeError, MediaError, TooLargeError
 from ..._policy import MediaPolicy
+from .._isolation import shared_empty
 from ..budget import check_deadline
 from .container import LIBRARY_ERRORS, StreamIndex
 from .loader import SampledVideoLoader, reserve_frames
@@ -67,7 +68,7 @@ def _grab_walk(
     reserve_frames(len(targets), width, height, policy)
     source = io.BytesIO(data)  # must outlive the capture, which reads from it
     try:
-        out = np.empty((len(targets), height, width, 3), dtype=np.uint8)
+        out = shared_empty((len(targets), height, width, 3), np.uint8)
         # OpenCV reads any io.BufferedIOBase; its stubs only name IStreamReader.
         capture = cv2.VideoCapture(source, cv2.CAP_FFMPEG, [])  # type: ignore[call-overload]
     except MemoryError as exc:

@@ -42,6 +42,7 @@ from av.video.stream import VideoStream
 from ..._errors import DecodeError
 from ..._policy import MediaPolicy
 from .. import _helpers
+from .._isolation import shared_empty
 from ..budget import check_deadline
 from .container import StreamIndex, av_errors, open_video
 from .loader import SAMPLING_OPTIONS, SampledVideoLoader, reserve_frames
@@ -176,7 +177,7 @@ class _Frames:
             if self._out is None:
                 reserve_frames(self._count, frame.width, frame.height, self._policy)
                 shape = (self._count, frame.height, frame.width, 3)
-                self._out = np.empty(shape, dtype=np.uint8)
+                self._out = shared_empty(shape, np.uint8)
             out = self._out
         height, width = out.shape[1:3]
         rgb = converter.reformat(frame, width=width, height=height, format="rgb24", threads=threads)
