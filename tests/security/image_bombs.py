@@ -282,6 +282,19 @@ def tiff_strip_bomb(strips: int = 1_000_000, width: int = 64, height: int = 64) 
     return head + struct.pack("<H", entries) + b"".join(ifd) + b"\0\0\0\0" + offsets + counts
 
 
+def png_chunk_bomb(chunks: int = 1_000_000, *, kind: bytes = b"zzZz") -> bytes:
+    """A 16x16 grey PNG behind ``chunks`` empty ancillary chunks (or empty IDAT chunks)."""
+    ihdr = struct.pack(">IIBBBBB", 16, 16, 8, 0, 0, 0, 0)
+    pixels = zlib.compress(b"".join(b"\x00" + b"\x80" * 16 for _ in range(16)))
+    flood = png_chunk(kind, b"") * chunks
+    body = (
+        flood + png_chunk(b"IDAT", pixels)
+        if kind != b"IDAT"
+        else png_chunk(b"IDAT", pixels) + flood
+    )
+    return b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", ihdr) + body + png_chunk(b"IEND", b"")
+
+
 def bmp_rle(width: int, height: int, body: bytes, *, rle4: bool = False) -> bytes:
     """A bottom-up BMP with RLE8 (or RLE4) ``body`` and a grey palette."""
     colours = 16 if rle4 else 256

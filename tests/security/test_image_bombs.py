@@ -243,6 +243,11 @@ WORK_BOMBS: dict[str, tuple[Callable[[], bytes], str]] = {
     "jpeg_fill_bytes": (bombs.jpeg_fill_bomb, "MAX_JPEG_STRAY_BYTES"),
     "tiff_million_strips": (bombs.tiff_strip_bomb, "MAX_TIFF_BLOCKS"),
     "tiff_strips_over_geometry": (lambda: bombs.tiff_strip_bomb(1000), "size needs"),
+    "png_million_chunks": (bombs.png_chunk_bomb, "MAX_PNG_CHUNKS"),
+    "png_million_idat_chunks": (
+        lambda: bombs.png_chunk_bomb(kind=b"IDAT"),
+        "MAX_PNG_CHUNKS",
+    ),
     "bmp_rle8_padding": (bombs.bmp_rle_padding_bomb, "MAX_RLE_BMP_PIXELS"),
     "bmp_rle4_padding": (
         lambda: bombs.bmp_rle_padding_bomb(rle4=True),
@@ -284,6 +289,8 @@ def test_honest_structures_under_the_limits_decode() -> None:
     com = bombs.encode(Image.fromarray(bombs.gradient(16, 16)), "JPEG")
     com = com[:2] + b"\xff\xfe\x00\x02" * 400 + com[2:]
     assert ImageMediaIO().load_bytes(com).size == (16, 16)
+    chunky = bombs.png_chunk_bomb(image_module.MAX_PNG_CHUNKS - 4)  # just under the limit
+    assert np.asarray(ImageMediaIO("L").load_bytes(chunky)).min() == 0x80
 
 
 def test_strip_bomb_is_refused_before_pillow_builds_its_tiles(

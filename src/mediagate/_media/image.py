@@ -100,6 +100,9 @@ MAX_JPEG_STRAY_BYTES = 4096
 #: Most strips or tiles a TIFF's first directory may list. Pillow builds one tile per
 #: entry at open and decodes each in Python-driven steps.
 MAX_TIFF_BLOCKS = 65536
+#: Most chunks a PNG may hold. Encoders write IDAT in 8-64 KiB chunks (a few thousand at
+#: most within the byte budget); Pillow reads every chunk in Python, about 3 us each.
+MAX_PNG_CHUNKS = 65536
 #: Largest canvas (pixels) of an RLE4/RLE8 BMP. Pillow's RLE decoder is pure Python and
 #: spends up to one interpreter step per pixel: this keeps it well under a second.
 MAX_RLE_BMP_PIXELS = 1 << 22
@@ -325,6 +328,23 @@ def _tiff_first_ifd(data: bytes) -> dict[int, _IfdEntry]:
             value = struct.unpack(order + "I", raw)[0]
         entries[tag] = _IfdEntry(kind, n, value)
     return entries
+
+
+def _check_png_chunks(data: bytes) -> None:
+    """Refuse a PNG of more than ``MAX_PNG_CHUNKS`` chunks (a bounded walk over lengths).
+
+    Raises:
+        DecodeError: too many chunks.
+    """
+    pos, end, chunks = 8, len(data), 0
+    while pos + 8 <= end:
+        chunks += 1
+        if chunks > MAX_PNG_CHUNKS:
+            raise _too_complex("PNG's chunk count", "MAX_PNG_CHUNKS", MAX_PNG_CHUNKS)
+        (length,) = struct.unpack_from(">I", data, pos)
+        if data[pos + 4 : pos + 8] == b"IEND":
+            return
+        pos += 12 + length
 
 
 def _tiff_blocks_needed(entries: Mapping[int, _IfdEntry], tiled: bool) -> int | None:
@@ -570,6 +590,8 @@ class ImageMediaIO(MediaIO[MediaWithBytes[Image.Image]]):
         jpeg = _walk_jpeg(data) if fmt == "JPEG" else None
         if fmt == "TIFF":
             _check_tiff_blocks(data)
+        elif fmt == "PNG":
+            _check_png_chunks(data)
         if jpeg is not None and _simplejpeg is not None and self.image_mode in ("RGB", "L"):
             fast = self._load_jpeg_array(data, jpeg)
             if fast is not None:
