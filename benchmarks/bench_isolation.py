@@ -7,7 +7,8 @@ decides the default: isolation is on for a modality when it costs at most 10%
 (``isolated/in-process <= 1.1x``).
 
 Workloads: 1080p JPEG to an array one at a time and 16 in flight (threads), 32 frames
-sampled from a 60 s 720p H.264 clip, 60 s of stereo audio (FLAC and MP3) to mono.
+sampled from a 60 s 720p H.264 clip, 60 s of stereo audio (FLAC and MP3) to mono, and
+an image-embedding tensor from base64 safetensors.
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ from bench_images import ensure_media
 from bench_video import make_clip
 from mediagate import AudioMediaIO, ImageMediaIO, MediaPolicy, VideoMediaIO
 
+#: The rule that decides the default: isolation is on for a modality when it costs at
+#: most 10%; rows of modalities isolated by default are judged against it.
 TARGET = "isolated/in-process <= 1.1x"
 SIDES = {"in-process": False, "isolated": True}
 
@@ -64,7 +67,10 @@ def _row(
 ) -> Result:
     ios = {side: make_io(flag) for side, flag in SIDES.items()}
     times = alternate({side: (lambda io=io: work(io)) for side, io in ios.items()}, runs=runs)
-    return Result(group="isolation", workload=name, times=times, target=TARGET)
+    # A modality isolated by default must stay within the rule; the others are reported.
+    on = MediaPolicy().isolates(ios["isolated"].modality)
+    target = TARGET if on else "(isolation off by default)"
+    return Result(group="isolation", workload=name, times=times, target=target)
 
 
 def run(quick: bool = False) -> list[Result]:
@@ -98,7 +104,23 @@ def run(quick: bool = False) -> list[Result]:
                 runs,
             )
         )
+    results.append(_embedding_row(runs))
     return results
+
+
+def _embedding_row(runs: int) -> Result:
+    import torch
+
+    from mediagate import ImageEmbeddingMediaIO
+
+    io = ImageEmbeddingMediaIO()
+    payload = io.encode_base64(torch.randn(576, 4096).to(torch.float16))
+    return _row(
+        "576x4096 float16 safetensors (base64) to a tensor, x8",
+        lambda isolated: ImageEmbeddingMediaIO(policy=MediaPolicy(isolation=isolated)),
+        lambda io: [io.load_base64("", payload) for _ in range(8)],
+        runs,
+    )
 
 
 if __name__ == "__main__":
