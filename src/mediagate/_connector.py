@@ -223,6 +223,11 @@ class MediaConnector:
         )
         self._cache_scope = self._judgement_scope()
         self._validate_server_defaults()
+        if any(self.policy.isolates(modality) for modality in MODALITIES):
+            # Workers start while the server gets ready, not on its first request.
+            from ._media._isolation import decoder_pool
+
+            decoder_pool().start()
 
     def _judgement_scope(self) -> str:
         """A digest of every rule that decides what may be fetched: cache entries are

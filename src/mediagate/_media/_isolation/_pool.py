@@ -163,6 +163,13 @@ class DecoderPool:
         """How many workers the pool runs at most."""
         return self._size
 
+    def start(self) -> None:
+        """Start any missing workers in the background and return at once."""
+        if in_worker():
+            return
+        with self._cond:
+            self._fill()
+
     def warm(self, timeout: float = START_TIMEOUT) -> None:
         """Start every worker now and wait until they are ready (or ``timeout`` passes)."""
         if in_worker():
