@@ -110,6 +110,7 @@ MAX_RLE_BMP_PIXELS = 1 << 22
 _FF_RUN = re.compile(rb"\xff+")
 _JPEG_STANDALONE = frozenset({0x01, *range(0xD0, 0xD8)})
 _JPEG_LAST_HEADER_MARKERS = frozenset({0xDA, 0xD9})  # SOS, EOI
+_JPEG_PROGRESSIVE_SOF = frozenset({0xC2, 0xC6, 0xCA, 0xCE})
 _BMP_RLE = frozenset({1, 2})  # BI_RLE8, BI_RLE4
 _EXIF_PREFIX = b"Exif\x00\x00"
 _TRANSPOSE = {
@@ -223,6 +224,7 @@ class _JpegWalk:
     exif: bytes | None = None
     segments: int = 0
     stray: int = 0
+    progressive: bool = False
 
 
 def _jpeg_skip_to_marker(data: bytes, pos: int, walk: _JpegWalk) -> int:
@@ -261,8 +263,15 @@ def _walk_jpeg(data: bytes) -> _JpegWalk:
         DecodeError: over ``MAX_JPEG_SCANS``, ``MAX_JPEG_HEADER_SEGMENTS`` or
             ``MAX_JPEG_STRAY_BYTES``.
     """
-    if data.count(b"\xff\xda") > MAX_JPEG_SCANS:
+    walk = _walk_jpeg_header(data)
+    # Only a progressive JPEG decodes scan after scan over the whole image; a sequential
+    # one that names more scans than its components is refused by libjpeg at the next.
+    if walk.progressive and data.count(b"\xff\xda") > MAX_JPEG_SCANS:
         raise _too_complex("JPEG's number of scans", "MAX_JPEG_SCANS", MAX_JPEG_SCANS)
+    return walk
+
+
+def _walk_jpeg_header(data: bytes) -> _JpegWalk:
     walk = _JpegWalk()
     pos = 2
     while True:
@@ -278,6 +287,7 @@ def _walk_jpeg(data: bytes) -> _JpegWalk:
                 MAX_JPEG_HEADER_SEGMENTS,
             )
         pos = at + 1
+        walk.progressive = walk.progressive or marker in _JPEG_PROGRESSIVE_SOF
         if marker in _JPEG_LAST_HEADER_MARKERS:
             return walk
         if marker in _JPEG_STANDALONE:
