@@ -3,18 +3,16 @@
 The rules, in the order they apply:
 
 1. **Sniff** the leading bytes; only the containers in ``CONTAINER_SIGNATURES`` are
-   opened, and FFmpeg is told which demuxer to use, so it never probes its way into a
-   playlist (HLS), a concat list, an image sequence or a device. Text playlists get a
-   message of their own.
-2. **Open from memory** with a nested-open hook that refuses every request, so no
-   demuxer can read another file or URL, whatever the bytes say. FFmpeg's own
-   ``format_whitelist`` says the same, so no other demuxer runs, and its
-   ``codec_whitelist`` is empty: no decoder at all runs while the stream is probed
-   (the headers and FFmpeg's bitstream parsers give the codec and frame size).
-3. Check the demuxer FFmpeg ended up with against ``ALLOWED_FORMATS``, the codec
-   against ``ALLOWED_CODECS`` and the declared dimensions against ``max_pixels``, all
-   before a frame is decoded. The decoder gets ``max_pixels`` too, so a stream that
-   grows mid-way is refused by FFmpeg itself.
+   opened, and FFmpeg is told which demuxer to use. Text playlists get a message of
+   their own.
+2. **Open** with the shared hardened open (``_ffmpeg.open_stream``): from memory, every
+   nested open refused, only the demuxers in ``CONTAINER_SIGNATURES`` allowed, and no
+   decoder at all running while the stream is probed (the headers and FFmpeg's
+   bitstream parsers give the codec and frame size). The demuxer FFmpeg ended up with
+   is checked against ``ALLOWED_FORMATS`` and the codec against ``ALLOWED_CODECS``.
+3. Check the declared dimensions against ``max_pixels`` before a frame is decoded. The
+   decoder gets ``max_pixels`` too, so a stream that grows mid-way is refused by
+   FFmpeg itself.
 4. **Index** the stream by demuxing packets (no decoding): one presentation timestamp
    per frame, which frames are keyframes, and the real frame count.
 
@@ -24,19 +22,17 @@ place, ``av_errors``, which the loaders wrap around every call into them.
 
 from __future__ import annotations
 
-import io
 import itertools
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import Any
 
-import av
 from av.container import InputContainer
 from av.video.stream import VideoStream
 
-from ..._errors import DecodeError, MediaError, TooLargeError
+from ..._errors import DecodeError, TooLargeError
+from .._ffmpeg import LIBRARY_ERRORS, StreamRules, ffmpeg_errors, open_stream, refuse_nested_open
 from ..budget import check_deadline
 
 __all__ = [
@@ -44,6 +40,7 @@ __all__ = [
     "ALLOWED_FORMATS",
     "LIBRARY_ERRORS",
     "MAX_STREAM_PACKETS",
+    "VIDEO_RULES",
     "StreamIndex",
     "av_errors",
     "index_stream",
@@ -147,24 +144,20 @@ def sniff_container(data: bytes) -> str:
     return CONTAINER_SIGNATURES[kind]
 
 
-def _refuse_nested_open(url: str, flags: int, options: dict[str, Any]) -> Any:
-    raise PermissionError("nested input is not allowed")
-
-
-#: What PyAV, FFmpeg, OpenCV's bindings and numpy raise on hostile bytes: each
-#: becomes a ``DecodeError`` (``MemoryError`` a ``TooLargeError``), never escapes.
-LIBRARY_ERRORS: tuple[type[Exception], ...] = (
-    av.FFmpegError,
-    EOFError,
-    OSError,
-    RuntimeError,  # NotImplementedError too
-    ValueError,  # UnicodeDecodeError too
-    TypeError,
-    ArithmeticError,  # OverflowError, ZeroDivisionError
-    LookupError,  # IndexError, KeyError
-    AttributeError,
-    AssertionError,
+#: How video is opened: the demuxers above, the codecs above, no decoder while probing.
+VIDEO_RULES: StreamRules[VideoStream] = StreamRules(
+    media="video",
+    stream_type=VideoStream,
+    demuxers=frozenset(CONTAINER_SIGNATURES.values()),
+    codecs=ALLOWED_CODECS,
+    no_stream="the media has no video stream",
+    unknown_codec="the video codec is not supported",
+    bad_codec="video codec {codec!r} is not supported (supported: {supported})",
 )
+
+
+#: The nested-open hook every video open installs: it refuses every request.
+_refuse_nested_open = refuse_nested_open
 
 
 @contextmanager
@@ -176,34 +169,12 @@ def av_errors(what: str) -> Iterator[None]:
             happening, nothing of the original error, which is chained).
         TooLargeError: memory ran out (``limit="memory"``).
     """
-    try:
+    with ffmpeg_errors(
+        f"the video could not be decoded ({what} failed)",
+        f"the video needed more memory than this server allows ({what}); lower "
+        "num_frames or MediaPolicy.max_pixels",
+    ):
         yield
-    except MediaError:
-        raise
-    except MemoryError as exc:
-        raise TooLargeError(
-            f"the video needed more memory than this server allows ({what}); lower "
-            "num_frames or MediaPolicy.max_pixels",
-            limit="memory",
-        ) from exc
-    except LIBRARY_ERRORS as exc:
-        raise DecodeError(f"the video could not be decoded ({what} failed)") from exc
-
-
-def _open(data: bytes, demuxer: str, max_pixels: int) -> InputContainer:
-    with av_errors("opening the container"):
-        return av.open(
-            io.BytesIO(data),
-            mode="r",
-            format=demuxer,
-            options={
-                "max_pixels": str(max_pixels),
-                "codec_whitelist": "none",
-                "format_whitelist": ",".join(sorted(set(CONTAINER_SIGNATURES.values()))),
-            },
-            metadata_errors="replace",
-            io_open=_refuse_nested_open,
-        )
 
 
 def open_video(data: bytes, *, max_pixels: int) -> tuple[InputContainer, VideoStream]:
@@ -218,10 +189,15 @@ def open_video(data: bytes, *, max_pixels: int) -> tuple[InputContainer, VideoSt
         DecodeError: not an allowlisted container or codec, no video stream, or damaged.
         TooLargeError: the stream's dimensions exceed ``max_pixels``.
     """
-    container = _open(data, sniff_container(data), max_pixels)
+    container, stream = open_stream(
+        data,
+        sniff_container(data),
+        VIDEO_RULES,
+        options={"max_pixels": str(max_pixels)},
+        errors=av_errors,
+    )
     try:
         with av_errors("probing the video stream"):
-            stream = _checked_stream(container)
             _check_size(stream.codec_context.width, stream.codec_context.height, max_pixels)
             # Decoder-side guard for streams whose frame size changes after the header.
             stream.codec_context.options = {"max_pixels": str(max_pixels)}
@@ -242,25 +218,6 @@ def _check_size(width: int, height: int, max_pixels: int) -> None:
         )
     if width <= 0 or height <= 0:
         raise DecodeError("the video stream's frame size cannot be read (damaged file)")
-
-
-def _checked_stream(container: InputContainer) -> VideoStream:
-    if container.format.name not in ALLOWED_FORMATS:
-        raise DecodeError("the video container format is not supported", http_status=415)
-    if not container.streams.video:
-        raise DecodeError("the media has no video stream")
-    stream = container.streams.video[0]
-    ctx = stream.codec_context
-    if ctx is None:
-        raise DecodeError("the video codec is not supported", http_status=415)
-    codec = ctx.codec.canonical_name
-    if codec not in ALLOWED_CODECS:
-        raise DecodeError(
-            f"video codec {codec!r} is not supported "
-            f"(supported: {', '.join(sorted(ALLOWED_CODECS))})",
-            http_status=415,
-        )
-    return stream
 
 
 @dataclass(frozen=True)
