@@ -12,28 +12,33 @@ when there are more of them) against the decoded-output budget: from the declare
 length before any decoder or resampler is set up, and at every block as the buffer
 grows, so a tiny file at 1 Hz asked for at 384 kHz is refused before anything is
 allocated. The decode deadline is checked between blocks and resampled chunks.
-Library exceptions become ``DecodeError`` (``MemoryError`` a ``TooLargeError``) in
-``decode_audio`` and nowhere else.
+FFmpeg opens the payload through the shared hardened open (``_ffmpeg.open_stream``),
+under the audio demuxers and ``ALLOWED_AV_CODECS``. Library exceptions become
+``DecodeError`` (``MemoryError`` a ``TooLargeError``) in ``decode_audio`` and nowhere
+else.
 """
 
 from __future__ import annotations
 
+import functools
 import io
 import math
 from dataclasses import dataclass
-from typing import Any, NoReturn
+from typing import Any
 
 import av
 import numpy as np
 import numpy.typing as npt
 import soundfile as sf
+from av.audio.stream import AudioStream
 
-from ..._errors import DecodeError, MediaError, TooLargeError
+from ..._errors import DecodeError, MediaError
+from .._ffmpeg import LIBRARY_ERRORS, StreamRules, ffmpeg_errors, open_stream
 from .._helpers import helper_pool
 from ..budget import check_deadline, current_limits, reserve_output
 from .limits import INITIAL_CAPACITY_CAP, AudioLimits, MonoBuffer
 from .resample import StreamResampler
-from .sniff import AudioKind, Decoder, sniff_audio
+from .sniff import AV_FORMATS, AudioKind, Decoder, sniff_audio
 
 __all__ = ["ALLOWED_AV_CODECS", "decode_audio"]
 
@@ -110,19 +115,7 @@ def _sum_channels(block: npt.NDArray[Any], dst: npt.NDArray[np.float32]) -> None
 
 
 #: What the libraries raise on bytes they cannot read: the next decoder is tried.
-_LIBRARY_ERRORS: tuple[type[Exception], ...] = (
-    av.FFmpegError,
-    sf.SoundFileError,
-    RuntimeError,  # NotImplementedError too
-    OSError,
-    ValueError,
-    EOFError,
-    TypeError,
-    ArithmeticError,  # OverflowError, ZeroDivisionError
-    LookupError,  # IndexError, KeyError
-    AttributeError,
-    AssertionError,
-)
+_LIBRARY_ERRORS: tuple[type[Exception], ...] = (*LIBRARY_ERRORS, sf.SoundFileError)
 
 
 class _Output:
@@ -235,8 +228,22 @@ def _decode_soundfile(
     return out.result(), rate
 
 
-def _refuse_nested_open(url: str, flags: int, options: dict[str, str]) -> NoReturn:
-    raise PermissionError("the container tried to open another resource")
+@functools.cache
+def _stream_rules(kind: AudioKind) -> StreamRules[AudioStream]:
+    """How FFmpeg opens a payload of ``kind``: the audio demuxers, the allowed decoders
+    (the only ones that may run while the stream is probed), messages naming ``kind``."""
+    refused = f"audio codec of the {kind.name} payload is not supported"
+    return StreamRules(
+        media="audio",
+        stream_type=AudioStream,
+        demuxers=AV_FORMATS,
+        codecs=ALLOWED_AV_CODECS,
+        no_stream=f"{kind.name} payload has no audio track",
+        unknown_codec=refused,
+        bad_codec=refused.replace("{", "{{").replace("}", "}}"),
+        match_decoder=True,
+        probe_decoders=ALLOWED_AV_CODECS,
+    )
 
 
 @dataclass(frozen=True)
@@ -286,20 +293,9 @@ class _FrameLayout:
 def _decode_pyav(
     data: bytes, kind: AudioKind, limits: AudioLimits, output: _Output
 ) -> tuple[npt.NDArray[np.float32], int]:
-    with av.open(
-        io.BytesIO(data),
-        format=kind.av_format,
-        metadata_errors="ignore",
-        io_open=_refuse_nested_open,
-    ) as container:
-        if not container.streams.audio:
-            raise DecodeError(f"{kind.name} payload has no audio track")
-        stream = container.streams.audio[0]
+    container, stream = open_stream(data, kind.av_format, _stream_rules(kind))
+    with container:
         ctx = stream.codec_context
-        if ctx is None or ctx.name not in ALLOWED_AV_CODECS:
-            raise DecodeError(
-                f"audio codec of the {kind.name} payload is not supported", http_status=415
-            )
         rate, channels = int(ctx.sample_rate), int(ctx.channels)
         limits.check_format(rate, channels)
         declared = 0
@@ -341,6 +337,25 @@ def _decode_with(
         return output.result(audio, rate)
 
 
+def _decode_any(
+    order: list[Decoder], data: bytes, kind: AudioKind, limits: AudioLimits, sample_rate: int | None
+) -> tuple[npt.NDArray[np.float32], int]:
+    """Decode with the first decoder in ``order`` that can read ``data``.
+
+    Raises:
+        MediaError: at once, from whichever decoder refused the payload.
+        Exception: the last decoder's library failure, when none can read it.
+    """
+    for decoder in order[:-1]:
+        try:
+            return _decode_with(decoder, data, kind, limits, sample_rate)
+        except MediaError:
+            raise
+        except _LIBRARY_ERRORS:
+            continue
+    return _decode_with(order[-1], data, kind, limits, sample_rate)
+
+
 def decode_audio(
     data: bytes, limits: AudioLimits, sample_rate: int | None = None
 ) -> tuple[npt.NDArray[np.float32], int]:
@@ -364,22 +379,13 @@ def decode_audio(
     fallback: Decoder = "pyav" if kind.decoder == "soundfile" else "soundfile"
     if fallback == "pyav" or kind.soundfile_can_read:
         order.append(fallback)
-    failure: BaseException | None = None
-    for decoder in order:
-        try:
-            audio, rate = _decode_with(decoder, data, kind, limits, sample_rate)
-        except MediaError:
-            raise
-        except MemoryError as exc:
-            raise TooLargeError(
-                f"decoding the {kind.name} audio needed more memory than this server "
-                "allows (lower MediaPolicy.max_decoded_bytes or the requested sample_rate)",
-                limit="memory",
-            ) from exc
-        except _LIBRARY_ERRORS as exc:
-            failure = exc
-            continue
-        if audio.size == 0:
-            raise DecodeError(f"{kind.name} payload holds no audio samples")
-        return audio, rate
-    raise DecodeError(f"{kind.name} audio could not be decoded") from failure
+    with ffmpeg_errors(
+        f"{kind.name} audio could not be decoded",
+        f"decoding the {kind.name} audio needed more memory than this server allows "
+        "(lower MediaPolicy.max_decoded_bytes or the requested sample_rate)",
+        more=(sf.SoundFileError,),
+    ):
+        audio, rate = _decode_any(order, data, kind, limits, sample_rate)
+    if audio.size == 0:
+        raise DecodeError(f"{kind.name} payload holds no audio samples")
+    return audio, rate

@@ -2,7 +2,8 @@
 
 The answer picks the decoder (soundfile or PyAV) and the FFmpeg demuxer PyAV is told
 to use, so FFmpeg never probes the bytes itself and can never pick a playlist, concat
-or other demuxer that reads more than the payload. Anything not recognised here is a
+or other demuxer that reads more than the payload; ``AV_FORMATS`` are the only
+demuxers FFmpeg may run on audio. Anything not recognised here is a
 ``DecodeError``: only the containers below are decoded.
 """
 
@@ -13,7 +14,7 @@ from typing import Literal
 
 from ..._errors import DecodeError
 
-__all__ = ["AudioKind", "sniff_audio"]
+__all__ = ["AV_FORMATS", "AudioKind", "sniff_audio"]
 
 Decoder = Literal["soundfile", "pyav"]
 
@@ -53,6 +54,12 @@ OGG_FLAC = AudioKind("Ogg/FLAC", "pyav", "ogg", True)
 ADTS_AAC = AudioKind("AAC", "pyav", "aac", False, exact_length=False)
 MP4 = AudioKind("MP4/M4A", "pyav", "mp4", False)
 MATROSKA = AudioKind("Matroska/WebM", "pyav", "matroska", False)
+
+#: Every FFmpeg demuxer an audio payload may be opened with.
+AV_FORMATS: frozenset[str] = frozenset(
+    kind.av_format
+    for kind in (WAV, AIFF, FLAC, MP3, OGG_VORBIS, OGG_OPUS, OGG_FLAC, ADTS_AAC, MP4, MATROSKA)
+)
 
 SUPPORTED = "WAV, AIFF, FLAC, MP3, Ogg (Vorbis, Opus, FLAC), AAC, MP4/M4A, Matroska/WebM"
 
