@@ -9,11 +9,11 @@ import pytest
 
 import mediagate
 from mediagate import MediaPolicy
-from mediagate._config import connector_kwargs_from_env, policy_from_env
+from mediagate._config import connector_kwargs_from_env
 
 
 def test_policy_from_env_reads_every_field() -> None:
-    policy = policy_from_env(
+    policy = MediaPolicy.from_env(
         {
             "MEDIAGATE_ALLOW_PRIVATE_NETWORKS": "yes",
             "MEDIAGATE_ALLOWED_NETWORKS": "10.1.0.0/16, fd00::/8",
@@ -36,7 +36,7 @@ def test_policy_from_env_reads_every_field() -> None:
 
 
 def test_empty_environment_gives_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
-    assert policy_from_env({}) == MediaPolicy()
+    assert MediaPolicy.from_env({}) == MediaPolicy()
     monkeypatch.setenv("MEDIAGATE_MAX_PIXELS", "77")
     assert MediaPolicy.from_env().max_pixels == 77
 
@@ -52,7 +52,7 @@ def test_empty_environment_gives_defaults(monkeypatch: pytest.MonkeyPatch) -> No
 )
 def test_bad_values_name_the_variable_or_field(name: str, value: str) -> None:
     with pytest.raises(ValueError, match=name.removeprefix("MEDIAGATE_").lower() + "|" + name):
-        policy_from_env({name: value})
+        MediaPolicy.from_env({name: value})
 
 
 def test_video_backend_becomes_a_video_default() -> None:

@@ -299,7 +299,7 @@ def test_large_inputs_travel_through_a_reused_segment_that_goes_with_the_pool() 
     with DecoderPool(1) as own:
         for _ in range(3):
             assert run(own, plugins.echo, payload) is payload  # the caller's own object back
-        prefix = f"{_isolation.SEGMENT_PREFIX}{os.getpid()}-"
-        inputs = [n for n in os.listdir(_isolation.SHM_DIR) if n.startswith(prefix) and "-in-" in n]
-        assert len(inputs) == 1  # one segment, reused by every call
-    assert not any(n.startswith(prefix) and "-in-" in n for n in os.listdir(_isolation.SHM_DIR))
+        prefixes = tuple(own._prefixes)  # this pool's workers only
+        inputs = [n for n in os.listdir(_isolation.SHM_DIR) if n.startswith(prefixes)]
+        assert len(inputs) == 1 and _isolation.INPUT_MARK in inputs[0]  # reused by every call
+    assert not any(n.startswith(prefixes) for n in os.listdir(_isolation.SHM_DIR))

@@ -246,3 +246,16 @@ def test_data_url_size_is_judged_from_length() -> None:
 def test_malformed_redirect_targets_are_policy_errors(location: str) -> None:
     with pytest.raises(PolicyError):
         redirect_target(parse_url("http://a.test/"), location)
+
+
+@pytest.mark.parametrize(
+    "host", ["1.2.3.4.5", "example.0x10", "a.b.2130706433", "0x7f.1", "10.0.1."]
+)
+def test_hosts_that_end_in_a_number_must_be_canonical_addresses(host: str) -> None:
+    with pytest.raises(PolicyError):
+        parse_url(f"http://{host}/a.png")
+
+
+@pytest.mark.parametrize("host", ["cafe.face", "1a.example", "x.1a", "0x.example", "10.0.1.2"])
+def test_hosts_that_only_look_numeric_are_names_or_addresses(host: str) -> None:
+    assert parse_url(f"http://{host}/a.png").host == host

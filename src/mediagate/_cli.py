@@ -12,150 +12,18 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from collections.abc import Sequence
-from pathlib import PurePosixPath
 from typing import Any
-from urllib.parse import urlsplit
 
-import numpy as np
-
-from ._connector import LoadReport, MediaConnector
+from ._connector import MediaConnector
 from ._errors import MediaError, OptionError
-from ._media.base import MediaIO
+from ._modalities import guess_modality
 from ._policy import MediaPolicy
+from ._present import error_record, load, text
 
-__all__ = ["describe", "main"]
+__all__ = ["guess_modality", "main"]
 
 MODALITIES = ("auto", "image", "audio", "video", "image-embedding", "audio-embedding")
-
-_EXTENSIONS = {
-    "image": {".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff", ".avif"},
-    "audio": {".wav", ".flac", ".mp3", ".ogg", ".oga", ".opus", ".m4a", ".aac"},
-    "video": {".mp4", ".webm", ".mkv", ".avi", ".mov", ".m4v"},
-    "image-embedding": {".npy", ".safetensors", ".pt", ".pth"},
-}
-
-
-def guess_modality(url: str) -> str:
-    """The modality a URL most likely holds, from a ``data:`` media type or an extension."""
-    if url[:5].lower() == "data:":
-        media_type = url[5:].split(",", 1)[0].split(";", 1)[0].lower()
-        major = media_type.split("/", 1)[0]
-        if major in ("image", "audio", "video"):
-            return major
-        return "image-embedding"
-    suffix = PurePosixPath(urlsplit(url).path).suffix.lower()
-    for modality, suffixes in _EXTENSIONS.items():
-        if suffix in suffixes:
-            return modality
-    return "image"
-
-
-def _media_io(connector: MediaConnector, modality: str) -> MediaIO[Any]:
-    if modality == "image":
-        return connector._image_io()
-    if modality == "audio":
-        return connector._audio_io()  # type: ignore[no-any-return]
-    if modality == "video":
-        return connector._video_io()  # type: ignore[no-any-return]
-    return connector._embedding_io(modality.replace("-", "_"))  # type: ignore[no-any-return]
-
-
-def describe(modality: str, result: Any) -> dict[str, Any]:
-    """A JSON-ready summary of a loaded result (shapes and metadata, never pixel data)."""
-    if modality == "image":
-        array = np.asarray(result)
-        return {
-            "mode": result.mode,
-            "size": list(result.size),
-            "shape": list(array.shape),
-            "dtype": str(array.dtype),
-        }
-    if modality == "audio":
-        audio, rate = result
-        return {
-            "shape": list(audio.shape),
-            "dtype": str(audio.dtype),
-            "sample_rate": rate,
-            "seconds": round(len(audio) / rate, 3) if rate else None,
-        }
-    if modality == "video":
-        frames, metadata = result
-        fps = metadata.get("fps") or 0
-        indices = [int(i) for i in metadata.get("frames_indices", [])]
-        return {
-            "shape": list(frames.shape),
-            "dtype": str(frames.dtype),
-            "total_num_frames": metadata.get("total_num_frames"),
-            "source_fps": fps,
-            "duration": metadata.get("duration"),
-            "video_backend": metadata.get("video_backend"),
-            "frames_indices": indices,
-            "timestamps": [round(i / fps, 3) for i in indices] if fps else None,
-        }
-    return {"shape": list(result.shape), "dtype": str(result.dtype).replace("torch.", "")}
-
-
-def _text(record: dict[str, Any]) -> str:
-    info = record["result"]
-    head = f"{record['modality']:<16} {record['source']:<5} {record['url_shown']}"
-    parts = []
-    for key, value in info.items():
-        if value is None:
-            continue
-        if isinstance(value, list) and len(value) > 12:
-            value = [*value[:6], "...", *value[-3:]]
-        parts.append(f"{key}={value}")
-    stages = ", ".join(f"{k} {v * 1000:.1f} ms" for k, v in record["stages"].items())
-    line2 = "    " + " ".join(str(p).replace(" ", "") for p in parts)
-    line3 = f"    bytes={record['bytes']}" + (f" {stages}" if stages else "")
-    return "\n".join([head, line2, line3])
-
-
-def shown_url(url: str) -> str:
-    """A URL short enough for a terminal (``data:`` payloads are elided)."""
-    if url[:5].lower() == "data:":
-        head = url.split(",", 1)[0]
-        return f"{head},<{max(0, len(url) - len(head) - 1)} chars>"
-    return url if len(url) <= 100 else url[:97] + "..."
-
-
-def load(connector: MediaConnector, url: str, modality: str) -> dict[str, Any]:
-    """Load ``url`` and return the record the CLI prints."""
-    if modality == "auto":
-        modality = guess_modality(url)
-    media_io = _media_io(connector, modality)
-    start = time.perf_counter()
-    result, report = connector.load_with_report(url, media_io)
-    total = time.perf_counter() - start
-    return _record(url, modality, result, report, total)
-
-
-def _record(
-    url: str, modality: str, result: Any, report: LoadReport, total: float
-) -> dict[str, Any]:
-    return {
-        "ok": True,
-        "url_shown": shown_url(url),
-        "modality": modality,
-        "source": report.source,
-        "bytes": report.num_bytes,
-        "cached": report.cached,
-        "result": describe(modality, result),
-        "stages": {**report.stages, "total": total},
-    }
-
-
-def _error_record(exc: BaseException) -> dict[str, Any]:
-    if isinstance(exc, MediaError):
-        return {
-            "ok": False,
-            "error": type(exc).__name__,
-            "message": str(exc),
-            "http_status": exc.http_status,
-        }
-    return {"ok": False, "error": "InternalError", "message": type(exc).__name__}
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -217,12 +85,12 @@ def _fetch_command(args: argparse.Namespace) -> int:
         return _fail(exc, args.json, 2, message=str(exc))
     except Exception as exc:
         return _fail(exc, args.json, 3)
-    print(json.dumps(record) if args.json else _text(record))
+    print(json.dumps(record) if args.json else text(record))
     return 0
 
 
 def _fail(exc: BaseException, as_json: bool, code: int, message: str | None = None) -> int:
-    record = _error_record(exc)
+    record = error_record(exc)
     if message is not None:
         record["message"] = message
     if isinstance(exc, OptionError):

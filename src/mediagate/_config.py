@@ -1,7 +1,8 @@
 """The only place that reads the environment.
 
-Every ``MEDIAGATE_*`` variable is read here, once, by a ``from_env`` constructor; fetch
-and decode code never looks at ``os.environ``.
+Every ``MEDIAGATE_*`` variable is read here, once, for a ``from_env`` constructor; fetch
+and decode code never looks at ``os.environ``. Reading builds settings (plain values),
+never objects, so this module imports nothing else of the package.
 
 | variable | meaning |
 |---|---|
@@ -32,9 +33,7 @@ import os
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from ._policy import MediaPolicy
-
-__all__ = ["cache_kwargs_from_env", "connector_kwargs_from_env", "policy_from_env"]
+__all__ = ["cache_kwargs_from_env", "connector_kwargs_from_env", "policy_fields_from_env"]
 
 PREFIX = "MEDIAGATE_"
 
@@ -94,8 +93,8 @@ _POLICY_FIELDS: dict[str, tuple[str, Callable[[str, str], Any]]] = {
 }
 
 
-def policy_from_env(environ: Mapping[str, str] | None = None) -> MediaPolicy:
-    """The ``MediaPolicy`` the ``MEDIAGATE_*`` variables describe (defaults elsewhere).
+def policy_fields_from_env(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """``MediaPolicy`` fields the ``MEDIAGATE_*`` variables set (the rest keep defaults).
 
     Raises:
         ValueError: a variable's value is malformed (the message names the variable).
@@ -106,10 +105,7 @@ def policy_from_env(environ: Mapping[str, str] | None = None) -> MediaPolicy:
         name = PREFIX + suffix
         if name in env:
             fields[field] = parse(name, env[name])
-    try:
-        return MediaPolicy(**fields)
-    except ValueError as exc:
-        raise ValueError(f"{exc} (from the MEDIAGATE_* environment)") from exc
+    return fields
 
 
 def cache_kwargs_from_env(environ: Mapping[str, str] | None = None) -> dict[str, Any] | None:
@@ -129,9 +125,11 @@ def cache_kwargs_from_env(environ: Mapping[str, str] | None = None) -> dict[str,
 
 
 def connector_kwargs_from_env(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
-    """``MediaConnector`` keyword arguments from the ``MEDIAGATE_*`` variables."""
+    """``MediaConnector`` keyword arguments from the ``MEDIAGATE_*`` variables, but for
+    ``policy`` and ``cache`` (see ``policy_fields_from_env`` and ``cache_kwargs_from_env``):
+    settings only, so reading the environment builds nothing."""
     env = _environ(environ)
-    kwargs: dict[str, Any] = {"policy": policy_from_env(env)}
+    kwargs: dict[str, Any] = {}
     local = env.get(PREFIX + "ALLOWED_LOCAL_MEDIA_PATH", "").strip()
     if local:
         kwargs["allowed_local_media_path"] = local
@@ -147,9 +145,4 @@ def connector_kwargs_from_env(environ: Mapping[str, str] | None = None) -> dict[
     in_flight = env.get(PREFIX + "MAX_IN_FLIGHT")
     if in_flight is not None:
         kwargs["max_in_flight"] = _number(int)(PREFIX + "MAX_IN_FLIGHT", in_flight)
-    cache = cache_kwargs_from_env(env)
-    if cache is not None:
-        from ._cache import MediaCache
-
-        kwargs["cache"] = MediaCache(**cache)
     return kwargs

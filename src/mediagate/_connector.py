@@ -223,11 +223,6 @@ class MediaConnector:
         )
         self._cache_scope = self._judgement_scope()
         self._validate_server_defaults()
-        if any(self.policy.isolates(modality) for modality in MODALITIES):
-            # Workers start while the server gets ready, not on its first request.
-            from ._media._isolation import decoder_pool
-
-            decoder_pool().start()
 
     def _judgement_scope(self) -> str:
         """A digest of every rule that decides what may be fetched: cache entries are
@@ -248,9 +243,14 @@ class MediaConnector:
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> MediaConnector:
         """A connector configured from ``MEDIAGATE_*`` variables; ``overrides`` win."""
+        from ._cache import MediaCache
         from ._config import connector_kwargs_from_env
 
         kwargs = connector_kwargs_from_env(environ)
+        if "policy" not in overrides:
+            kwargs["policy"] = MediaPolicy.from_env(environ)
+        if "cache" not in overrides:
+            kwargs["cache"] = MediaCache.from_env(environ)
         kwargs.update(overrides)
         return cls(**kwargs)
 
@@ -482,6 +482,29 @@ class MediaConnector:
 
     # -- per-modality helpers -----------------------------------------------------------
 
+    def media_io(
+        self, modality: str, media_io_kwargs: Mapping[str, Any] | None = None
+    ) -> MediaIO[Any]:
+        """The ``MediaIO`` for ``modality``, with the server defaults merged under
+        ``media_io_kwargs`` (this request's options), this connector's policy and its
+        request budget; ``image-embedding`` and ``image_embedding`` are the same name.
+
+        Raises:
+            OptionError: an unknown modality, or a bad option.
+        """
+        from ._modalities import modality_name
+
+        name = modality_name(modality)
+        if name == "image":
+            return self._image_io(None, media_io_kwargs)
+        if name == "audio":
+            io: MediaIO[Any] = self._audio_io(media_io_kwargs)
+        elif name == "video":
+            io = self._video_io(None, media_io_kwargs)
+        else:
+            io = self._embedding_io(name, media_io_kwargs)
+        return io
+
     def _options(self, modality: str, request: Mapping[str, Any] | None) -> dict[str, Any]:
         return MediaIO.merge_kwargs(
             self.media_io_kwargs.get(modality), _request_options(modality, request)
@@ -518,11 +541,11 @@ class MediaConnector:
 
         return self._budgeted(AudioMediaIO(policy=self.policy, **self._options("audio", request)))
 
-    def _embedding_io(self, modality: str) -> Any:
+    def _embedding_io(self, modality: str, request: Mapping[str, Any] | None = None) -> Any:
         from ._media.embedding import AudioEmbeddingMediaIO, ImageEmbeddingMediaIO
 
         cls = ImageEmbeddingMediaIO if modality == "image_embedding" else AudioEmbeddingMediaIO
-        return self._budgeted(cls(policy=self.policy, **self._options(modality, None)))
+        return self._budgeted(cls(policy=self.policy, **self._options(modality, request)))
 
     @_entry
     def fetch_image(

@@ -18,10 +18,10 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from ._cli import _error_record, _text, describe, load, shown_url
 from ._connector import MediaConnector
 from ._errors import MediaError
 from ._policy import MediaPolicy
+from ._present import describe, error_record, load, shown_url, text
 
 __all__ = ["run_demo"]
 
@@ -73,7 +73,7 @@ def _emit(record: dict[str, Any], as_json: bool) -> None:
     if as_json:
         print(json.dumps(record))
     elif record["ok"]:
-        print(_text(record))
+        print(text(record))
     else:
         print(f"{record['modality']:<16} {'-':<5} {record['url_shown']}")
         print(f"    refused: {record['error']} (HTTP {record['http_status']}): {record['message']}")
@@ -108,7 +108,7 @@ def _run(samples: Path, as_json: bool) -> int:
             try:
                 record = load(connector, url, modality)
             except MediaError as exc:
-                record = {**_error_record(exc), "modality": modality, "url_shown": shown_url(url)}
+                record = {**error_record(exc), "modality": modality, "url_shown": shown_url(url)}
                 failures += 1
             _emit(record, as_json)
         b64 = base64.b64encode((samples / "embedding.safetensors").read_bytes()).decode()
@@ -135,7 +135,7 @@ def _run(samples: Path, as_json: bool) -> int:
             try:
                 load(connector, url, modality)
             except MediaError as exc:
-                record = {**_error_record(exc), "modality": modality, "url_shown": shown_url(url)}
+                record = {**error_record(exc), "modality": modality, "url_shown": shown_url(url)}
                 _emit(record, as_json)
             else:  # pragma: no cover - a refusal that did not happen is a failure
                 failures += 1

@@ -276,9 +276,13 @@ class MediaPolicy:
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> MediaPolicy:
         """The policy described by ``MEDIAGATE_*`` environment variables."""
-        from ._config import policy_from_env
+        from ._config import policy_fields_from_env
 
-        return policy_from_env(environ)
+        fields = policy_fields_from_env(environ)
+        try:
+            return cls(**fields)
+        except ValueError as exc:
+            raise ValueError(f"{exc} (from the MEDIAGATE_* environment)") from exc
 
     def max_bytes_for(self, modality: str) -> int:
         """The byte budget for one item of ``modality``."""

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import ipaddress
 import re
-import socket
 from dataclasses import dataclass, field
 from typing import Literal
 from urllib.parse import quote, unquote, unquote_to_bytes, urljoin, urlsplit
@@ -37,7 +36,17 @@ MAX_URL_LENGTH = 16 * 1024
 
 _CONTROL = re.compile(r"[\x00-\x20\x7f\\]")
 _HOST_LABELS = re.compile(r"^[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?$")
-_NUMERIC_HOST = re.compile(r"^[0-9a-fx.]+$")
+# A label that C resolvers (inet_aton) and browsers read as a number: decimal, octal or hex.
+_NUMBER_LABEL = re.compile(r"^(?:[0-9]+|0[xX][0-9a-fA-F]*)$")
+
+
+def _ends_in_a_number(host: str) -> bool:
+    """Whether ``host`` would be read as an IPv4 address in some spelling (its last label
+    is a number), so anything but a canonical a.b.c.d is ambiguous."""
+    labels = host.split(".")
+    if len(labels) > 1 and labels[-1] == "":
+        labels.pop()
+    return bool(labels) and bool(_NUMBER_LABEL.match(labels[-1]))
 # Characters left as they are when canonicalising a path or query (RFC 3986 reserved,
 # unreserved and already-present percent escapes).
 _SAFE_PATH = "/:@!$&'()*+,;=-._~%"
@@ -96,18 +105,13 @@ def _canonical_host(raw: str) -> str:
             raise _refuse("the URL's IPv6 host is malformed") from exc
         return f"[{address.compressed}]"
     host = normalize_host(raw)
-    if _NUMERIC_HOST.match(host):
+    if _ends_in_a_number(host):
         try:
             ipaddress.IPv4Address(host)
         except ValueError:
-            try:
-                socket.inet_aton(host)
-            except OSError:
-                pass
-            else:
-                raise _refuse(
-                    "numeric hosts must be written as four decimal parts (a.b.c.d)"
-                ) from None
+            raise _refuse(
+                "numeric hosts must be written as four decimal parts (a.b.c.d)"
+            ) from None
     labels = host.split(".")
     if len(host) > 253 or not all(_HOST_LABELS.match(label) for label in labels):
         raise _refuse("the URL's host is not a valid host name")

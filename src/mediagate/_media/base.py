@@ -1,4 +1,5 @@
-"""MediaIO, MediaWithBytes, and the typed option rules every modality shares.
+"""MediaIO and the typed option rules every modality shares (``MediaWithBytes`` lives in
+``results`` and is re-exported here).
 
 Decoders take bytes and options and return arrays. Nothing in ``_media`` opens a
 socket or knows about connectors or caches.
@@ -12,12 +13,11 @@ import math
 import os
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Generic, TypeVar
 
 import numpy as np
-import numpy.typing as npt
 import pybase64
 
 from .._errors import (
@@ -31,6 +31,7 @@ from .._errors import (
 from .._local import read_file_capped
 from .._policy import MediaPolicy
 from .budget import DecodedBudget, DecodeLimits, current_limits, decoded_size, decoding
+from .results import MediaWithBytes
 
 __all__ = [
     "MediaIO",
@@ -47,83 +48,6 @@ __all__ = [
 
 T = TypeVar("T")
 _M = TypeVar("_M")
-
-
-_PENDING = ("_array", "_to_media", "_known")
-_OWN_FIELDS = frozenset({"media", "original_bytes", *_PENDING})
-
-
-@dataclass
-class MediaWithBytes(Generic[_M]):
-    """Decoded media together with the bytes it came from.
-
-    Attribute access falls through to ``media`` (so an image result has ``.size`` and
-    ``.mode``), ``np.array(x)`` gives ``np.array(x.media)``, and the bytes stay out of
-    ``repr``.
-    """
-
-    media: _M
-    original_bytes: bytes = field(repr=False)
-
-    @classmethod
-    def from_array(
-        cls,
-        array: npt.NDArray[Any],
-        original_bytes: bytes,
-        to_media: Callable[[npt.NDArray[Any]], _M],
-        *,
-        known: Mapping[str, Any] | None = None,
-    ) -> MediaWithBytes[_M]:
-        """A result whose array is decoded already and whose ``media`` is built on demand.
-
-        ``np.asarray(result)`` returns ``array`` itself (no copy); ``result.media`` is
-        ``to_media(array)``, built on first access and then kept. Attributes named in
-        ``known`` (e.g. ``size`` and ``mode``) are answered without building it, so
-        reading them never costs a conversion on the caller's thread.
-        """
-        obj = cls.__new__(cls)
-        obj.__dict__.update(
-            original_bytes=original_bytes,
-            _array=array,
-            _to_media=to_media,
-            _known=dict(known or {}),
-        )
-        return obj
-
-    def __array__(self, dtype: Any = None, copy: bool | None = None) -> npt.NDArray[Any]:
-        arr: npt.NDArray[Any] | None = self.__dict__.get("_array")
-        if arr is None:
-            arr = np.asarray(self.media, dtype=None)
-        if dtype is not None and arr.dtype != dtype:
-            converted: npt.NDArray[Any] = arr.astype(dtype)
-            return converted
-        if copy:
-            duplicate: npt.NDArray[Any] = arr.copy()
-            return duplicate
-        return arr
-
-    def __getattr__(self, name: str) -> Any:
-        # Only reached for names not set on the instance. ``media`` may be pending
-        # (see ``from_array``). Dunders and our own fields are never delegated:
-        # unpickling and copy probe them before ``media`` exists.
-        state = self.__dict__
-        known = state.get("_known")
-        if known and name in known and "media" not in state:
-            return known[name]
-        if name == "media" and "_to_media" in state:
-            media = state["_to_media"](state["_array"])
-            state["media"] = media
-            return media
-        if name.startswith("__") or name in _OWN_FIELDS:
-            raise AttributeError(name)
-        return getattr(self.media, name)
-
-    def __getstate__(self) -> dict[str, Any]:
-        state = self.__dict__
-        if "media" not in state and "_array" in state:
-            # Not built yet: the array travels, and the view is built where it is used.
-            return {name: state[name] for name in ("original_bytes", *_PENDING)}
-        return {"media": self.media, "original_bytes": self.original_bytes}
 
 
 # ---------------------------------------------------------------------------

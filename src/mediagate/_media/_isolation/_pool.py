@@ -119,8 +119,9 @@ class _Worker:
         if self.process.exitcode is None:
             return False
         _log.debug("decoder worker ended with exit code %s", self.process.exitcode)
+        # The Process object is left to the garbage collector: closing it here races
+        # multiprocessing's own exit handler, which joins every child it still lists.
         self.conn.close()
-        self.process.close()
         if self.input is not None:
             self.input.mm.close()
             self.input = None

@@ -16,7 +16,7 @@ import numpy as np
 import numpy.typing as npt
 
 from ..._errors import MediaError
-from ..base import MediaWithBytes
+from ..results import MediaWithBytes
 from ._segments import (
     _SEGMENT_TOKEN,
     SHARED_COPY_THRESHOLD,
@@ -159,7 +159,7 @@ _SAFE_GLOBALS = frozenset(
         ("numpy.core.numeric", "_frombuffer"),
         ("numpy._core.numeric", "_frombuffer"),
         ("mediagate._errors", "_rebuild"),
-        ("mediagate._media.base", "MediaWithBytes"),
+        ("mediagate._media.results", "MediaWithBytes"),
     }
 )
 
