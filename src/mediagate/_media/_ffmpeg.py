@@ -6,11 +6,12 @@ The rules, in the order they apply:
    probes the bytes for one, so it cannot pick a playlist (HLS), a concat list, an
    image sequence or a device.
 2. The bytes are opened **from memory** with a nested-open hook that refuses every
-   request, so no demuxer can read another file or URL, whatever the bytes say.
-   FFmpeg's ``format_whitelist`` is the modality's demuxers, so no other demuxer runs,
-   and its ``codec_whitelist`` the decoders allowed to run while the streams are
-   probed (for video none: the headers and FFmpeg's bitstream parsers give the codec
-   and frame size).
+   request, and an empty ``protocol_whitelist`` for the nested contexts that do not
+   call the hook (the concat demuxer's), so no demuxer can read another file or URL,
+   whatever the bytes say. FFmpeg's ``format_whitelist`` is the modality's demuxers,
+   so no other demuxer runs, and its ``codec_whitelist`` the decoders allowed to run
+   while the streams are probed (for video none: the headers and FFmpeg's bitstream
+   parsers give the codec and frame size).
 3. The demuxer FFmpeg ended up with must be one of the modality's, and the first
    stream of the modality must have a codec on the modality's allowlist, all before a
    frame is decoded.
@@ -182,6 +183,7 @@ def open_stream(
         **(options or {}),
         "format_whitelist": ",".join(sorted(rules.demuxers)),
         "codec_whitelist": ",".join(sorted(rules.probe_decoders)) or "none",
+        "protocol_whitelist": "none",
     }
     with errors("opening the container"):
         container = av.open(
