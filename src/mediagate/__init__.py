@@ -20,9 +20,11 @@ from ._media.image import ImageMediaIO
 from ._media.video.io import VideoMediaIO
 from ._media.video.registry import VIDEO_LOADER_REGISTRY
 from ._policy import MediaPolicy
+from ._sources import SOURCE_REGISTRY, Source, SourceResult
 
 __all__ = [
     "MEDIA_CONNECTOR_REGISTRY",
+    "SOURCE_REGISTRY",
     "VIDEO_LOADER_REGISTRY",
     "AudioEmbeddingMediaIO",
     "AudioMediaIO",
@@ -41,6 +43,8 @@ __all__ = [
     "MediaWithBytes",
     "OptionError",
     "PolicyError",
+    "Source",
+    "SourceResult",
     "TooLargeError",
     "VideoMediaIO",
 ]

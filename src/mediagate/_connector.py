@@ -40,6 +40,7 @@ from ._media.budget import DecodedBudget
 from ._media.image import ImageMediaIO
 from ._policy import MODALITIES, MediaPolicy, normalize_domains
 from ._registry import Registry
+from ._sources import SOURCE_REGISTRY, SourceResult
 from ._urls import (
     ParsedURL,
     base64_payload,
@@ -218,6 +219,7 @@ class MediaConnector:
             raise ValueError("max_workers must be a positive integer")
         self.max_workers = max_workers or _default_workers()
         self._pool: ThreadPoolExecutor | None = None
+        self._sources: dict[str, Any] = {}
         self._fetcher = HttpFetcher(
             self.policy, self.allowed_media_domains, max_in_flight=max_in_flight
         )
@@ -373,6 +375,49 @@ class MediaConnector:
         if self.cache is not None:
             self.cache.put(self._cache_key(ref), data)
 
+    def _parse(self, url: str) -> ParsedURL:
+        return parse_url(url, SOURCE_REGISTRY.names())
+
+    def _source(self, scheme: str) -> Any:
+        source = self._sources.get(scheme)
+        if source is None:
+            source = self._sources[scheme] = SOURCE_REGISTRY.load(scheme)
+        return source
+
+    def _source_cache_key(self, ref: ParsedURL) -> str:
+        # A source's own rules (buckets, endpoints) live in the policy: entries are filed
+        # under all of it.
+        scope = hashlib.sha256(repr((self._cache_scope, self.policy)).encode()).hexdigest()
+        return f"{ref.url} judged:{scope[:16]}"
+
+    def _source_result(self, fetched: Any, media_io: MediaIO[Any]) -> bytes:
+        data = fetched.data if isinstance(fetched, SourceResult) else fetched
+        return self._checked_body(data, media_io)
+
+    def _from_source(
+        self, source: Any, ref: ParsedURL, media_io: MediaIO[Any], timeout: float
+    ) -> bytes:
+        with error_boundary(f"fetching the {ref.scheme} reference", default=FetchError):
+            fetched = source.fetch(
+                ref, policy=self.policy, limit=self._limit(media_io), timeout=timeout
+            )
+        return self._source_result(fetched, media_io)
+
+    async def _from_source_async(
+        self, source: Any, ref: ParsedURL, media_io: MediaIO[Any], timeout: float
+    ) -> bytes:
+        fetch_async = getattr(source, "fetch_async", None)
+        if fetch_async is None:
+            return await self._in_pool(self._from_source, source, ref, media_io, timeout)
+        with error_boundary(f"fetching the {ref.scheme} reference", default=FetchError):
+            fetched = await fetch_async(
+                ref, policy=self.policy, limit=self._limit(media_io), timeout=timeout
+            )
+        return self._source_result(fetched, media_io)
+
+    def _source_cache(self, source: Any) -> MediaCache | None:
+        return self.cache if getattr(source, "cacheable", False) else None
+
     # -- the sync twin ------------------------------------------------------------------
 
     def _fetch_bytes(self, ref: ParsedURL, media_io: MediaIO[Any], timeout: float) -> bytes:
@@ -393,14 +438,25 @@ class MediaConnector:
     ) -> tuple[_M, LoadReport]:
         """``load_from_url`` plus a report of the source, byte count and stage times."""
         start = time.perf_counter()
-        ref = parse_url(url)
+        ref = self._parse(url)
         report = LoadReport(source=ref.scheme)
         if ref.scheme == "data":
             result, report.num_bytes = self._load_data_url_sized(ref, media_io)
             report.stages["decode"] = time.perf_counter() - start
             return result, report
+        cache_key: str | None = None
         if ref.scheme == "file":
             data = self._read_file_url(ref, media_io)
+        elif ref.scheme not in ("http", "https"):
+            source = self._source(ref.scheme)
+            timeout = self._timeout(media_io, fetch_timeout)
+            cache = self._source_cache(source)
+            cache_key = self._source_cache_key(ref) if cache is not None else None
+            cached = cache.get(cache_key) if cache is not None and cache_key else None
+            report.cached = cached is not None
+            data = (
+                cached if cached is not None else self._from_source(source, ref, media_io, timeout)
+            )
         else:
             self._check_remote(ref)
             timeout = self._timeout(media_io, fetch_timeout)
@@ -414,6 +470,8 @@ class MediaConnector:
         report.stages["decode"] = time.perf_counter() - decode_start
         if ref.scheme in ("http", "https") and not report.cached:
             self._cache_put(ref, data)
+        elif cache_key is not None and not report.cached and self.cache is not None:
+            self.cache.put(cache_key, data)
         return result, report
 
     @_entry
@@ -455,12 +513,16 @@ class MediaConnector:
         self, url: str, media_io: MediaIO[_M], *, fetch_timeout: float | None = None
     ) -> _M:
         """The async twin of ``load_from_url``: never blocks the running event loop."""
-        ref = parse_url(url)
+        ref = self._parse(url)
         if ref.scheme == "data":
             return await self._in_pool(self._load_data_url, ref, media_io)
         if ref.scheme == "file":
             data = await self._in_pool(self._read_file_url, ref, media_io)
             return await self._in_pool(media_io.load_bytes, data)
+        if ref.scheme not in ("http", "https"):
+            return await self._source_pipeline(
+                ref, media_io, self._timeout(media_io, fetch_timeout)
+            )
         self._check_remote(ref)
         timeout = self._timeout(media_io, fetch_timeout)
         if self.connection is None:
@@ -469,6 +531,20 @@ class MediaConnector:
             return await run_on_fetch_loop(self._remote_pipeline(ref, media_io, timeout))
         # A caller-supplied transport runs on the caller's own loop.
         return await self._remote_pipeline(ref, media_io, timeout)
+
+    async def _source_pipeline(self, ref: ParsedURL, media_io: MediaIO[_M], timeout: float) -> _M:
+        source = self._source(ref.scheme)
+        cache = self._source_cache(source)
+        key = self._source_cache_key(ref) if cache is not None else ""
+        cached = await self._in_pool(cache.get, key) if cache is not None else None
+        if cached is None:
+            data = await self._from_source_async(source, ref, media_io, timeout)
+        else:
+            data = cached
+        result = await self._in_pool(media_io.load_bytes, data)
+        if cached is None and cache is not None:
+            await self._in_pool(cache.put, key, data)
+        return result
 
     async def _remote_pipeline(self, ref: ParsedURL, media_io: MediaIO[_M], timeout: float) -> _M:
         cached = await self._in_pool(self._cache_get, ref) if self.cache is not None else None

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Literal
 from urllib.parse import quote, unquote, unquote_to_bytes, urljoin, urlsplit
@@ -47,6 +48,8 @@ def _ends_in_a_number(host: str) -> bool:
     if len(labels) > 1 and labels[-1] == "":
         labels.pop()
     return bool(labels) and bool(_NUMBER_LABEL.match(labels[-1]))
+
+
 # Characters left as they are when canonicalising a path or query (RFC 3986 reserved,
 # unreserved and already-present percent escapes).
 _SAFE_PATH = "/:@!$&'()*+,;=-._~%"
@@ -61,7 +64,8 @@ def _refuse(message: str, status: int = 400) -> PolicyError:
 class ParsedURL:
     """A validated reference. ``url`` is canonical: the string judged and sent."""
 
-    scheme: Scheme
+    #: ``http``, ``https``, ``data``, ``file``, or the scheme of a registered source.
+    scheme: str
     url: str
     host: str = ""
     port: int | None = None
@@ -109,9 +113,7 @@ def _canonical_host(raw: str) -> str:
         try:
             ipaddress.IPv4Address(host)
         except ValueError:
-            raise _refuse(
-                "numeric hosts must be written as four decimal parts (a.b.c.d)"
-            ) from None
+            raise _refuse("numeric hosts must be written as four decimal parts (a.b.c.d)") from None
     labels = host.split(".")
     if len(host) > 253 or not all(_HOST_LABELS.match(label) for label in labels):
         raise _refuse("the URL's host is not a valid host name")
@@ -173,10 +175,13 @@ def _parse_file(url: str) -> ParsedURL:
     return ParsedURL(scheme="file", url=f"file://{canonical}", path=decoded)
 
 
-def parse_url(url: str) -> ParsedURL:
+def parse_url(url: str, sources: Collection[str] = ()) -> ParsedURL:
     """Validate and canonicalise a media reference.
 
     ``data:`` references are only recognised here; ``parse_data_url`` splits them.
+    ``sources`` are the schemes of registered sources, parsed as
+    ``scheme://authority/path`` with the same refusals of credentials, control
+    characters and backslashes.
 
     Raises:
         PolicyError: an unsupported scheme, or a malformed or ambiguous URL.
@@ -184,8 +189,9 @@ def parse_url(url: str) -> ParsedURL:
     if not isinstance(url, str):
         raise _refuse("the media URL must be a string")
     scheme = _scheme_of(url)
-    if scheme not in SCHEMES:
-        raise _refuse("unsupported URL scheme (use http, https, data or file)", status=400)
+    if scheme not in SCHEMES and scheme not in sources:
+        known = ", ".join([*SCHEMES, *sorted(sources)])
+        raise _refuse(f"unsupported URL scheme (use {known})", status=400)
     if scheme == "data":
         return ParsedURL(scheme="data", url=url)
     if len(url) > MAX_URL_LENGTH:
@@ -194,6 +200,8 @@ def parse_url(url: str) -> ParsedURL:
         raise _refuse("the URL contains whitespace, control characters or a backslash")
     if scheme == "file":
         return _parse_file(url)
+    if scheme not in SCHEMES:
+        return _parse_source(url, scheme)
     try:
         # A non-ASCII host or path is canonicalised (IDNA, percent escapes), never sent raw.
         return _parse_http(url, scheme)
@@ -201,6 +209,23 @@ def parse_url(url: str) -> ParsedURL:
         if isinstance(exc, PolicyError):
             raise
         raise _refuse("the URL is malformed") from exc
+
+
+def _parse_source(url: str, scheme: str) -> ParsedURL:
+    """A ``scheme://authority/path`` reference for a registered source."""
+    if not url[len(scheme) + 1 :].startswith("//"):
+        raise _refuse(f"{scheme} URLs must start with {scheme}://")
+    parts = urlsplit(url)
+    if "@" in parts.netloc:
+        raise _refuse("credentials in media URLs are not accepted")
+    if parts.query or parts.fragment:
+        raise _refuse(f"{scheme} URLs take no query or fragment")
+    host = parts.netloc.lower()
+    if not host:
+        raise _refuse("the URL has no host")
+    return ParsedURL(
+        scheme=scheme, url=f"{scheme}://{host}{parts.path}", host=host, path=parts.path
+    )
 
 
 def check_domain(parsed: ParsedURL, allowed: frozenset[str]) -> None:
