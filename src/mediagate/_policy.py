@@ -183,6 +183,47 @@ def _as_isolation(value: Any) -> frozenset[str] | None:
     return chosen
 
 
+def _as_buckets(value: Any) -> tuple[str, ...]:
+    """``allowed_buckets`` as sorted ``scheme://bucket`` strings (lower-case scheme)."""
+    if isinstance(value, str):
+        value = (value,)
+    if not isinstance(value, Iterable):
+        raise ValueError("MediaPolicy.allowed_buckets must be a sequence of 'scheme://bucket'")
+    buckets = set()
+    for item in value:
+        scheme, sep, bucket = str(item).partition("://")
+        if not sep or not scheme or not bucket or "/" in bucket.rstrip("/"):
+            raise ValueError(
+                f"MediaPolicy.allowed_buckets: {item!r} is not 'scheme://bucket' (e.g. s3://media)"
+            )
+        buckets.add(f"{scheme.lower()}://{bucket.rstrip('/')}")
+    return tuple(sorted(buckets))
+
+
+class _StorageOptions(dict[str, Any]):
+    """Storage settings by scheme: compare by value, hash by identity-free content, and
+    never show their values (they hold credentials)."""
+
+    def __repr__(self) -> str:
+        return "{" + ", ".join(f"{k!r}: {{...}}" for k in sorted(self)) + "}"
+
+    def __hash__(self) -> int:  # type: ignore[override]
+        return hash(tuple(sorted(self)))
+
+
+def _as_storage_options(value: Any) -> Mapping[str, Mapping[str, Any]]:
+    if not isinstance(value, Mapping):
+        raise ValueError("MediaPolicy.storage_options must map a scheme to its options")
+    options = _StorageOptions()
+    for scheme, settings in value.items():
+        if not isinstance(scheme, str) or not isinstance(settings, Mapping):
+            raise ValueError(
+                "MediaPolicy.storage_options must map a scheme (e.g. 's3') to a mapping of options"
+            )
+        options[scheme.lower()] = dict(settings)
+    return options
+
+
 @dataclass(frozen=True)
 class MediaPolicy:
     """What untrusted media references may make the server do.
@@ -196,6 +237,10 @@ class MediaPolicy:
     modalities decoded in isolated worker processes (``True``: all, ``False``: none,
     unset: ``DEFAULT_ISOLATED``), and ``trust_proxy_dns`` lets a configured ``proxy``
     resolve target names without judging them here first (default ``False``).
+    ``allowed_buckets`` names the object-storage buckets references may read
+    (``["s3://media-in", "gs://frames"]``; none by default) and ``storage_options`` the
+    settings of each storage scheme (``{"s3": {"endpoint_url": ..., "key": ...}}``),
+    which only the server sets; their values are never shown in ``repr``.
 
     Example::
 
@@ -221,6 +266,8 @@ class MediaPolicy:
     decode_timeout: float | None = None
     isolation: bool | Sequence[str] | None = None
     trust_proxy_dns: bool = False
+    allowed_buckets: Sequence[str] = ()
+    storage_options: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         for flag in ("allow_private_networks", "trust_proxy_dns"):
@@ -239,6 +286,8 @@ class MediaPolicy:
         )
         if self.decode_timeout == 0:
             raise ValueError("MediaPolicy.decode_timeout must be > 0 seconds")
+        object.__setattr__(self, "allowed_buckets", _as_buckets(self.allowed_buckets))
+        object.__setattr__(self, "storage_options", _as_storage_options(self.storage_options))
         object.__setattr__(self, "allowed_networks", _as_networks(self.allowed_networks))
         for name in ("max_redirects", "max_pixels", "max_video_frames", "max_tensor_bytes"):
             object.__setattr__(self, name, _as_number(name, getattr(self, name), integer=True))
