@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+from typing import Any
 
 import pytest
 
@@ -115,3 +116,46 @@ def test_normalize_host_drops_only_one_trailing_dot() -> None:
 def test_unencodable_hosts_are_policy_errors(host: str) -> None:
     with pytest.raises(PolicyError):
         normalize_host(host)
+
+
+def test_the_connector_keywords_build_the_one_policy(tmp_path: Any) -> None:
+    from mediagate import MediaConnector
+
+    policy = MediaPolicy(allowed_media_domains=["Images.Example.COM."])
+    assert policy.allowed_media_domains == ("images.example.com",)
+    with MediaConnector(policy=policy) as conn:
+        assert conn.allowed_media_domains == frozenset({"images.example.com"})
+        assert conn.allowed_local_media_path is None
+    with MediaConnector(
+        allowed_media_domains=["a.example"], allowed_local_media_path=str(tmp_path)
+    ) as conn:
+        assert conn.policy.allowed_media_domains == ("a.example",)
+        assert conn.policy.allowed_local_media_path == str(tmp_path)
+        assert conn.allowed_local_media_path == tmp_path.resolve()
+    rooted = MediaPolicy(allowed_local_media_path=str(tmp_path / "missing"))
+    with pytest.raises(ValueError, match="does not exist"):
+        MediaConnector(policy=rooted)
+
+
+def test_secrets_in_the_policy_are_never_shown() -> None:
+    policy = MediaPolicy(
+        proxy="http://user:hunter2@proxy.internal:3128",
+        storage_options={"s3": {"key": "AKIAEXAMPLE", "secret": "s3cr3t"}},
+    )
+    shown = repr(policy)
+    assert "hunter2" not in shown and "user" not in shown and "s3cr3t" not in shown
+    assert "AKIAEXAMPLE" not in shown and "proxy.internal:3128" in shown
+    assert policy.storage_options["s3"]["secret"] == "s3cr3t"  # kept, only not shown
+
+
+def test_transport_bounds_are_policy_fields() -> None:
+    from mediagate import MediaConnector, PolicyError
+
+    short = MediaPolicy(max_url_length=40)
+    with MediaConnector(policy=short) as conn:
+        with pytest.raises(PolicyError, match="max_url_length"):
+            conn.fetch_image("https://images.example.com/" + "a" * 40 + ".png")
+    for name in ("max_url_length", "max_connections"):
+        for bad in (0, -1, 1.5, "8", True):
+            with pytest.raises(ValueError, match=name):
+                MediaPolicy(**{name: bad})

@@ -38,7 +38,7 @@ from ._media._helpers import cpu_count
 from ._media.base import MediaIO, MediaWithBytes
 from ._media.budget import DecodedBudget
 from ._media.image import ImageMediaIO
-from ._policy import MODALITIES, MediaPolicy, normalize_domains
+from ._policy import MODALITIES, MediaPolicy
 from ._registry import Registry
 from ._sources import SOURCE_REGISTRY, SourceResult
 from ._urls import (
@@ -207,13 +207,19 @@ class MediaConnector:
         if decoded_budget is not None and not isinstance(decoded_budget, DecodedBudget):
             raise TypeError("decoded_budget must be a DecodedBudget")
         self.decoded_budget = decoded_budget
-        self.policy = policy if policy is not None else MediaPolicy()
+        policy = policy if policy is not None else MediaPolicy()
+        # The keywords are the compatible spelling of the policy's fields of those names.
+        spelled: dict[str, Any] = {}
+        if allowed_media_domains:
+            spelled["allowed_media_domains"] = allowed_media_domains
+        if allowed_local_media_path:
+            spelled["allowed_local_media_path"] = allowed_local_media_path
+        self.policy = policy.replace(**spelled) if spelled else policy
         self.media_io_kwargs = _check_media_io_kwargs(media_io_kwargs)
         self.connection = connection
-        self.allowed_local_media_path: Path | None = (
-            check_allowed_root(allowed_local_media_path) if allowed_local_media_path else None
-        )
-        self.allowed_media_domains = normalize_domains(allowed_media_domains)
+        root = self.policy.allowed_local_media_path
+        self.allowed_local_media_path: Path | None = check_allowed_root(root) if root else None
+        self.allowed_media_domains = frozenset(self.policy.allowed_media_domains)
         self.cache = cache
         if max_workers is not None and (isinstance(max_workers, bool) or max_workers < 1):
             raise ValueError("max_workers must be a positive integer")
@@ -221,7 +227,10 @@ class MediaConnector:
         self._pool: ThreadPoolExecutor | None = None
         self._sources: dict[str, Any] = {}
         self._fetcher = HttpFetcher(
-            self.policy, self.allowed_media_domains, max_in_flight=max_in_flight
+            self.policy,
+            self.allowed_media_domains,
+            max_connections=self.policy.max_connections,
+            max_in_flight=max_in_flight,
         )
         self._cache_scope = self._judgement_scope()
         self._validate_server_defaults()
@@ -376,7 +385,7 @@ class MediaConnector:
             self.cache.put(self._cache_key(ref), data)
 
     def _parse(self, url: str) -> ParsedURL:
-        return parse_url(url, SOURCE_REGISTRY.names())
+        return parse_url(url, SOURCE_REGISTRY.names(), max_length=self.policy.max_url_length)
 
     def _source(self, scheme: str) -> Any:
         source = self._sources.get(scheme)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 import math
+import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, cast
@@ -183,6 +184,15 @@ def _as_isolation(value: Any) -> frozenset[str] | None:
     return chosen
 
 
+def _without_credentials(url: str) -> str:
+    """``url`` with any ``user:password@`` replaced by ``***@``."""
+    scheme, sep, rest = url.partition("://")
+    authority, slash, path = rest.partition("/")
+    if "@" in authority:
+        authority = "***@" + authority.rpartition("@")[2]
+    return f"{scheme}{sep}{authority}{slash}{path}"
+
+
 def _as_buckets(value: Any) -> tuple[str, ...]:
     """``allowed_buckets`` as sorted ``scheme://bucket`` strings (lower-case scheme)."""
     if isinstance(value, str):
@@ -224,7 +234,7 @@ def _as_storage_options(value: Any) -> Mapping[str, Mapping[str, Any]]:
     return options
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class MediaPolicy:
     """What untrusted media references may make the server do.
 
@@ -240,7 +250,11 @@ class MediaPolicy:
     ``allowed_buckets`` names the object-storage buckets references may read
     (``["s3://media-in", "gs://frames"]``; none by default) and ``storage_options`` the
     settings of each storage scheme (``{"s3": {"endpoint_url": ..., "key": ...}}``),
-    which only the server sets; their values are never shown in ``repr``.
+    which only the server sets; their values are never shown in ``repr`` (nor a proxy's
+    credentials). ``allowed_media_domains`` (exact hosts; empty allows any) and
+    ``allowed_local_media_path`` (the folder ``file:`` URLs may read; empty disables them)
+    are the connector keywords of the same names, which build a policy;
+    ``max_url_length`` and ``max_connections`` (the connection pool) bound the transport.
 
     Example::
 
@@ -268,6 +282,10 @@ class MediaPolicy:
     trust_proxy_dns: bool = False
     allowed_buckets: Sequence[str] = ()
     storage_options: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    allowed_media_domains: Sequence[str] = ()
+    allowed_local_media_path: str = ""
+    max_url_length: int = 16 * 1024
+    max_connections: int = 64
 
     def __post_init__(self) -> None:
         for flag in ("allow_private_networks", "trust_proxy_dns"):
@@ -287,6 +305,21 @@ class MediaPolicy:
         if self.decode_timeout == 0:
             raise ValueError("MediaPolicy.decode_timeout must be > 0 seconds")
         object.__setattr__(self, "allowed_buckets", _as_buckets(self.allowed_buckets))
+        object.__setattr__(
+            self,
+            "allowed_media_domains",
+            tuple(sorted(normalize_domains(self.allowed_media_domains))),
+        )
+        if not isinstance(self.allowed_local_media_path, (str, os.PathLike)):
+            raise ValueError("MediaPolicy.allowed_local_media_path must be a path string")
+        object.__setattr__(
+            self, "allowed_local_media_path", os.fspath(self.allowed_local_media_path)
+        )
+        for name in ("max_url_length", "max_connections"):
+            value = _as_number(name, getattr(self, name), integer=True)
+            if value < 1:
+                raise ValueError(f"MediaPolicy.{name} must be >= 1")
+            object.__setattr__(self, name, value)
         object.__setattr__(self, "storage_options", _as_storage_options(self.storage_options))
         object.__setattr__(self, "allowed_networks", _as_networks(self.allowed_networks))
         for name in ("max_redirects", "max_pixels", "max_video_frames", "max_tensor_bytes"):
@@ -317,6 +350,15 @@ class MediaPolicy:
     def networks(self) -> tuple[IPNetwork, ...]:
         """``allowed_networks`` as parsed network objects."""
         return cast("tuple[IPNetwork, ...]", self.allowed_networks)
+
+    def __repr__(self) -> str:
+        shown = []
+        for item in dataclasses.fields(self):
+            value = getattr(self, item.name)
+            if item.name == "proxy" and isinstance(value, str):
+                value = _without_credentials(value)
+            shown.append(f"{item.name}={value!r}")
+        return f"MediaPolicy({', '.join(shown)})"
 
     def replace(self, **changes: Any) -> MediaPolicy:
         """A copy with ``changes`` applied (validated like the constructor)."""

@@ -175,7 +175,9 @@ def _parse_file(url: str) -> ParsedURL:
     return ParsedURL(scheme="file", url=f"file://{canonical}", path=decoded)
 
 
-def parse_url(url: str, sources: Collection[str] = ()) -> ParsedURL:
+def parse_url(
+    url: str, sources: Collection[str] = (), *, max_length: int = MAX_URL_LENGTH
+) -> ParsedURL:
     """Validate and canonicalise a media reference.
 
     ``data:`` references are only recognised here; ``parse_data_url`` splits them.
@@ -194,8 +196,10 @@ def parse_url(url: str, sources: Collection[str] = ()) -> ParsedURL:
         raise _refuse(f"unsupported URL scheme (use {known})", status=400)
     if scheme == "data":
         return ParsedURL(scheme="data", url=url)
-    if len(url) > MAX_URL_LENGTH:
-        raise _refuse(f"the URL is longer than {MAX_URL_LENGTH} characters")
+    if len(url) > max_length:
+        raise _refuse(
+            f"the URL is longer than {max_length} characters (MediaPolicy.max_url_length)"
+        )
     if _CONTROL.search(url):
         raise _refuse("the URL contains whitespace, control characters or a backslash")
     if scheme == "file":
