@@ -19,8 +19,8 @@ from av.video.stream import VideoStream
 
 from ..._policy import MediaPolicy
 from ..base import OptionSpec
-from ..budget import reserve_output
 from .container import StreamIndex, av_errors, index_stream, open_video
+from .limits import VideoLimits
 from .sampling import build_metadata, cap_num_frames, finite_number, sample_frame_indices
 
 __all__ = ["SAMPLING_OPTIONS", "SampledVideoLoader", "reserve_frames"]
@@ -43,11 +43,7 @@ def reserve_frames(count: int, width: int, height: int, policy: MediaPolicy) -> 
     Raises:
         TooLargeError: over the budget (``limit="max_decoded_bytes"``).
     """
-    reserve_output(
-        count * width * height * 3,
-        f"{count} video frames of {width}x{height}",
-        fallback=policy.max_decoded_bytes_for("video"),
-    )
+    VideoLimits.from_policy(policy).reserve_frames(count, width, height)
 
 
 class SampledVideoLoader:
