@@ -1,7 +1,7 @@
 """mediagate: untrusted media references in, model-ready arrays out, safely and fast."""
 
 from ._cache import MediaCache
-from ._connector import MEDIA_CONNECTOR_REGISTRY, MediaConnector
+from ._connector import MEDIA_CONNECTOR_REGISTRY, LoadReport, MediaConnector
 from ._errors import (
     DecodeError,
     FetchError,
@@ -13,11 +13,12 @@ from ._errors import (
     TooLargeError,
 )
 from ._media.audio import AudioMediaIO
-from ._media.base import MediaIO, MediaWithBytes
+from ._media.base import MediaIO, MediaWithBytes, OptionSpec
 from ._media.budget import DecodedBudget
 from ._media.embedding import AudioEmbeddingMediaIO, ImageEmbeddingMediaIO
 from ._media.image import ImageMediaIO
 from ._media.video.io import VideoMediaIO
+from ._media.video.loader import SampledVideoLoader
 from ._media.video.registry import VIDEO_LOADER_REGISTRY
 from ._policy import MediaPolicy
 from ._sources import SOURCE_REGISTRY, Source, SourceResult
@@ -34,6 +35,7 @@ __all__ = [
     "FetchTimeout",
     "ImageEmbeddingMediaIO",
     "ImageMediaIO",
+    "LoadReport",
     "LocalMediaDisabledError",
     "MediaCache",
     "MediaConnector",
@@ -42,7 +44,9 @@ __all__ = [
     "MediaPolicy",
     "MediaWithBytes",
     "OptionError",
+    "OptionSpec",
     "PolicyError",
+    "SampledVideoLoader",
     "Source",
     "SourceResult",
     "TooLargeError",
