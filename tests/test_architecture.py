@@ -36,7 +36,7 @@ def _imports(path: Path, name: str, known: set[str]) -> set[str]:
             found.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom):
             base = package.split(".")[: len(package.split(".")) - node.level + 1]
-            target = ".".join(base + [node.module] if node.module else base)
+            target = ".".join([*base, node.module] if node.module else base)
             if not node.level:
                 target = node.module or ""
             for alias in node.names:
