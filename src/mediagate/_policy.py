@@ -28,6 +28,7 @@ __all__ = [
     "MediaPolicy",
     "Modality",
     "check_address",
+    "check_pixels",
     "normalize_host",
 ]
 
@@ -414,14 +415,19 @@ class MediaPolicy:
 
     def check_pixels(self, width: int, height: int, *, what: str = "image") -> None:
         """Raise ``TooLargeError`` when ``width * height`` exceeds ``max_pixels``."""
-        if width * height > self.max_pixels:
-            raise TooLargeError(
-                f"{what} of {width}x{height} pixels exceeds max_pixels={self.max_pixels} "
-                f"(raise MediaPolicy.max_pixels to allow it)",
-                limit="max_pixels",
-                value=width * height,
-                maximum=self.max_pixels,
-            )
+        check_pixels(width, height, self.max_pixels, what=what)
+
+
+def check_pixels(width: int, height: int, max_pixels: int, *, what: str = "image") -> None:
+    """Raise ``TooLargeError`` when ``width * height`` exceeds ``max_pixels``."""
+    if width * height > max_pixels:
+        raise TooLargeError(
+            f"{what} of {width}x{height} pixels exceeds max_pixels={max_pixels} "
+            f"(raise MediaPolicy.max_pixels to allow it)",
+            limit="max_pixels",
+            value=width * height,
+            maximum=max_pixels,
+        )
 
     def allows_address(self, address: IPAddress) -> bool:
         """Whether the fetcher may dial ``address``."""

@@ -7,8 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..._errors import TooLargeError
-from ..._policy import MediaPolicy
+from ..._policy import MediaPolicy, check_pixels
 from ..budget import reserve_output
 
 __all__ = ["VideoLimits"]
@@ -54,14 +53,7 @@ class VideoLimits:
         Raises:
             TooLargeError: over ``max_pixels`` (``limit="max_pixels"``).
         """
-        if width * height > self.max_pixels:
-            raise TooLargeError(
-                f"{what} of {width}x{height} pixels exceeds max_pixels={self.max_pixels} "
-                f"(raise MediaPolicy.max_pixels to allow it)",
-                limit="max_pixels",
-                value=width * height,
-                maximum=self.max_pixels,
-            )
+        check_pixels(width, height, self.max_pixels, what=what)
 
     def reserve_frames(self, count: int, width: int, height: int) -> None:
         """Refuse ``count`` RGB frames of ``width`` x ``height`` before they are allocated
