@@ -417,6 +417,10 @@ class MediaPolicy:
         """Raise ``TooLargeError`` when ``width * height`` exceeds ``max_pixels``."""
         check_pixels(width, height, self.max_pixels, what=what)
 
+    def allows_address(self, address: IPAddress) -> bool:
+        """Whether the fetcher may dial ``address``."""
+        return check_address(address, self) is None
+
 
 def check_pixels(width: int, height: int, max_pixels: int, *, what: str = "image") -> None:
     """Raise ``TooLargeError`` when ``width * height`` exceeds ``max_pixels``."""
@@ -428,10 +432,6 @@ def check_pixels(width: int, height: int, max_pixels: int, *, what: str = "image
             value=width * height,
             maximum=max_pixels,
         )
-
-    def allows_address(self, address: IPAddress) -> bool:
-        """Whether the fetcher may dial ``address``."""
-        return check_address(address, self) is None
 
 
 def _embedded_ipv4(address: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
