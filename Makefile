@@ -5,6 +5,8 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 # torch is optional for users; the test install pins the CPU build that installs locally.
 TORCH_PIN := torch==2.13.0
+# fsspec, s3fs and gcsfs release in lockstep; the resolver does not find a matching trio alone.
+STORAGE_PINS := fsspec==2026.7.0 s3fs==2026.7.0 gcsfs==2026.7.0
 
 .PHONY: install demo test lint typecheck pytest bench clean
 
@@ -13,7 +15,7 @@ install: $(STAMP)
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check "$(TORCH_PIN)"
-	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[all,test]'
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[all,test]' $(STORAGE_PINS)
 	touch $(STAMP)
 
 demo: install
