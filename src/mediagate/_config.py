@@ -25,6 +25,9 @@ never objects, so this module imports nothing else of the package.
 | ``MEDIAGATE_MAX_IN_FLIGHT`` | downloads in progress at once (default 64) |
 | ``MEDIAGATE_MEDIA_CACHE`` | download cache folder (unset: no cache) |
 | ``MEDIAGATE_MEDIA_CACHE_MAX_SIZE_MB`` / ``MEDIAGATE_MEDIA_CACHE_TTL_HOURS`` | cache budget |
+| ``MEDIAGATE_ALLOWED_BUCKETS`` | comma-separated ``s3://bucket`` / ``gs://bucket`` allowlist |
+| ``MEDIAGATE_S3_ENDPOINT_URL``, ``..._S3_KEY``, ``..._S3_SECRET``, ``..._S3_REGION`` | S3 |
+| ``MEDIAGATE_GCS_TOKEN``, ``MEDIAGATE_GCS_PROJECT`` | Google Cloud Storage settings |
 """
 
 from __future__ import annotations
@@ -90,7 +93,29 @@ _POLICY_FIELDS: dict[str, tuple[str, Callable[[str, str], Any]]] = {
     "MAX_DECODED_BYTES": ("max_decoded_bytes", _number(int)),
     "DECODE_TIMEOUT": ("decode_timeout", _number(float)),
     "ISOLATION": ("isolation", lambda name, value: _isolation(name, value)),
+    "ALLOWED_BUCKETS": ("allowed_buckets", _csv),
 }
+
+#: ``storage_options`` entries by scheme: variable suffix -> option name.
+_STORAGE_FIELDS: dict[str, dict[str, str]] = {
+    "s3": {"S3_ENDPOINT_URL": "endpoint_url", "S3_KEY": "key", "S3_SECRET": "secret"},
+    "gs": {"GCS_TOKEN": "token", "GCS_PROJECT": "project"},
+}
+
+
+def _storage_options(env: Mapping[str, str]) -> dict[str, dict[str, Any]]:
+    options: dict[str, dict[str, Any]] = {}
+    for scheme, names in _STORAGE_FIELDS.items():
+        settings: dict[str, Any] = {
+            option: env[PREFIX + suffix].strip()
+            for suffix, option in names.items()
+            if env.get(PREFIX + suffix, "").strip()
+        }
+        if scheme == "s3" and env.get(PREFIX + "S3_REGION", "").strip():
+            settings["client_kwargs"] = {"region_name": env[PREFIX + "S3_REGION"].strip()}
+        if settings:
+            options[scheme] = settings
+    return options
 
 
 def policy_fields_from_env(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
@@ -105,6 +130,9 @@ def policy_fields_from_env(environ: Mapping[str, str] | None = None) -> dict[str
         name = PREFIX + suffix
         if name in env:
             fields[field] = parse(name, env[name])
+    storage = _storage_options(env)
+    if storage:
+        fields["storage_options"] = storage
     return fields
 
 

@@ -69,3 +69,6 @@ class Source(Protocol):
 #: Sources by URL scheme. ``register(scheme)`` is a class decorator; ``load(scheme)``
 #: makes an instance.
 SOURCE_REGISTRY: Registry[Any] = Registry("media source")
+
+SOURCE_REGISTRY.register_lazy("s3", "mediagate._sources.objectstore:ObjectStoreSource", extra="s3")
+SOURCE_REGISTRY.register_lazy("gs", "mediagate._sources.objectstore:ObjectStoreSource", extra="gcs")
