@@ -111,3 +111,13 @@ def test_it_shares_the_cache_and_only_decodable_bytes_are_kept(tmp_path: Path) -
 def test_unknown_schemes_are_still_refused() -> None:
     with MediaConnector() as conn, pytest.raises(PolicyError, match="mem"):
         conn.fetch_image("gopher://media/a.png")
+
+
+def test_cache_entries_are_kept_apart_by_the_storage_settings(tmp_path: Path) -> None:
+    first = MediaPolicy(storage_options={"mem": {"endpoint_url": "http://a.example"}})
+    second = MediaPolicy(storage_options={"mem": {"endpoint_url": "http://b.example"}})
+    with MediaCache(tmp_path / "cache") as cache:
+        for policy in (first, second, first):
+            with MediaConnector(cache=cache, policy=policy) as conn:
+                conn.fetch_image("mem://media/a.png")
+    assert CALLS == ["mem://media/a.png"] * 2  # the third was a hit on the first's entry

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import hashlib
+import json
 import os
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -396,7 +397,10 @@ class MediaConnector:
     def _source_cache_key(self, ref: ParsedURL) -> str:
         # A source's own rules (buckets, endpoints) live in the policy: entries are filed
         # under all of it.
-        scope = hashlib.sha256(repr((self._cache_scope, self.policy)).encode()).hexdigest()
+        # The policy's repr hides storage settings; their values are hashed in as well.
+        settings = json.dumps(self.policy.storage_options, sort_keys=True, default=repr)
+        rules = repr((self._cache_scope, self.policy, settings))
+        scope = hashlib.sha256(rules.encode()).hexdigest()
         return f"{ref.url} judged:{scope[:16]}"
 
     def _source_result(self, fetched: Any, media_io: MediaIO[Any]) -> bytes:
