@@ -1,7 +1,7 @@
 """Valid seeds built in code and the mutations that turn them hostile.
 
-Every seed is small and decodes cleanly before it is mutated, so a fuzz target starts
-from inputs that reach deep into a decoder rather than failing at the magic bytes.
+Every seed is small and decodes cleanly before it is mutated, so a fuzz target's inputs
+reach deep into a decoder rather than failing at the magic bytes.
 ``mutants(seeds)`` is a hypothesis strategy: pick a seed, then apply a few byte flips,
 truncations, repeated chunks, extreme header values or random insertions. Seeds are
 built once per process (``functools.cache``); nothing is downloaded.

@@ -103,8 +103,8 @@ class VideoMediaIO(MediaIO[VideoResult]):
 
     @property
     def isolatable(self) -> bool:
-        """Built-in backends run isolated under the default policy; a backend registered
-        from outside (a GPU decoder, one defined at run time) runs in this process
+        """Built-in backends run isolated under the default policy; a backend that another
+        package registers (a GPU decoder, one defined at run time) runs in this process
         unless the policy names ``isolation`` explicitly."""
         module = getattr(self._loader_cls, "__module__", "")
         return self.policy.isolation is not None or module.startswith("mediagate.")
