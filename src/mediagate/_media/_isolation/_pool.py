@@ -35,11 +35,18 @@ from ._worker import _Staged, _worker_main
 
 R = TypeVar("R")
 
+# Worker numbers are unique in the process, across pools: a worker's segment names start
+# with them, and sweeping one pool's dead worker must never touch another pool's.
+_SERIALS = itertools.count()
+
 _log = logging.getLogger("mediagate._media._isolation")
 
 #: Seconds a fresh worker may take to start (interpreter, imports) before it is
 #: given up on. A cold pool's start-up is not charged to the first call's timeout.
 START_TIMEOUT = 60.0
+
+#: Seconds after a worker is reaped when its segments are swept a second time.
+SWEEP_AGAIN_AFTER = 1.0
 
 #: Seconds the caller waits for a killed or crashed worker to be reaped before
 #: leaving that to a background thread.
@@ -126,6 +133,11 @@ class _Worker:
             self.input.mm.close()
             self.input = None
         _sweep(self.prefix)
+        # Once more a moment later: a segment whose file the dying process was still
+        # creating when it was reaped is gone then too.
+        later = threading.Timer(SWEEP_AGAIN_AFTER, _sweep, args=(self.prefix,))
+        later.daemon = True
+        later.start()
         return True
 
 
@@ -153,7 +165,6 @@ class DecoderPool:
         self._starting = 0
         self._start_failed = False
         self._closed = False
-        self._serial = itertools.count()
         self._pid = os.getpid()
         self._reapers: set[threading.Thread] = set()
         self._prefixes: set[str] = set()
@@ -294,7 +305,7 @@ class DecoderPool:
             if not self._swept:
                 self._swept = True
                 _sweep_orphans()
-            worker = _Worker(next(self._serial))
+            worker = _Worker(next(_SERIALS))
             with self._cond:
                 self._prefixes.add(worker.prefix)
             ready = worker.wait_ready(START_TIMEOUT)
