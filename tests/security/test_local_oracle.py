@@ -7,7 +7,6 @@ reference may make one on a path outside the allowed root.
 
 from __future__ import annotations
 
-import io
 import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -18,15 +17,14 @@ import pytest
 from PIL import Image
 
 import mediagate._local
+from builders import png_bytes
 from mediagate import MediaConnector, MediaError, MediaPolicy, PolicyError
 
 POLICY = MediaPolicy(max_bytes=1 << 20, timeout=1)
 
 
 def png() -> bytes:
-    buffer = io.BytesIO()
-    Image.new("RGB", (3, 2), (10, 20, 30)).save(buffer, "PNG")
-    return buffer.getvalue()
+    return png_bytes(Image.new("RGB", (3, 2), (10, 20, 30)))
 
 
 @pytest.fixture

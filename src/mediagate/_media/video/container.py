@@ -32,6 +32,7 @@ from av.container import InputContainer
 from av.video.stream import VideoStream
 
 from ..._errors import DecodeError, TooLargeError
+from ..._policy import check_pixels
 from .._ffmpeg import LIBRARY_ERRORS, StreamRules, ffmpeg_errors, open_stream, refuse_nested_open
 from ..budget import check_deadline
 
@@ -208,14 +209,7 @@ def open_video(data: bytes, *, max_pixels: int) -> tuple[InputContainer, VideoSt
 
 
 def _check_size(width: int, height: int, max_pixels: int) -> None:
-    if width * height > max_pixels:
-        raise TooLargeError(
-            f"video frames of {width}x{height} pixels exceed max_pixels={max_pixels} "
-            f"(raise MediaPolicy.max_pixels to allow them)",
-            limit="max_pixels",
-            value=width * height,
-            maximum=max_pixels,
-        )
+    check_pixels(width, height, max_pixels, what="a video frame")
     if width <= 0 or height <= 0:
         raise DecodeError("the video stream's frame size cannot be read (damaged file)")
 
