@@ -447,3 +447,25 @@ def test_entry_checksum_sees_every_single_bit_flip() -> None:
             payload[index] ^= 1 << bit
     assert _checksum(bytes(payload[:-1])) != reference
     assert 0 <= reference < 2**63  # fits SQLite's signed integers
+
+
+def test_switching_a_fresh_index_waits_out_another_process_lock() -> None:
+    import sqlite3
+
+    from mediagate._cache import _with_retries
+
+    attempts: list[int] = []
+
+    def locked_twice() -> str:
+        attempts.append(1)
+        if len(attempts) < 3:
+            raise sqlite3.OperationalError("database is locked")
+        return "wal"
+
+    assert _with_retries(locked_twice) == "wal" and len(attempts) == 3
+
+    def broken() -> str:
+        raise sqlite3.OperationalError("no such table: entries")
+
+    with pytest.raises(sqlite3.OperationalError, match="no such table"):
+        _with_retries(broken)

@@ -166,6 +166,25 @@ def _owned_private_dir(path: Path) -> None:
     os.chmod(path, 0o700)
 
 
+def _with_retries(step: Callable[[], object]) -> object:
+    """Run ``step`` again while another process holds the lock it needs.
+
+    Switching a fresh index to WAL takes an exclusive lock that SQLite's busy handler
+    does not wait for: processes opening one new folder together would otherwise fail.
+
+    Raises:
+        sqlite3.OperationalError: still locked after ``_BUSY_SECONDS``.
+    """
+    deadline = time.monotonic() + _BUSY_SECONDS
+    while True:
+        try:
+            return step()
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.01)
+
+
 class MediaCache:
     """A size- and age-bounded download cache in a private folder.
 
@@ -265,8 +284,8 @@ class MediaCache:
         if not index.exists():
             with contextlib.suppress(FileExistsError):
                 os.close(os.open(index, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
-        conn = self._connection()
-        mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        index_conn = self._connection()
+        mode = _with_retries(lambda: index_conn.execute("PRAGMA journal_mode = WAL").fetchone()[0])
         if str(mode).lower() != "wal":
             logger.warning("the cache index could not switch to WAL mode (got %s)", mode)
         with self._write() as conn:
