@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from builders import LoopbackServer, Route, data_url, jpeg_bytes, png_bytes
-from mediagate._cli import guess_modality, main
+from mediagate._cli import main
 
 
 def test_fetch_data_url_prints_what_was_loaded(capsys: pytest.CaptureFixture[str]) -> None:
@@ -74,13 +74,6 @@ def test_bad_local_root_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> 
     code = main(["fetch", "file:///x.png", "--allowed-local-media-path", "/no/such/dir"])
     assert code == 2
     assert "does not exist" in capsys.readouterr().err
-
-
-def test_guess_modality() -> None:
-    assert guess_modality("https://x/a.MP4?x=1") == "video"
-    assert guess_modality("file:///a/b.flac") == "audio"
-    assert guess_modality("data:audio/wav;base64,AAAA") == "audio"
-    assert guess_modality("https://x/picture") == "image"
 
 
 def test_python_dash_m_runs_the_cli() -> None:

@@ -342,7 +342,7 @@ def test_from_env_builds_policy_and_options(tmp_path: Path) -> None:
         assert conn.allowed_local_media_path == tmp_path.resolve()
         assert conn.max_workers == 3
         assert conn.cache is not None and conn.cache.max_bytes == 2 * 2**20
-        assert conn._fetcher._max_in_flight == 3
+        assert conn.policy.max_in_flight == 3
 
 
 def test_fetch_timeout_overrides_the_policy_deadline(

@@ -32,6 +32,7 @@ EXPECTED = {
     "ImageEmbeddingMediaIO",
     "ImageMediaIO",
     "LoadReport",
+    "LoadedMedia",
     "LocalMediaDisabledError",
     "MEDIA_CONNECTOR_REGISTRY",
     "MediaCache",
@@ -50,6 +51,8 @@ EXPECTED = {
     "TooLargeError",
     "VIDEO_LOADER_REGISTRY",
     "VideoMediaIO",
+    "guess_modality",
+    "sniff_modality",
 }
 
 

@@ -1,7 +1,7 @@
 """mediagate: untrusted media references in, model-ready arrays out, safely and fast."""
 
 from ._cache import MediaCache
-from ._connector import MEDIA_CONNECTOR_REGISTRY, LoadReport, MediaConnector
+from ._connector import MEDIA_CONNECTOR_REGISTRY, LoadedMedia, LoadReport, MediaConnector
 from ._errors import (
     DecodeError,
     FetchError,
@@ -20,6 +20,7 @@ from ._media.image import ImageMediaIO
 from ._media.video.io import VideoMediaIO
 from ._media.video.loader import SampledVideoLoader
 from ._media.video.registry import VIDEO_LOADER_REGISTRY
+from ._modalities import guess_modality, sniff_modality
 from ._policy import MediaPolicy
 from ._sources import SOURCE_REGISTRY, Source, SourceResult
 
@@ -36,6 +37,7 @@ __all__ = [
     "ImageEmbeddingMediaIO",
     "ImageMediaIO",
     "LoadReport",
+    "LoadedMedia",
     "LocalMediaDisabledError",
     "MediaCache",
     "MediaConnector",
@@ -51,6 +53,8 @@ __all__ = [
     "SourceResult",
     "TooLargeError",
     "VideoMediaIO",
+    "guess_modality",
+    "sniff_modality",
 ]
 
 __version__ = "0.1.0"

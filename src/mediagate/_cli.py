@@ -17,11 +17,10 @@ from typing import Any
 
 from ._connector import MediaConnector
 from ._errors import MediaError, OptionError
-from ._modalities import guess_modality
 from ._policy import MediaPolicy
 from ._present import error_record, load, text
 
-__all__ = ["guess_modality", "main"]
+__all__ = ["main"]
 
 MODALITIES = ("auto", "image", "audio", "video", "image-embedding", "audio-embedding")
 

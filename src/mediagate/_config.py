@@ -23,6 +23,8 @@ never objects, so this module imports nothing else of the package.
 | ``MEDIAGATE_VIDEO_BACKEND`` | default video loader (``pyav``, ``opencv``, ...) |
 | ``MEDIAGATE_DECODE_WORKERS`` | size of the decode worker pool |
 | ``MEDIAGATE_MAX_IN_FLIGHT`` | downloads in progress at once (default 64) |
+| ``MEDIAGATE_MAX_CONNECTIONS``, ``..._MAX_URL_LENGTH`` | connection pool size, longest URL |
+| ``MEDIAGATE_MAX_STREAM_PACKETS`` | packets one video stream may hold (default 3,000,000) |
 | ``MEDIAGATE_MEDIA_CACHE`` | download cache folder (unset: no cache) |
 | ``MEDIAGATE_MEDIA_CACHE_MAX_SIZE_MB`` / ``MEDIAGATE_MEDIA_CACHE_TTL_HOURS`` | cache budget |
 | ``MEDIAGATE_ALLOWED_BUCKETS`` | comma-separated ``s3://bucket`` / ``gs://bucket`` allowlist |
@@ -94,6 +96,10 @@ _POLICY_FIELDS: dict[str, tuple[str, Callable[[str, str], Any]]] = {
     "DECODE_TIMEOUT": ("decode_timeout", _number(float)),
     "ISOLATION": ("isolation", lambda name, value: _isolation(name, value)),
     "ALLOWED_BUCKETS": ("allowed_buckets", _csv),
+    "MAX_URL_LENGTH": ("max_url_length", _number(int)),
+    "MAX_CONNECTIONS": ("max_connections", _number(int)),
+    "MAX_IN_FLIGHT": ("max_in_flight", _number(int)),
+    "MAX_STREAM_PACKETS": ("max_stream_packets", _number(int)),
 }
 
 #: ``storage_options`` entries by scheme: variable suffix -> option name.
@@ -170,7 +176,4 @@ def connector_kwargs_from_env(environ: Mapping[str, str] | None = None) -> dict[
     workers = env.get(PREFIX + "DECODE_WORKERS")
     if workers is not None:
         kwargs["max_workers"] = _number(int)(PREFIX + "DECODE_WORKERS", workers)
-    in_flight = env.get(PREFIX + "MAX_IN_FLIGHT")
-    if in_flight is not None:
-        kwargs["max_in_flight"] = _number(int)(PREFIX + "MAX_IN_FLIGHT", in_flight)
     return kwargs

@@ -11,53 +11,48 @@ caller's event loop is never blocked.
 from __future__ import annotations
 
 import asyncio
+import binascii
 import functools
 import hashlib
 import json
 import os
+import threading
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ParamSpec, Protocol, TypeVar, runtime_checkable
+from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
 
 import numpy as np
 import numpy.typing as npt
 from PIL import Image
 
-from ._errors import (
-    FetchError,
-    LocalMediaDisabledError,
-    OptionError,
-    TooLargeError,
-    error_boundary,
-)
-from ._fetch import HttpFetcher, judge_address, judge_target, run_on_fetch_loop
-from ._local import check_allowed_root, read_under_root
+from ._errors import FetchError, OptionError, TooLargeError, error_boundary
+from ._fetch import run_on_fetch_loop
+from ._local import check_allowed_root
 from ._media._helpers import cpu_count
 from ._media.base import MediaIO, MediaWithBytes
 from ._media.budget import DecodedBudget
 from ._media.image import ImageMediaIO
+from ._modalities import (
+    SNIFF_BYTES,
+    guess_modality,
+    modality_name,
+    reference_modality,
+)
 from ._policy import MODALITIES, MediaPolicy
 from ._registry import Registry
 from ._sources import SOURCE_REGISTRY, SourceResult
-from ._urls import (
-    ParsedURL,
-    base64_payload,
-    check_data_url_size,
-    check_domain,
-    decode_data_url,
-    parse_data_url,
-    parse_url,
-)
+from ._sources.builtin import Connection, ConnectionSource
+from ._urls import ParsedURL, parse_url
 
 if TYPE_CHECKING:
     import torch
 
     from ._cache import MediaCache
 
-__all__ = ["MEDIA_CONNECTOR_REGISTRY", "LoadReport", "MediaConnector"]
+__all__ = ["MEDIA_CONNECTOR_REGISTRY", "LoadReport", "LoadedMedia", "MediaConnector"]
 
 _M = TypeVar("_M")
 _R = TypeVar("_R")
@@ -116,17 +111,6 @@ def _request_options(modality: str, options: Any) -> dict[str, Any] | None:
 MEDIA_CONNECTOR_REGISTRY: Registry[Any] = Registry("media connector")
 
 
-@runtime_checkable
-class Connection(Protocol):
-    """A caller-supplied transport for http(s) references."""
-
-    def get_bytes(self, url: str, *, timeout: float, allow_redirects: bool) -> bytes: ...
-
-    async def async_get_bytes(
-        self, url: str, *, timeout: float, allow_redirects: bool
-    ) -> bytes: ...
-
-
 @dataclass
 class LoadReport:
     """What a load did: where the bytes came from, how many, and time per stage."""
@@ -135,6 +119,38 @@ class LoadReport:
     num_bytes: int = 0
     stages: dict[str, float] = field(default_factory=dict)
     cached: bool = False
+    #: The modality the bytes were decoded as.
+    modality: str = ""
+
+
+@dataclass(frozen=True)
+class LoadedMedia:
+    """What ``load_media`` returns: the modality chosen, the decoded media (what the
+    matching ``fetch_*`` returns) and the load's report."""
+
+    modality: str
+    media: Any
+    report: LoadReport
+
+
+@dataclass(frozen=True)
+class _Plan(Generic[_M]):
+    """How one reference is decoded: the byte budget its fetch runs under and the
+    ``MediaIO`` chosen for its bytes (known in advance, or picked from their content)."""
+
+    limit: int
+    pick: Callable[[SourceResult], MediaIO[_M]]
+
+
+def _head(fetched: SourceResult) -> bytes:
+    """The first bytes of what a source fetched (base64 text decoded as far as needed)."""
+    if fetched.base64 is None:
+        return bytes(fetched.data[:SNIFF_BYTES])
+    text = fetched.base64[: SNIFF_BYTES // 3 * 4]
+    try:
+        return binascii.a2b_base64(text.encode("ascii"))
+    except (ValueError, UnicodeError):
+        return b""
 
 
 def _default_workers() -> int:
@@ -180,7 +196,8 @@ class MediaConnector:
         policy: limits and network rules (default ``MediaPolicy()``).
         cache: an optional ``MediaCache`` for http(s) downloads.
         max_workers: size of the decode worker pool used by the async twins.
-        max_in_flight: downloads in progress at once; further fetches wait their turn.
+        max_in_flight: downloads in progress at once; further fetches wait their turn
+            (``MediaPolicy.max_in_flight``, default 64).
         decoded_budget: a ``DecodedBudget`` shared by every item this connector decodes
             (one connector per request, as inference servers build them): each item
             reserves its decoded-output budget from it before decoding.
@@ -200,7 +217,7 @@ class MediaConnector:
         policy: MediaPolicy | None = None,
         cache: MediaCache | None = None,
         max_workers: int | None = None,
-        max_in_flight: int = 64,
+        max_in_flight: int | None = None,
         decoded_budget: DecodedBudget | None = None,
     ) -> None:
         if policy is not None and not isinstance(policy, MediaPolicy):
@@ -215,6 +232,8 @@ class MediaConnector:
             spelled["allowed_media_domains"] = allowed_media_domains
         if allowed_local_media_path:
             spelled["allowed_local_media_path"] = allowed_local_media_path
+        if max_in_flight is not None:
+            spelled["max_in_flight"] = max_in_flight
         self.policy = policy.replace(**spelled) if spelled else policy
         self.media_io_kwargs = _check_media_io_kwargs(media_io_kwargs)
         self.connection = connection
@@ -226,21 +245,19 @@ class MediaConnector:
             raise ValueError("max_workers must be a positive integer")
         self.max_workers = max_workers or _default_workers()
         self._pool: ThreadPoolExecutor | None = None
-        self._sources: dict[str, Any] = {}
-        self._fetcher = HttpFetcher(
-            self.policy,
-            self.allowed_media_domains,
-            max_connections=self.policy.max_connections,
-            max_in_flight=max_in_flight,
-        )
+        self._sources: dict[type, Any] = {}
+        self._sources_lock = threading.Lock()
+        self._connection_source = ConnectionSource(connection) if connection is not None else None
         self._cache_scope = self._judgement_scope()
         self._validate_server_defaults()
 
     def _judgement_scope(self) -> str:
-        """A digest of every rule that decides what may be fetched: cache entries are
-        filed under it, so an entry is served only to connectors that would have been
-        allowed to fetch it themselves, through every hop it took."""
+        """A digest of every rule that decides what may be fetched, and from where: cache
+        entries are filed under it, so an entry is served only to connectors that would
+        have been allowed to fetch it themselves, through every hop it took."""
         policy = self.policy
+        # The policy's repr hides storage settings; their values are hashed in here.
+        storage = json.dumps(policy.storage_options, sort_keys=True, default=repr)
         rules = (
             policy.allow_private_networks,
             sorted(str(net) for net in policy.networks),
@@ -249,6 +266,8 @@ class MediaConnector:
             policy.trust_proxy_dns,
             sorted(self.allowed_media_domains),
             self.connection is not None,
+            policy.allowed_buckets,
+            storage,
         )
         return hashlib.sha256(repr(rules).encode()).hexdigest()[:16]
 
@@ -288,19 +307,34 @@ class MediaConnector:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._executor(), fn, *args)
 
-    def close(self) -> None:
-        """Release the connection pool and the worker pool."""
-        self._fetcher.close()
+    def _taken_sources(self) -> list[Any]:
+        with self._sources_lock:
+            sources = list(self._sources.values())
+            self._sources.clear()
+        return sources
+
+    def _close_pool(self) -> None:
         if self._pool is not None:
             self._pool.shutdown(wait=False, cancel_futures=True)
             self._pool = None
 
+    def close(self) -> None:
+        """Release what the sources hold (connection pools) and the worker pool."""
+        for source in self._taken_sources():
+            close = getattr(source, "close", None)
+            if close is not None:
+                close()
+        self._close_pool()
+
     async def aclose(self) -> None:
-        """Release the connection pool and the worker pool from async code."""
-        await self._fetcher.aclose()
-        if self._pool is not None:
-            self._pool.shutdown(wait=False, cancel_futures=True)
-            self._pool = None
+        """Release what the sources hold and the worker pool from async code."""
+        for source in self._taken_sources():
+            aclose = getattr(source, "aclose", None)
+            if aclose is not None:
+                await aclose()
+            elif getattr(source, "close", None) is not None:
+                source.close()
+        self._close_pool()
 
     def __enter__(self) -> MediaConnector:
         return self
@@ -319,7 +353,7 @@ class MediaConnector:
     def _limit(self, media_io: MediaIO[Any]) -> int:
         return self.policy.max_bytes_for(media_io.modality)
 
-    def _timeout(self, media_io: MediaIO[Any], fetch_timeout: float | None) -> float:
+    def _timeout(self, modality: str, fetch_timeout: float | None) -> float:
         if fetch_timeout is not None:
             if (
                 isinstance(fetch_timeout, bool)
@@ -330,168 +364,104 @@ class MediaConnector:
                     "fetch_timeout must be a finite number of seconds > 0", option="fetch_timeout"
                 )
             return float(fetch_timeout)
-        return self.policy.timeout_for(media_io.modality)
-
-    def _load_data_url(self, ref: ParsedURL, media_io: MediaIO[_M]) -> _M:
-        return self._load_data_url_sized(ref, media_io)[0]
-
-    def _load_data_url_sized(self, ref: ParsedURL, media_io: MediaIO[_M]) -> tuple[_M, int]:
-        data = parse_data_url(ref.url)
-        check_data_url_size(data, self._limit(media_io))
-        if data.is_base64:
-            payload = base64_payload(data)
-            size = len(payload) // 4 * 3 - payload[-2:].count("=")
-            return media_io.load_base64(data.media_type, payload), size
-        raw = decode_data_url(data, self._limit(media_io))
-        return media_io.load_bytes(raw), len(raw)
-
-    def _read_file_url(self, ref: ParsedURL, media_io: MediaIO[Any]) -> bytes:
-        if self.allowed_local_media_path is None:
-            raise LocalMediaDisabledError(
-                "file: URLs are disabled; set allowed_local_media_path to allow a folder"
-            )
-        return read_under_root(self.allowed_local_media_path, ref.path, self._limit(media_io))
-
-    def _check_remote(self, ref: ParsedURL) -> None:
-        """The rules that need no I/O, judged before the cache is consulted."""
-        check_domain(ref, self.allowed_media_domains)
-        if ref.ip is not None:
-            judge_address(str(ref.ip), self.policy)
-
-    def _call_connection(self, call: Callable[[], _R]) -> _R:
-        with error_boundary("fetching the media through the connection", default=FetchError):
-            return call()
-
-    def _checked_body(self, data: Any, media_io: MediaIO[Any]) -> bytes:
-        # For caller-supplied connections: the budget holds whatever the transport does.
-        if not isinstance(data, (bytes, bytearray, memoryview)):
-            raise FetchError("the connection returned something other than bytes")
-        body = bytes(data)
-        limit = self._limit(media_io)
-        if len(body) > limit:
-            raise TooLargeError.over_max_bytes("the response", len(body), limit)
-        return body
-
-    def _cache_key(self, ref: ParsedURL) -> str:
-        return f"{ref.url} judged:{self._cache_scope}"
-
-    def _cache_get(self, ref: ParsedURL) -> bytes | None:
-        if self.cache is None:
-            return None
-        data: bytes | None = self.cache.get(self._cache_key(ref))
-        return data
-
-    def _cache_put(self, ref: ParsedURL, data: bytes) -> None:
-        if self.cache is not None:
-            self.cache.put(self._cache_key(ref), data)
+        return self.policy.timeout_for(modality)
 
     def _parse(self, url: str) -> ParsedURL:
         return parse_url(url, SOURCE_REGISTRY.names(), max_length=self.policy.max_url_length)
 
     def _source(self, scheme: str) -> Any:
-        source = self._sources.get(scheme)
-        if source is None:
-            source = self._sources[scheme] = SOURCE_REGISTRY.load(scheme)
+        """This connector's instance of the source registered for ``scheme``."""
+        if self.connection is not None and scheme in ("http", "https"):
+            return self._connection_source
+        cls = SOURCE_REGISTRY.get(scheme)
+        with self._sources_lock:
+            source = self._sources.get(cls)
+            if source is None:
+                source = self._sources[cls] = cls()
         return source
 
-    def _source_cache_key(self, ref: ParsedURL) -> str:
-        # A source's own rules (buckets, endpoints) live in the policy: entries are filed
-        # under all of it.
-        # The policy's repr hides storage settings; their values are hashed in as well.
-        settings = json.dumps(self.policy.storage_options, sort_keys=True, default=repr)
-        rules = repr((self._cache_scope, self.policy, settings))
-        scope = hashlib.sha256(rules.encode()).hexdigest()
-        return f"{ref.url} judged:{scope[:16]}"
-
-    def _source_result(self, fetched: Any, media_io: MediaIO[Any]) -> bytes:
-        data = fetched.data if isinstance(fetched, SourceResult) else fetched
-        return self._checked_body(data, media_io)
-
-    def _from_source(
-        self, source: Any, ref: ParsedURL, media_io: MediaIO[Any], timeout: float
-    ) -> bytes:
-        with error_boundary(f"fetching the {ref.scheme} reference", default=FetchError):
-            fetched = source.fetch(
-                ref, policy=self.policy, limit=self._limit(media_io), timeout=timeout
-            )
-        return self._source_result(fetched, media_io)
-
-    async def _from_source_async(
-        self, source: Any, ref: ParsedURL, media_io: MediaIO[Any], timeout: float
-    ) -> bytes:
-        fetch_async = getattr(source, "fetch_async", None)
-        if fetch_async is None:
-            return await self._in_pool(self._from_source, source, ref, media_io, timeout)
-        with error_boundary(f"fetching the {ref.scheme} reference", default=FetchError):
-            fetched = await fetch_async(
-                ref, policy=self.policy, limit=self._limit(media_io), timeout=timeout
-            )
-        return self._source_result(fetched, media_io)
-
-    def _source_cache(self, source: Any) -> MediaCache | None:
+    def _cache_for(self, source: Any) -> MediaCache | None:
         return self.cache if getattr(source, "cacheable", False) else None
+
+    def _cache_key(self, ref: ParsedURL) -> str:
+        return f"{ref.url} judged:{self._cache_scope}"
+
+    @staticmethod
+    def _checked(fetched: Any, limit: int) -> SourceResult:
+        """A source's answer, held to the item's byte budget whatever the source did."""
+        if isinstance(fetched, (bytes, bytearray, memoryview)):
+            fetched = SourceResult(data=bytes(fetched))
+        if not isinstance(fetched, SourceResult) or not isinstance(
+            fetched.data, (bytes, bytearray, memoryview)
+        ):
+            raise FetchError("the source returned something other than bytes")
+        if fetched.base64 is None and len(fetched.data) > limit:
+            raise TooLargeError.over_max_bytes("the response", len(fetched.data), limit)
+        return fetched
+
+    def _plan(self, media_io: MediaIO[_M]) -> _Plan[_M]:
+        return _Plan(self._limit(media_io), lambda fetched: media_io)
+
+    def _picked(self, plan: _Plan[_M], fetched: SourceResult) -> MediaIO[_M]:
+        media_io = plan.pick(fetched)
+        self._checked(fetched, self._limit(media_io))
+        return media_io
+
+    def _decode(self, plan: _Plan[_M], fetched: SourceResult, report: LoadReport) -> _M:
+        media_io = self._picked(plan, fetched)
+        report.modality = media_io.modality
+        if fetched.base64 is not None:
+            return media_io.load_base64(fetched.content_type or "", fetched.base64)
+        return media_io.load_bytes(bytes(fetched.data))
+
+    def _start(self, ref: ParsedURL) -> tuple[Any, MediaCache | None]:
+        """The source of ``ref`` and the cache it may use, once its no-I/O rules pass."""
+        source = self._source(ref.scheme)
+        check = getattr(source, "check", None)
+        if check is not None:
+            check(ref, policy=self.policy)
+        return source, self._cache_for(source)
 
     # -- the sync twin ------------------------------------------------------------------
 
-    def _fetch_bytes(self, ref: ParsedURL, media_io: MediaIO[Any], timeout: float) -> bytes:
-        if self.connection is not None:
-            judge_target(ref, self.policy)
-            connection = self.connection
-            raw = self._call_connection(
-                lambda: connection.get_bytes(
-                    ref.url, timeout=timeout, allow_redirects=self.policy.max_redirects > 0
-                )
-            )
-            return self._checked_body(raw, media_io)
-        return self._fetcher.fetch(ref, limit=self._limit(media_io), timeout=timeout).data
+    def _pipeline(self, ref: ParsedURL, plan: _Plan[_M], timeout: float, report: LoadReport) -> _M:
+        """Rules -> cache -> source -> decode for one parsed reference."""
+        start = time.perf_counter()
+        source, cache = self._start(ref)
+        key = self._cache_key(ref) if cache is not None else ""
+        cached = cache.get(key) if cache is not None else None
+        if cached is not None:
+            fetched = SourceResult(data=cached)
+        else:
+            with error_boundary(f"fetching the {ref.scheme} reference", default=FetchError):
+                answer = source.fetch(ref, policy=self.policy, limit=plan.limit, timeout=timeout)
+            fetched = self._checked(answer, plan.limit)
+        report.cached = cached is not None
+        report.num_bytes = fetched.size
+        decode_start = time.perf_counter()
+        report.stages["fetch"] = decode_start - start
+        result = self._decode(plan, fetched, report)
+        report.stages["decode"] = time.perf_counter() - decode_start
+        if cache is not None and cached is None:
+            cache.put(key, bytes(fetched.data))
+        return result
 
     @_entry
     def load_with_report(
         self, url: str, media_io: MediaIO[_M], *, fetch_timeout: float | None = None
     ) -> tuple[_M, LoadReport]:
         """``load_from_url`` plus a report of the source, byte count and stage times."""
-        start = time.perf_counter()
         ref = self._parse(url)
         report = LoadReport(source=ref.scheme)
-        if ref.scheme == "data":
-            result, report.num_bytes = self._load_data_url_sized(ref, media_io)
-            report.stages["decode"] = time.perf_counter() - start
-            return result, report
-        cache_key: str | None = None
-        if ref.scheme == "file":
-            data = self._read_file_url(ref, media_io)
-        elif ref.scheme not in ("http", "https"):
-            source = self._source(ref.scheme)
-            timeout = self._timeout(media_io, fetch_timeout)
-            cache = self._source_cache(source)
-            cache_key = self._source_cache_key(ref) if cache is not None else None
-            cached = cache.get(cache_key) if cache is not None and cache_key else None
-            report.cached = cached is not None
-            data = (
-                cached if cached is not None else self._from_source(source, ref, media_io, timeout)
-            )
-        else:
-            self._check_remote(ref)
-            timeout = self._timeout(media_io, fetch_timeout)
-            cached = self._cache_get(ref)
-            report.cached = cached is not None
-            data = cached if cached is not None else self._fetch_bytes(ref, media_io, timeout)
-        report.num_bytes = len(data)
-        report.stages["fetch"] = time.perf_counter() - start
-        decode_start = time.perf_counter()
-        result = media_io.load_bytes(data)
-        report.stages["decode"] = time.perf_counter() - decode_start
-        if ref.scheme in ("http", "https") and not report.cached:
-            self._cache_put(ref, data)
-        elif cache_key is not None and not report.cached and self.cache is not None:
-            self.cache.put(cache_key, data)
-        return result, report
+        timeout = self._timeout(media_io.modality, fetch_timeout)
+        return self._pipeline(ref, self._plan(media_io), timeout, report), report
 
     @_entry
     def load_from_url(
         self, url: str, media_io: MediaIO[_M], *, fetch_timeout: float | None = None
     ) -> _M:
-        """Load ``url`` (http, https, data or file) and decode it with ``media_io``.
+        """Load ``url`` (http, https, data, file or a registered source's scheme) and
+        decode it with ``media_io``.
 
         Raises:
             PolicyError: the scheme, host, address or path is refused (before any I/O).
@@ -505,69 +475,122 @@ class MediaConnector:
 
     # -- the async twin -----------------------------------------------------------------
 
-    async def _fetch_bytes_async(
-        self, ref: ParsedURL, media_io: MediaIO[Any], timeout: float
-    ) -> bytes:
-        if self.connection is not None:
-            await self._in_pool(judge_target, ref, self.policy)
-            with error_boundary("fetching the media through the connection", default=FetchError):
-                raw = await self.connection.async_get_bytes(
-                    ref.url, timeout=timeout, allow_redirects=self.policy.max_redirects > 0
-                )
-            return self._checked_body(raw, media_io)
-        # Only reached from ``_remote_pipeline`` running on the fetch loop.
-        fetched = await self._fetcher.fetch_on_loop(
-            ref, limit=self._limit(media_io), timeout=timeout
-        )
-        return fetched.data
-
     @_entry_async
     async def load_from_url_async(
         self, url: str, media_io: MediaIO[_M], *, fetch_timeout: float | None = None
     ) -> _M:
         """The async twin of ``load_from_url``: never blocks the running event loop."""
         ref = self._parse(url)
-        if ref.scheme == "data":
-            return await self._in_pool(self._load_data_url, ref, media_io)
-        if ref.scheme == "file":
-            data = await self._in_pool(self._read_file_url, ref, media_io)
-            return await self._in_pool(media_io.load_bytes, data)
-        if ref.scheme not in ("http", "https"):
-            return await self._source_pipeline(
-                ref, media_io, self._timeout(media_io, fetch_timeout)
-            )
-        self._check_remote(ref)
-        timeout = self._timeout(media_io, fetch_timeout)
-        if self.connection is None:
-            # Cache, fetch and decode are chained on the fetch loop, so the caller's
-            # loop is woken once per reference, when the result is ready.
-            return await run_on_fetch_loop(self._remote_pipeline(ref, media_io, timeout))
-        # A caller-supplied transport runs on the caller's own loop.
-        return await self._remote_pipeline(ref, media_io, timeout)
+        timeout = self._timeout(media_io.modality, fetch_timeout)
+        report = LoadReport(source=ref.scheme)
+        return await self._run_async(ref, self._plan(media_io), timeout, report)
 
-    async def _source_pipeline(self, ref: ParsedURL, media_io: MediaIO[_M], timeout: float) -> _M:
+    async def _run_async(
+        self, ref: ParsedURL, plan: _Plan[_M], timeout: float, report: LoadReport
+    ) -> _M:
+        """Run the pipeline of ``ref`` without blocking the caller's loop."""
         source = self._source(ref.scheme)
-        cache = self._source_cache(source)
-        key = self._source_cache_key(ref) if cache is not None else ""
+        if getattr(source, "fetch_async", None) is None:
+            # A blocking source: the whole pipeline runs in one worker-pool hop.
+            result: _M = await self._in_pool(self._pipeline, ref, plan, timeout, report)
+            return result
+        pipeline = self._pipeline_async(ref, plan, timeout, report)
+        if getattr(source, "runs_on_fetch_loop", False):
+            return await run_on_fetch_loop(pipeline)
+        return await pipeline
+
+    async def _pipeline_async(
+        self, ref: ParsedURL, plan: _Plan[_M], timeout: float, report: LoadReport
+    ) -> _M:
+        """The async ``_pipeline``: the same steps, awaited; blocking steps in the pool."""
+        start = time.perf_counter()
+        source, cache = self._start(ref)
+        key = self._cache_key(ref) if cache is not None else ""
         cached = await self._in_pool(cache.get, key) if cache is not None else None
-        if cached is None:
-            data = await self._from_source_async(source, ref, media_io, timeout)
+        if cached is not None:
+            fetched = SourceResult(data=cached)
         else:
-            data = cached
-        result = await self._in_pool(media_io.load_bytes, data)
-        if cached is None and cache is not None:
-            await self._in_pool(cache.put, key, data)
+            with error_boundary(f"fetching the {ref.scheme} reference", default=FetchError):
+                answer = await source.fetch_async(
+                    ref, policy=self.policy, limit=plan.limit, timeout=timeout
+                )
+            fetched = self._checked(answer, plan.limit)
+        report.cached = cached is not None
+        report.num_bytes = fetched.size
+        decode_start = time.perf_counter()
+        report.stages["fetch"] = decode_start - start
+        result: _M = await self._in_pool(self._decode, plan, fetched, report)
+        report.stages["decode"] = time.perf_counter() - decode_start
+        if cache is not None and cached is None:
+            await self._in_pool(cache.put, key, bytes(fetched.data))
         return result
 
-    async def _remote_pipeline(self, ref: ParsedURL, media_io: MediaIO[_M], timeout: float) -> _M:
-        cached = await self._in_pool(self._cache_get, ref) if self.cache is not None else None
-        data = (
-            cached if cached is not None else await self._fetch_bytes_async(ref, media_io, timeout)
-        )
-        result = await self._in_pool(media_io.load_bytes, data)
-        if cached is None and self.cache is not None:
-            await self._in_pool(self._cache_put, ref, data)
-        return result
+    # -- any modality -------------------------------------------------------------------
+
+    def _auto_plan(
+        self, ref: ParsedURL, modality: str, media_io_kwargs: Mapping[str, Any] | None
+    ) -> tuple[_Plan[Any], float]:
+        """The plan (and fetch deadline) of a reference whose modality is ``modality``, or
+        picked from its content for ``"auto"``: fetched under the budget of the modality
+        its name suggests (the largest one when it suggests none), decoded as the
+        modality its first bytes show, and held to that modality's budget."""
+        options = dict(media_io_kwargs or {})
+        if modality != "auto":
+            name = modality_name(modality)
+            media_io = self.media_io(name, options.get(name))
+            return self._plan(media_io), self.policy.timeout_for(name)
+        for key in options:
+            modality_name(key)
+        named = reference_modality(ref.url)
+        candidates = [named] if named is not None else list(MODALITIES)
+        limit = max(self.policy.max_bytes_for(name) for name in candidates)
+        timeout = max(self.policy.timeout_for(name) for name in candidates)
+
+        def pick(fetched: SourceResult) -> MediaIO[Any]:
+            name = guess_modality(ref.url, _head(fetched))
+            return self.media_io(name, options.get(name))
+
+        return _Plan(limit, pick), timeout
+
+    @_entry
+    def load_media(
+        self,
+        url: str,
+        modality: str = "auto",
+        *,
+        media_io_kwargs: Mapping[str, Mapping[str, Any]] | None = None,
+        fetch_timeout: float | None = None,
+    ) -> LoadedMedia:
+        """Load ``url`` as ``modality``, or as what its content is (``"auto"``: the first
+        bytes decide, then a ``data:`` media type or the file extension, see
+        ``guess_modality``). ``media_io_kwargs`` are this request's options by modality.
+
+        Raises: as ``load_from_url``, plus ``OptionError`` for an unknown modality or a
+            bad option.
+        """
+        ref = self._parse(url)
+        plan, timeout = self._auto_plan(ref, modality, media_io_kwargs)
+        timeout = self._timeout("", fetch_timeout) if fetch_timeout is not None else timeout
+        report = LoadReport(source=ref.scheme)
+        media = self._pipeline(ref, plan, timeout, report)
+        return LoadedMedia(report.modality, media, report)
+
+    @_entry_async
+    async def load_media_async(
+        self,
+        url: str,
+        modality: str = "auto",
+        *,
+        media_io_kwargs: Mapping[str, Mapping[str, Any]] | None = None,
+        fetch_timeout: float | None = None,
+    ) -> LoadedMedia:
+        """The async twin of ``load_media``."""
+        ref = self._parse(url)
+        plan, timeout = self._auto_plan(ref, modality, media_io_kwargs)
+        timeout = self._timeout("", fetch_timeout) if fetch_timeout is not None else timeout
+        report = LoadReport(source=ref.scheme)
+        media = await self._run_async(ref, plan, timeout, report)
+        return LoadedMedia(report.modality, media, report)
 
     # -- per-modality helpers -----------------------------------------------------------
 
@@ -581,8 +604,6 @@ class MediaConnector:
         Raises:
             OptionError: an unknown modality, or a bad option.
         """
-        from ._modalities import modality_name
-
         name = modality_name(modality)
         if name == "image":
             return self._image_io(None, media_io_kwargs)

@@ -26,7 +26,13 @@ from pathlib import Path
 
 from ._errors import PolicyError, TooLargeError
 
-__all__ = ["check_allowed_root", "read_fd_capped", "read_file_capped", "read_under_root"]
+__all__ = [
+    "allowed_root",
+    "check_allowed_root",
+    "read_fd_capped",
+    "read_file_capped",
+    "read_under_root",
+]
 
 _CHUNK = 1 << 20
 #: Symlinks followed while resolving one reference (the kernel's own limit on Linux).
@@ -38,6 +44,8 @@ _OUTSIDE = "the file is outside allowed_local_media_path"
 # was checked).
 _spellings_lock = threading.Lock()
 _root_spellings: dict[Path, frozenset[Path]] = {}
+# The last resolution of each configured spelling, made when a connector was configured.
+_resolved_roots: dict[str, Path] = {}
 
 
 def _lexical(path: Path) -> Path:
@@ -67,7 +75,22 @@ def check_allowed_root(root: str | os.PathLike[str]) -> Path:
         raise ValueError(f"allowed_local_media_path {os.fspath(root)!r} is not a directory")
     resolved = path.resolve(strict=True)
     _remember_spelling(resolved, _lexical(Path(os.path.abspath(path))))
+    with _spellings_lock:
+        _resolved_roots[os.fspath(root)] = resolved
     return resolved
+
+
+def allowed_root(root: str) -> Path:
+    """The resolved folder configured as ``root``: the resolution made when it was last
+    checked (``check_allowed_root``, when a connector was configured), so serving a
+    reference never touches anything outside the root.
+
+    Raises:
+        ValueError: it was never checked and does not exist or is not a directory.
+    """
+    with _spellings_lock:
+        resolved = _resolved_roots.get(root)
+    return resolved if resolved is not None else check_allowed_root(root)
 
 
 def _outside() -> PolicyError:

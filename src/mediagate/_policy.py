@@ -255,7 +255,10 @@ class MediaPolicy:
     credentials). ``allowed_media_domains`` (exact hosts; empty allows any) and
     ``allowed_local_media_path`` (the folder ``file:`` URLs may read; empty disables them)
     are the connector keywords of the same names, which build a policy;
-    ``max_url_length`` and ``max_connections`` (the connection pool) bound the transport.
+    ``max_url_length``, ``max_connections`` (the connection pool) and ``max_in_flight``
+    (downloads in progress at once; the rest wait inside their deadline) bound the
+    transport, and ``max_stream_packets`` the packets one video stream may hold (its
+    index is built from them before any frame is decoded).
 
     Example::
 
@@ -287,6 +290,8 @@ class MediaPolicy:
     allowed_local_media_path: str = ""
     max_url_length: int = 16 * 1024
     max_connections: int = 64
+    max_in_flight: int = 64
+    max_stream_packets: int = 3_000_000
 
     def __post_init__(self) -> None:
         for flag in ("allow_private_networks", "trust_proxy_dns"):
@@ -316,7 +321,7 @@ class MediaPolicy:
         object.__setattr__(
             self, "allowed_local_media_path", os.fspath(self.allowed_local_media_path)
         )
-        for name in ("max_url_length", "max_connections"):
+        for name in ("max_url_length", "max_connections", "max_in_flight", "max_stream_packets"):
             value = _as_number(name, getattr(self, name), integer=True)
             if value < 1:
                 raise ValueError(f"MediaPolicy.{name} must be >= 1")

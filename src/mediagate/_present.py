@@ -9,7 +9,7 @@ import numpy as np
 
 from ._connector import LoadReport, MediaConnector
 from ._errors import MediaError
-from ._modalities import guess_modality, modality_name
+from ._modalities import modality_name
 
 __all__ = ["describe", "error_record", "load", "shown_url", "text"]
 
@@ -75,14 +75,13 @@ def shown_url(url: str) -> str:
 
 
 def load(connector: MediaConnector, url: str, modality: str) -> dict[str, Any]:
-    """Load ``url`` and return the record the CLI prints."""
-    if modality == "auto":
-        modality = guess_modality(url).replace("_", "-")
-    media_io = connector.media_io(modality)
+    """Load ``url`` as ``modality`` (``auto``: as what its content is) and return the
+    record the CLI prints."""
     start = time.perf_counter()
-    result, report = connector.load_with_report(url, media_io)
+    loaded = connector.load_media(url, modality)
     total = time.perf_counter() - start
-    return _record(url, modality, result, report, total)
+    shown = loaded.modality.replace("_", "-")
+    return _record(url, shown, loaded.media, loaded.report, total)
 
 
 def _record(

@@ -176,13 +176,14 @@ def _parse_file(url: str) -> ParsedURL:
 
 
 def parse_url(
-    url: str, sources: Collection[str] = (), *, max_length: int = MAX_URL_LENGTH
+    url: str, sources: Collection[str] = SCHEMES, *, max_length: int = MAX_URL_LENGTH
 ) -> ParsedURL:
-    """Validate and canonicalise a media reference.
+    """Validate and canonicalise a media reference whose scheme is in ``sources`` (the
+    schemes of registered sources).
 
-    ``data:`` references are only recognised here; ``parse_data_url`` splits them.
-    ``sources`` are the schemes of registered sources, parsed as
-    ``scheme://authority/path`` with the same refusals of credentials, control
+    ``http``/``https`` and ``file`` URLs have parsers of their own; ``data:`` references
+    are only recognised here (``parse_data_url`` splits them); any other scheme is
+    parsed as ``scheme://authority/path`` with the same refusals of credentials, control
     characters and backslashes.
 
     Raises:
@@ -191,8 +192,8 @@ def parse_url(
     if not isinstance(url, str):
         raise _refuse("the media URL must be a string")
     scheme = _scheme_of(url)
-    if scheme not in SCHEMES and scheme not in sources:
-        known = ", ".join([*SCHEMES, *sorted(sources)])
+    if scheme not in sources:
+        known = ", ".join(sorted(sources))
         raise _refuse(f"unsupported URL scheme (use {known})", status=400)
     if scheme == "data":
         return ParsedURL(scheme="data", url=url)

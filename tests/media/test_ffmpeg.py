@@ -236,10 +236,16 @@ def test_rules_accept_ffmpeg_names_that_list_one_of_their_demuxers() -> None:
 
 
 def test_video_limits_come_from_a_policy() -> None:
-    policy = MediaPolicy(max_pixels=1000, max_video_frames=8, max_decoded_bytes=5000)
+    policy = MediaPolicy(
+        max_pixels=1000, max_video_frames=8, max_decoded_bytes=5000, max_stream_packets=50
+    )
     limits = VideoLimits.from_policy(policy)
-    assert limits == VideoLimits(max_pixels=1000, max_frames=8, max_decoded_bytes=5000)
-    assert repr(limits) == "VideoLimits(max_pixels=1000, max_frames=8, max_decoded_bytes=5000)"
+    assert limits == VideoLimits(
+        max_pixels=1000, max_frames=8, max_decoded_bytes=5000, max_packets=50
+    )
+    assert repr(limits) == (
+        "VideoLimits(max_pixels=1000, max_frames=8, max_decoded_bytes=5000, max_packets=50)"
+    )
     default = VideoLimits.from_policy(MediaPolicy())
     assert default.max_decoded_bytes == MediaPolicy().max_decoded_bytes_for("video")
     with pytest.raises(dataclasses.FrozenInstanceError):

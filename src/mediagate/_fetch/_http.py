@@ -45,7 +45,7 @@ from .._errors import FetchError, FetchTimeout, MediaError, PolicyError, TooLarg
 from .._flight import SingleFlight
 from .._policy import MediaPolicy, check_address
 from .._urls import ParsedURL, check_domain, redirect_target
-from ._loop import get_loop, run_async, run_sync
+from ._loop import get_loop, on_fetch_loop, run_async, run_sync
 
 __all__ = ["FetchResult", "GuardedResolver", "HttpFetcher", "resolve_judged"]
 
@@ -412,12 +412,11 @@ class HttpFetcher:
         return run_sync(self._fetch(url, limit, timeout), timeout + 5)
 
     async def fetch_async(self, url: ParsedURL, *, limit: int, timeout: float) -> FetchResult:
-        """Fetch ``url`` without blocking the caller's event loop (see ``fetch``)."""
+        """Fetch ``url`` without blocking the caller's event loop (see ``fetch``); awaited
+        directly when the caller already runs on the fetch loop."""
+        if on_fetch_loop():
+            return await self._fetch(url, limit, timeout)
         return await run_async(self._fetch(url, limit, timeout))
-
-    async def fetch_on_loop(self, url: ParsedURL, *, limit: int, timeout: float) -> FetchResult:
-        """``fetch`` for a coroutine already running on the fetch loop (``run_on_fetch_loop``)."""
-        return await self._fetch(url, limit, timeout)
 
     def close(self) -> None:
         """Close the connection pool."""

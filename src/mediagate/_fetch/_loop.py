@@ -14,7 +14,7 @@ from collections.abc import Coroutine
 from concurrent.futures import Future
 from typing import Any, TypeVar
 
-__all__ = ["run_async", "run_sync", "submit"]
+__all__ = ["on_fetch_loop", "run_async", "run_sync", "submit"]
 
 T = TypeVar("T")
 
@@ -46,6 +46,15 @@ def get_loop() -> asyncio.AbstractEventLoop:
             _loop = _start()
             _pid = os.getpid()
         return _loop
+
+
+def on_fetch_loop() -> bool:
+    """Whether the running event loop (if any) is the fetch loop of this process."""
+    try:
+        running = asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return running is _loop and _pid == os.getpid()
 
 
 def submit(coro: Coroutine[Any, Any, T]) -> Future[T]:

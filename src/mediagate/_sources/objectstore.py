@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from urllib.parse import unquote
 
 from .._errors import FetchError, FetchTimeout, PolicyError, TooLargeError
-from . import SourceResult
+from .base import SourceResult
 
 #: Imported here so that a missing ``fsspec`` makes the registry name the extra to install.
 fsspec: Any = importlib.import_module("fsspec")
@@ -157,6 +157,14 @@ class ObjectStoreSource:
     def __init__(self) -> None:
         self._filesystems: dict[tuple[str, str, float], Any] = {}
         self._lock = threading.Lock()
+
+    def check(self, ref: ParsedURL, *, policy: MediaPolicy) -> None:
+        """Refuse a bucket the policy does not allow, or a malformed key (no I/O).
+
+        Raises:
+            PolicyError: as ``object_location``.
+        """
+        object_location(ref, policy)
 
     def fetch(
         self, ref: ParsedURL, *, policy: MediaPolicy, limit: int, timeout: float

@@ -158,8 +158,8 @@ def test_counting_fallback_gives_the_same_frames(
     # Streams without usable timestamps are walked from the start, counting frames.
     real = loader_module.index_stream
 
-    def inexact(*args: Any) -> Any:
-        index = real(*args)
+    def inexact(*args: Any, **kwargs: Any) -> Any:
+        index = real(*args, **kwargs)
         return type(index)(index.pts, index.keyframes, False, index.fps, index.time_base)
 
     monkeypatch.setattr(loader_module, "index_stream", inexact)

@@ -321,3 +321,25 @@ def test_encode_base64_joins_one_jpeg_per_frame(image_io: ImageMediaIO) -> None:
     parts = text.split(",")
     assert len(parts) == 2
     assert all(base64.b64decode(p).startswith(b"\xff\xd8\xff") for p in parts)
+
+
+@pytest.mark.parametrize("backend", ["pyav", "opencv"])
+def test_a_stream_over_max_stream_packets_is_refused_before_any_frame_is_decoded(
+    image_io: ImageMediaIO, clip: Callable[[str], bytes], backend: str
+) -> None:
+    data = clip("h264-mp4")  # 60 frames
+    tight = MediaPolicy(max_stream_packets=59)
+    with pytest.raises(TooLargeError) as info:
+        VideoMediaIO(image_io, 4, video_backend=backend, policy=tight).load_bytes(data)
+    assert info.value.limit == "max_stream_packets"
+    assert "MediaPolicy.max_stream_packets" in str(info.value)
+    frames, _ = VideoMediaIO(
+        image_io, 4, video_backend=backend, policy=tight.replace(max_stream_packets=60)
+    ).load_bytes(data)
+    assert frames.shape[0] == 4
+
+
+@pytest.mark.parametrize("bad", [0, -1, 2.5, "many", True])
+def test_max_stream_packets_must_be_a_positive_integer(bad: Any) -> None:
+    with pytest.raises(ValueError, match="max_stream_packets"):
+        MediaPolicy(max_stream_packets=bad)

@@ -83,7 +83,8 @@ ALLOWED_CODECS: frozenset[str] = frozenset(
     }
 )
 
-#: Packets indexed at most: far beyond a day of 30 fps video, well below a denial of service.
+#: The default of ``MediaPolicy.max_stream_packets``: far beyond a day of 30 fps video,
+#: well below a denial of service.
 MAX_STREAM_PACKETS = 3_000_000
 
 # Packets demuxed between two looks at the decode deadline (demuxing one costs ~1 us).
@@ -244,17 +245,20 @@ class StreamIndex:
         return self.total / self.fps
 
 
-def index_stream(container: InputContainer, stream: VideoStream) -> StreamIndex:
+def index_stream(
+    container: InputContainer, stream: VideoStream, *, max_packets: int = MAX_STREAM_PACKETS
+) -> StreamIndex:
     """Demux every packet of ``stream`` (without decoding) and index its frames.
 
     Raises:
         DecodeError: no frames, fewer frames than the container declares (a truncated
             file), or a damaged container.
-        TooLargeError: more than ``MAX_STREAM_PACKETS`` packets, or the decode
-            deadline passed (``limit="decode_timeout"``).
+        TooLargeError: more than ``max_packets`` packets
+            (``limit="max_stream_packets"``), or the decode deadline passed
+            (``limit="decode_timeout"``).
     """
     with av_errors("reading the video packets"):
-        stamps, packets, missing, last_corrupt = _demux_stamps(container, stream)
+        stamps, packets, missing, last_corrupt = _demux_stamps(container, stream, max_packets)
         if not stamps:
             raise DecodeError("the video stream has no frames (empty or truncated file)")
         declared = int(stream.frames or 0)
@@ -277,14 +281,14 @@ def index_stream(container: InputContainer, stream: VideoStream) -> StreamIndex:
 
 
 def _demux_stamps(
-    container: InputContainer, stream: VideoStream
+    container: InputContainer, stream: VideoStream, max_packets: int
 ) -> tuple[list[tuple[int, bool]], int, bool, bool]:
     """``(timestamp, keyframe)`` of each kept packet, the packets read, whether any
     lacked a presentation timestamp, and whether the last one was corrupt. The decode
     deadline is checked between packets.
 
     Raises:
-        TooLargeError: over ``MAX_STREAM_PACKETS`` packets, or past the deadline.
+        TooLargeError: over ``max_packets`` packets, or past the deadline.
     """
     stamps: list[tuple[int, bool]] = []
     packets = 0
@@ -296,12 +300,13 @@ def _demux_stamps(
         packets += 1
         if not packets % _DEADLINE_PACKETS:
             check_deadline()
-        if packets > MAX_STREAM_PACKETS:
+        if packets > max_packets:
             raise TooLargeError(
-                f"the video stream has more than {MAX_STREAM_PACKETS} frames",
-                limit="max_video_frames",
+                f"the video stream has more than {max_packets} packets "
+                "(MediaPolicy.max_stream_packets)",
+                limit="max_stream_packets",
                 value=packets,
-                maximum=MAX_STREAM_PACKETS,
+                maximum=max_packets,
             )
         last_corrupt = packet.is_corrupt
         if packet.size == 0 or packet.is_discard:

@@ -30,21 +30,29 @@ class VideoLimits:
     max_pixels: int
     max_frames: int
     max_decoded_bytes: int
+    #: Packets one stream may hold: its index is built from all of them.
+    max_packets: int = 3_000_000
 
     def __post_init__(self) -> None:
-        for name, least in (("max_pixels", 0), ("max_frames", 1), ("max_decoded_bytes", 0)):
+        for name, least in (
+            ("max_pixels", 0),
+            ("max_frames", 1),
+            ("max_decoded_bytes", 0),
+            ("max_packets", 1),
+        ):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < least:
                 raise ValueError(f"VideoLimits.{name} must be an integer >= {least}, not {value!r}")
 
     @classmethod
     def from_policy(cls, policy: MediaPolicy) -> VideoLimits:
-        """The video limits of ``policy``: ``max_pixels``, ``max_video_frames`` and
-        ``max_decoded_bytes_for("video")``."""
+        """The video limits of ``policy``: ``max_pixels``, ``max_video_frames``,
+        ``max_decoded_bytes_for("video")`` and ``max_stream_packets``."""
         return cls(
             max_pixels=policy.max_pixels,
             max_frames=policy.max_video_frames,
             max_decoded_bytes=policy.max_decoded_bytes_for("video"),
+            max_packets=policy.max_stream_packets,
         )
 
     def check_pixels(self, width: int, height: int, *, what: str = "a video frame") -> None:

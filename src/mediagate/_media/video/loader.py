@@ -88,7 +88,7 @@ class SampledVideoLoader:
         fps = _FPS("video", "fps", fps)
         container, stream = open_video(data, max_pixels=policy.max_pixels)
         try:
-            index = index_stream(container, stream)
+            index = index_stream(container, stream, max_packets=policy.max_stream_packets)
             targets = sample_frame_indices(
                 index.total, num_frames=cap, fps=fps, duration=index.duration
             )
