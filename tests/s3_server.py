@@ -9,6 +9,7 @@ for the whole process).
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -45,6 +46,9 @@ class RecordingS3Server:
     """moto's S3 on ``127.0.0.1`` with an ephemeral port and a request log."""
 
     denied: set[str] = field(default_factory=set)
+    #: Buckets whose answers are sent one byte every ``drip_interval`` seconds.
+    dripping: set[str] = field(default_factory=set)
+    drip_interval: float = 0.2
     requests: list[Request] = field(default_factory=list)
     _server: BaseWSGIServer | None = None
     _thread: threading.Thread | None = None
@@ -102,9 +106,18 @@ class RecordingS3Server:
                     return []
                 request.body_bytes = len(_DENIED_BODY)
                 return [_DENIED_BODY]
-            return self._counted(app(environ, recording_start), request)
+            body = self._counted(app(environ, recording_start), request)
+            if bucket in self.dripping and request.method == "GET":
+                return self._dripped(body)
+            return body
 
         return middleware
+
+    def _dripped(self, body: Iterator[bytes]) -> Iterator[bytes]:
+        for chunk in body:
+            for index in range(len(chunk)):
+                time.sleep(self.drip_interval)
+                yield chunk[index : index + 1]
 
     @staticmethod
     def _counted(body: Iterable[bytes], request: Request) -> Iterator[bytes]:

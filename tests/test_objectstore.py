@@ -6,6 +6,7 @@ import asyncio
 import io
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ import pytest
 from builders import png_bytes
 from mediagate import (
     FetchError,
+    FetchTimeout,
     ImageMediaIO,
     MediaCache,
     MediaConnector,
@@ -32,6 +34,7 @@ from s3_server import ACCESS_KEY, REGION, SECRET_KEY, RecordingS3Server
 BUCKET = "media-in"
 OTHER = "private-media"
 DENIED = "locked-media"
+SLOW = "slow-media"
 BIG = 5 * 1024 * 1024
 
 
@@ -48,7 +51,7 @@ def wav_bytes(rate: int = 8000, seconds: float = 0.25) -> bytes:
 def server() -> Iterator[RecordingS3Server]:
     import boto3
 
-    s3 = RecordingS3Server(denied={DENIED})
+    s3 = RecordingS3Server(denied={DENIED}, dripping={SLOW})
     s3.start()
     client = boto3.client(
         "s3",
@@ -57,12 +60,13 @@ def server() -> Iterator[RecordingS3Server]:
         aws_secret_access_key=SECRET_KEY,
         region_name=REGION,
     )
-    for bucket in (BUCKET, OTHER):
+    for bucket in (BUCKET, OTHER, SLOW):
         client.create_bucket(Bucket=bucket)
     client.put_object(Bucket=BUCKET, Key="a.png", Body=png_bytes())
     client.put_object(Bucket=BUCKET, Key="sounds/tone.wav", Body=wav_bytes())
     client.put_object(Bucket=BUCKET, Key="big.bin", Body=b"\0" * BIG)
     client.put_object(Bucket=OTHER, Key="a.png", Body=png_bytes())
+    client.put_object(Bucket=SLOW, Key="a.png", Body=png_bytes())
     yield s3
     s3.stop()
 
@@ -257,3 +261,22 @@ def test_from_env_reads_the_bucket_settings(server: RecordingS3Server) -> None:
             conn.fetch_image(f"s3://{OTHER}/a.png")
     assert SECRET_KEY not in repr(conn.policy)
     assert not server.requests_to(OTHER)
+
+
+def test_a_store_sending_slowly_is_cut_off_at_the_total_deadline(
+    server: RecordingS3Server,
+) -> None:
+    # Every byte arrives well within the client's read timeout; the whole body would take
+    # minutes. The one total deadline ends the fetch.
+    slow = policy(server, SLOW, timeout=1.0)
+    with MediaConnector(policy=slow) as conn:
+        for fetch in (
+            lambda: conn.fetch_image(f"s3://{SLOW}/a.png"),
+            lambda: asyncio.run(conn.fetch_image_async(f"s3://{SLOW}/a.png")),
+        ):
+            start = time.monotonic()
+            with pytest.raises(FetchTimeout) as timed_out:
+                fetch()
+            assert time.monotonic() - start < 3.0
+            assert timed_out.value.http_status == 504
+            assert "127.0.0.1" not in str(timed_out.value)

@@ -28,6 +28,7 @@ from .base import SourceResult
 
 #: Imported here so that a missing ``fsspec`` makes the registry name the extra to install.
 fsspec: Any = importlib.import_module("fsspec")
+fsspec_async: Any = importlib.import_module("fsspec.asyn")
 
 if TYPE_CHECKING:
     from .._policy import MediaPolicy
@@ -130,13 +131,33 @@ def _options_key(options: Mapping[str, Any]) -> str:
 
 
 class _Deadline:
+    """One total deadline over every call a fetch makes to the storage client."""
+
     def __init__(self, timeout: float, scheme: str) -> None:
         self._end = time.monotonic() + timeout
         self._scheme = scheme
 
-    def check(self) -> None:
-        if time.monotonic() > self._end:
-            raise FetchTimeout(f"reading the {self._scheme} object took longer than the deadline")
+    def _expired(self) -> FetchTimeout:
+        return FetchTimeout(f"reading the {self._scheme} object took longer than the deadline")
+
+    def call(self, fs: Any, method: str, *args: Any, **kwargs: Any) -> Any:
+        """``fs.method(*args, **kwargs)`` cut off at the deadline.
+
+        The client's own timeouts bound each socket read, not a whole transfer (a body
+        sent a byte at a time never trips them), so an async filesystem's coroutine is
+        run with what is left of the deadline and cancelled when it passes.
+        """
+        remaining = self._end - time.monotonic()
+        if remaining <= 0:
+            raise self._expired()
+        if not getattr(fs, "async_impl", False):
+            return getattr(fs, method)(*args, **kwargs)
+        try:
+            return fsspec_async.sync(
+                fs.loop, getattr(fs, "_" + method), *args, timeout=remaining, **kwargs
+            )
+        except TimeoutError as exc:
+            raise self._expired() from exc
 
 
 class ObjectStoreSource:
@@ -185,8 +206,7 @@ class ObjectStoreSource:
         fs = self._filesystem(ref.scheme, policy.storage_options.get(ref.scheme, {}), timeout)
         path = f"{bucket}/{key}"
         with _storage_errors(ref.scheme):
-            info = fs.info(path)
-            deadline.check()
+            info = deadline.call(fs, "info", path)
             if info.get("type") == "directory":
                 raise FetchError(
                     f"the {ref.scheme} object or bucket does not exist", upstream_status=404
@@ -203,8 +223,7 @@ class ObjectStoreSource:
         received = 0
         while received < end:
             want = min(CHUNK_BYTES, end - received)
-            chunk = fs.cat_file(path, start=received, end=received + want)
-            deadline.check()
+            chunk = deadline.call(fs, "cat_file", path, start=received, end=received + want)
             chunks.append(chunk)
             received += len(chunk)
             if received > limit:
