@@ -243,10 +243,20 @@ class ObjectStoreSource:
         return fs
 
 
+#: The filesystem class of each scheme. For gs, gcsfs's core JSON-API filesystem: its
+#: package-level default adds gRPC clients that look up a bucket's storage layout, which
+#: reading objects does not need.
+_FILESYSTEMS: dict[str, tuple[str, str]] = {
+    "s3": ("s3fs", "S3FileSystem"),
+    "gs": ("gcsfs.core", "GCSFileSystem"),
+}
+
+
 def _make_filesystem(scheme: str, options: Mapping[str, Any], timeout: float) -> Any:
-    protocol, extra = _PROTOCOLS[scheme]
+    _, extra = _PROTOCOLS[scheme]
+    module_name, class_name = _FILESYSTEMS[scheme]
     try:
-        importlib.import_module(f"{protocol}fs")
+        filesystem_class = getattr(importlib.import_module(module_name), class_name)
     except ImportError as exc:
         raise ImportError(f"{scheme}:// references need pip install 'mediagate[{extra}]'") from exc
     settings = dict(options)
@@ -259,9 +269,7 @@ def _make_filesystem(scheme: str, options: Mapping[str, Any], timeout: float) ->
     else:
         settings.setdefault("requests_timeout", timeout)
     with _storage_errors(scheme):
-        fs = fsspec.filesystem(
-            protocol, skip_instance_cache=True, use_listings_cache=False, **settings
-        )
+        fs = filesystem_class(skip_instance_cache=True, use_listings_cache=False, **settings)
     if scheme == "s3":
         # One attempt per call: the deadline, not s3fs's backoff, bounds a fetch.
         fs.retries = 1
