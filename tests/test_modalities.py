@@ -193,3 +193,10 @@ def test_bad_modalities_and_options_are_refused(
 def test_safetensors_shaped_lies_are_not_taken_for_tensors() -> None:
     # An 8-byte length far too large for a header, then "{": not a safetensors file.
     assert sniff_modality(struct.pack("<Q", 1 << 40) + b'{"x"') is None
+
+
+@pytest.mark.parametrize("options", [["video"], "video", 3])
+def test_load_media_options_must_be_a_mapping(media_root: Path, options: object) -> None:
+    with MediaConnector(allowed_local_media_path=media_root) as conn:
+        with pytest.raises(OptionError, match="media_io_kwargs"):
+            conn.load_media((media_root / "clip").as_uri(), media_io_kwargs=options)  # type: ignore[arg-type]

@@ -4,6 +4,7 @@ cached, budgeted and error-mapped like a built-in one."""
 from __future__ import annotations
 
 import asyncio
+import base64
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, ClassVar
@@ -217,3 +218,32 @@ def test_an_async_source_is_awaited_on_the_callers_loop_and_closed_with_the_conn
     loop = asyncio.run(main())
     assert AsyncMemorySource.loops == [loop, loop]
     assert AsyncMemorySource.closed_by == ["aclose", "aclose"]
+
+
+class InlineSource:
+    """Hands over base64 text, as ``data:`` URLs do; ``mem64://bad/...`` answers nonsense."""
+
+    cacheable = False
+
+    def fetch(self, ref: Any, *, policy: MediaPolicy, limit: int, timeout: float) -> Any:
+        if ref.host == "bad":
+            return SourceResult(base64=12345)  # type: ignore[arg-type]
+        if ref.host == "text":
+            return "not bytes"
+        text = base64.b64encode(STORE["media/a.png"]).decode()
+        return SourceResult(content_type="image/png", base64=text)
+
+
+def test_base64_text_from_a_source_is_decoded_and_budgeted() -> None:
+    SOURCE_REGISTRY.register("mem64", override=True)(InlineSource)
+    with MediaConnector() as conn:
+        loaded, report = conn.load_with_report("mem64://media/a.png", ImageMediaIO())
+        assert loaded.size == (40, 30) and report.num_bytes == len(STORE["media/a.png"])
+        for url in ("mem64://bad/a.png", "mem64://text/a.png"):
+            with pytest.raises(FetchError, match="something other than bytes"):
+                conn.fetch_image(url)
+    with MediaConnector(policy=MediaPolicy(max_bytes=100)) as conn:
+        with pytest.raises(TooLargeError, match="base64"):
+            conn.fetch_image("mem64://media/a.png")
+        with pytest.raises(TooLargeError, match="base64"):
+            asyncio.run(conn.fetch_image_async("mem64://media/a.png"))

@@ -391,12 +391,20 @@ class MediaConnector:
         """A source's answer, held to the item's byte budget whatever the source did."""
         if isinstance(fetched, (bytes, bytearray, memoryview)):
             fetched = SourceResult(data=bytes(fetched))
-        if not isinstance(fetched, SourceResult) or not isinstance(
-            fetched.data, (bytes, bytearray, memoryview)
+        if (
+            not isinstance(fetched, SourceResult)
+            or not isinstance(fetched.data, (bytes, bytearray, memoryview))
+            or not isinstance(fetched.base64, (str, type(None)))
         ):
             raise FetchError("the source returned something other than bytes")
-        if fetched.base64 is None and len(fetched.data) > limit:
-            raise TooLargeError.over_max_bytes("the response", len(fetched.data), limit)
+        # Base64 text is measured from its length (exact once decoded, which the MediaIO
+        # checks again): a padding's worth of slack.
+        slack = 0 if fetched.base64 is None else 3
+        if fetched.size > limit + slack:
+            what = "the response" if fetched.base64 is None else "the base64 payload"
+            raise TooLargeError.over_max_bytes(
+                what, fetched.size, limit, estimate=fetched.base64 is not None
+            )
         return fetched
 
     def _plan(self, media_io: MediaIO[_M]) -> _Plan[_M]:
@@ -534,6 +542,10 @@ class MediaConnector:
         picked from its content for ``"auto"``: fetched under the budget of the modality
         its name suggests (the largest one when it suggests none), decoded as the
         modality its first bytes show, and held to that modality's budget."""
+        if media_io_kwargs is not None and not isinstance(media_io_kwargs, Mapping):
+            raise OptionError(
+                "media_io_kwargs must map a modality to its options", option="media_io_kwargs"
+            )
         options = dict(media_io_kwargs or {})
         if modality != "auto":
             name = modality_name(modality)
