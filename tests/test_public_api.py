@@ -50,6 +50,7 @@ EXPECTED = {
     "SourceResult",
     "TooLargeError",
     "VIDEO_LOADER_REGISTRY",
+    "VideoEmbeddingMediaIO",
     "VideoMediaIO",
     "guess_modality",
     "sniff_modality",

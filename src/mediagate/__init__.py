@@ -15,7 +15,11 @@ from ._errors import (
 from ._media.audio import AudioMediaIO
 from ._media.base import MediaIO, MediaWithBytes, OptionSpec
 from ._media.budget import DecodedBudget
-from ._media.embedding import AudioEmbeddingMediaIO, ImageEmbeddingMediaIO
+from ._media.embedding import (
+    AudioEmbeddingMediaIO,
+    ImageEmbeddingMediaIO,
+    VideoEmbeddingMediaIO,
+)
 from ._media.image import ImageMediaIO
 from ._media.video.io import VideoMediaIO
 from ._media.video.loader import SampledVideoLoader
@@ -52,6 +56,7 @@ __all__ = [
     "Source",
     "SourceResult",
     "TooLargeError",
+    "VideoEmbeddingMediaIO",
     "VideoMediaIO",
     "guess_modality",
     "sniff_modality",

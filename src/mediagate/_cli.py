@@ -22,7 +22,15 @@ from ._present import error_record, load, text
 
 __all__ = ["main"]
 
-MODALITIES = ("auto", "image", "audio", "video", "image-embedding", "audio-embedding")
+MODALITIES = (
+    "auto",
+    "image",
+    "audio",
+    "video",
+    "image-embedding",
+    "audio-embedding",
+    "video-embedding",
+)
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -22,13 +22,14 @@ from collections.abc import Awaitable, Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
+from types import EllipsisType
+from typing import TYPE_CHECKING, Any, Generic, ParamSpec, Protocol, TypeVar, runtime_checkable
 
 import numpy as np
 import numpy.typing as npt
 from PIL import Image
 
-from ._errors import FetchError, OptionError, TooLargeError, error_boundary
+from ._errors import FetchError, MediaError, OptionError, TooLargeError, error_boundary
 from ._fetch import run_on_fetch_loop
 from ._local import check_allowed_root
 from ._media._helpers import cpu_count
@@ -58,6 +59,9 @@ _M = TypeVar("_M")
 _R = TypeVar("_R")
 _P = ParamSpec("_P")
 _IO = TypeVar("_IO", bound=MediaIO[Any])
+
+#: What ``fetch_video`` holds: uint8 frames ``[N, H, W, 3]`` and their metadata.
+VideoFrames = tuple[npt.NDArray[np.uint8], dict[str, Any]]
 
 #: Keywords the connector passes to the MediaIOs it builds; a request option of the
 #: same name is refused instead of colliding with them.
@@ -109,6 +113,15 @@ def _request_options(modality: str, options: Any) -> dict[str, Any] | None:
 
 #: Connectors by name; ``http`` is the built-in one.
 MEDIA_CONNECTOR_REGISTRY: Registry[Any] = Registry("media connector")
+
+
+@runtime_checkable
+class DownloadBudget(Protocol):
+    """What ``MediaConnector(download_budget=...)`` takes: the request's download total."""
+
+    def charge(self, size: int) -> None:
+        """Count ``size`` more downloaded bytes; raise to refuse them."""
+        ...
 
 
 @dataclass
@@ -201,6 +214,9 @@ class MediaConnector:
         decoded_budget: a ``DecodedBudget`` shared by every item this connector decodes
             (one connector per request, as inference servers build them): each item
             reserves its decoded-output budget from it before decoding.
+        download_budget: an object whose ``charge(num_bytes)`` is called with the size of
+            every download this connector makes (not cache hits, ``data:`` or ``file:``),
+            and raises to refuse it (vLLM's ``MediaRequestDownloadBudget`` is one).
 
     Raises:
         ValueError: ``allowed_local_media_path`` is not an existing directory.
@@ -219,12 +235,16 @@ class MediaConnector:
         max_workers: int | None = None,
         max_in_flight: int | None = None,
         decoded_budget: DecodedBudget | None = None,
+        download_budget: DownloadBudget | None = None,
     ) -> None:
         if policy is not None and not isinstance(policy, MediaPolicy):
             raise TypeError("policy must be a MediaPolicy")
         if decoded_budget is not None and not isinstance(decoded_budget, DecodedBudget):
             raise TypeError("decoded_budget must be a DecodedBudget")
         self.decoded_budget = decoded_budget
+        if download_budget is not None and not callable(getattr(download_budget, "charge", None)):
+            raise TypeError("download_budget must have a charge(num_bytes) method")
+        self.download_budget = download_budget
         policy = policy if policy is not None else MediaPolicy()
         # The keywords are the compatible spelling of the policy's fields of those names.
         spelled: dict[str, Any] = {}
@@ -407,6 +427,21 @@ class MediaConnector:
             )
         return fetched
 
+    def _charge_download(self, source: Any, fetched: SourceResult) -> None:
+        """Count a download against the request's ``download_budget``."""
+        budget = self.download_budget
+        if budget is None or getattr(source, "local", False):
+            return
+        try:
+            budget.charge(fetched.size)
+        except MediaError:
+            raise
+        except Exception as exc:
+            raise TooLargeError(
+                f"the request's downloads are over its download budget ({exc})",
+                limit="download_budget",
+            ) from exc
+
     def _plan(self, media_io: MediaIO[_M]) -> _Plan[_M]:
         return _Plan(self._limit(media_io), lambda fetched: media_io)
 
@@ -444,6 +479,7 @@ class MediaConnector:
             with error_boundary(f"fetching the {ref.scheme} reference", default=FetchError):
                 answer = source.fetch(ref, policy=self.policy, limit=plan.limit, timeout=timeout)
             fetched = self._checked(answer, plan.limit)
+            self._charge_download(source, fetched)
         report.cached = cached is not None
         report.num_bytes = fetched.size
         decode_start = time.perf_counter()
@@ -523,6 +559,7 @@ class MediaConnector:
                     ref, policy=self.policy, limit=plan.limit, timeout=timeout
                 )
             fetched = self._checked(answer, plan.limit)
+            self._charge_download(source, fetched)
         report.cached = cached is not None
         report.num_bytes = fetched.size
         decode_start = time.perf_counter()
@@ -618,11 +655,11 @@ class MediaConnector:
         """
         name = modality_name(modality)
         if name == "image":
-            return self._image_io(None, media_io_kwargs)
+            return self._image_io(..., media_io_kwargs)
         if name == "audio":
             io: MediaIO[Any] = self._audio_io(media_io_kwargs)
         elif name == "video":
-            io = self._video_io(None, media_io_kwargs)
+            io = self._video_io(..., media_io_kwargs)
         else:
             io = self._embedding_io(name, media_io_kwargs)
         return io
@@ -637,26 +674,39 @@ class MediaConnector:
         return media_io
 
     def _image_io(
-        self, image_mode: str | None = None, request: Mapping[str, Any] | None = None
+        self, image_mode: str | EllipsisType | None = ..., request: Mapping[str, Any] | None = None
     ) -> ImageMediaIO:
+        """The image ``MediaIO``: ``image_mode`` when the caller names one, else the
+        server's default mode, else RGB; this request's options over both."""
         options = ImageMediaIO.merge_kwargs(
             self.media_io_kwargs.get("image"), _request_options("image", request)
         )
-        if image_mode is not None:
+        if not isinstance(image_mode, EllipsisType):
             options["image_mode"] = image_mode
         return self._budgeted(ImageMediaIO(policy=self.policy, **options))
 
     def _video_io(
-        self, image_mode: str | None = None, request: Mapping[str, Any] | None = None
+        self,
+        image_mode: str | EllipsisType | None = ...,
+        request: Mapping[str, Any] | None = None,
+        video_processor: str | None = None,
     ) -> Any:
         from ._media.video.io import VideoMediaIO
+        from ._media.video.registry import VIDEO_LOADER_REGISTRY
 
         options = VideoMediaIO.merge_kwargs(
             self.media_io_kwargs.get("video"), _request_options("video", request)
         )
-        return self._budgeted(
-            VideoMediaIO(self._image_io(image_mode), policy=self.policy, **options)
-        )
+        if (
+            video_processor is not None
+            and "video_backend" not in options
+            and video_processor in VIDEO_LOADER_REGISTRY
+        ):
+            # The model's video processor names the sampler its frames must come from.
+            options["video_backend"] = video_processor
+        # Frames are RGB arrays whatever the image settings; ``image_mode`` is accepted
+        # for the signature vLLM calls.
+        return self._budgeted(VideoMediaIO(self._image_io("RGB"), policy=self.policy, **options))
 
     def _audio_io(self, request: Mapping[str, Any] | None = None) -> Any:
         from ._media.audio import AudioMediaIO
@@ -664,9 +714,13 @@ class MediaConnector:
         return self._budgeted(AudioMediaIO(policy=self.policy, **self._options("audio", request)))
 
     def _embedding_io(self, modality: str, request: Mapping[str, Any] | None = None) -> Any:
-        from ._media.embedding import AudioEmbeddingMediaIO, ImageEmbeddingMediaIO
+        from ._media import embedding
 
-        cls = ImageEmbeddingMediaIO if modality == "image_embedding" else AudioEmbeddingMediaIO
+        cls = {
+            "image_embedding": embedding.ImageEmbeddingMediaIO,
+            "audio_embedding": embedding.AudioEmbeddingMediaIO,
+            "video_embedding": embedding.VideoEmbeddingMediaIO,
+        }[modality]
         return self._budgeted(cls(policy=self.policy, **self._options(modality, request)))
 
     @_entry
@@ -674,10 +728,14 @@ class MediaConnector:
         self,
         image_url: str,
         *,
-        image_mode: str = "RGB",
+        image_mode: str | EllipsisType | None = ...,
         media_io_kwargs: Mapping[str, Any] | None = None,
     ) -> MediaWithBytes[Image.Image]:
         """Load an image; ``media_io_kwargs`` are this request's image options.
+
+        ``image_mode`` (a Pillow mode, or ``None`` to keep each image's own) wins when
+        given; left out, the server's ``media_io_kwargs["image"]["image_mode"]`` applies,
+        else RGB.
 
         Raises: as ``load_from_url``, plus ``OptionError`` for bad options.
         """
@@ -688,7 +746,7 @@ class MediaConnector:
         self,
         image_url: str,
         *,
-        image_mode: str = "RGB",
+        image_mode: str | EllipsisType | None = ...,
         media_io_kwargs: Mapping[str, Any] | None = None,
     ) -> MediaWithBytes[Image.Image]:
         """The async twin of ``fetch_image``."""
@@ -720,13 +778,21 @@ class MediaConnector:
         self,
         video_url: str,
         *,
-        image_mode: str = "RGB",
+        image_mode: str | EllipsisType | None = ...,
+        video_processor: str | None = None,
         media_io_kwargs: Mapping[str, Any] | None = None,
-    ) -> tuple[npt.NDArray[np.uint8], dict[str, Any]]:
-        """Load sampled video frames ``[N, H, W, 3]`` and their metadata."""
-        result: tuple[npt.NDArray[np.uint8], dict[str, Any]] = self.load_from_url(
-            video_url, self._video_io(image_mode, media_io_kwargs)
-        )
+    ) -> MediaWithBytes[VideoFrames]:
+        """Load sampled video frames ``[N, H, W, 3]`` and their metadata, with the
+        container bytes (``frames, metadata = result`` unpacks it).
+
+        ``video_processor`` names the model's video processor: when a video backend is
+        registered under that name (and the server set none), it samples the frames.
+        Frames are always RGB; ``image_mode`` is accepted and has no effect.
+
+        Raises: as ``load_from_url``, plus ``OptionError`` for bad options.
+        """
+        io = self._video_io(image_mode, media_io_kwargs, video_processor)
+        result: MediaWithBytes[VideoFrames] = self.load_from_url(video_url, io)
         return result
 
     @_entry_async
@@ -734,37 +800,48 @@ class MediaConnector:
         self,
         video_url: str,
         *,
-        image_mode: str = "RGB",
+        image_mode: str | EllipsisType | None = ...,
+        video_processor: str | None = None,
         media_io_kwargs: Mapping[str, Any] | None = None,
-    ) -> tuple[npt.NDArray[np.uint8], dict[str, Any]]:
+    ) -> MediaWithBytes[VideoFrames]:
         """The async twin of ``fetch_video``."""
-        result: tuple[npt.NDArray[np.uint8], dict[str, Any]] = await self.load_from_url_async(
-            video_url, self._video_io(image_mode, media_io_kwargs)
-        )
+        io = self._video_io(image_mode, media_io_kwargs, video_processor)
+        result: MediaWithBytes[VideoFrames] = await self.load_from_url_async(video_url, io)
+        return result
+
+    def _embedding(self, modality: str, data: str) -> torch.Tensor:
+        result: torch.Tensor = self._embedding_io(modality).load_base64("", data)
         return result
 
     @_entry
     def fetch_image_embedding(self, data: str) -> torch.Tensor:
         """Decode a base64 image embedding tensor."""
-        result: torch.Tensor = self._embedding_io("image_embedding").load_base64("", data)
-        return result
+        return self._embedding("image_embedding", data)
 
     @_entry_async
     async def fetch_image_embedding_async(self, data: str) -> torch.Tensor:
         """The async twin of ``fetch_image_embedding``."""
-        io = self._embedding_io("image_embedding")
-        result: torch.Tensor = await self._in_pool(io.load_base64, "", data)
+        result: torch.Tensor = await self._in_pool(self._embedding, "image_embedding", data)
         return result
 
     @_entry
     def fetch_audio_embedding(self, data: str) -> torch.Tensor:
         """Decode a base64 audio embedding tensor."""
-        result: torch.Tensor = self._embedding_io("audio_embedding").load_base64("", data)
-        return result
+        return self._embedding("audio_embedding", data)
 
     @_entry_async
     async def fetch_audio_embedding_async(self, data: str) -> torch.Tensor:
         """The async twin of ``fetch_audio_embedding``."""
-        io = self._embedding_io("audio_embedding")
-        result: torch.Tensor = await self._in_pool(io.load_base64, "", data)
+        result: torch.Tensor = await self._in_pool(self._embedding, "audio_embedding", data)
+        return result
+
+    @_entry
+    def fetch_video_embedding(self, data: str) -> torch.Tensor:
+        """Decode a base64 video embedding tensor."""
+        return self._embedding("video_embedding", data)
+
+    @_entry_async
+    async def fetch_video_embedding_async(self, data: str) -> torch.Tensor:
+        """The async twin of ``fetch_video_embedding``."""
+        result: torch.Tensor = await self._in_pool(self._embedding, "video_embedding", data)
         return result

@@ -1,8 +1,8 @@
 """Modality names, one spelling everywhere, and guessing a modality from a reference.
 
 The names are those of ``MediaPolicy`` and ``media_io_kwargs`` (``image``, ``audio``,
-``video``, ``image_embedding``, ``audio_embedding``); the command line's hyphenated
-spellings (``image-embedding``) are accepted wherever a name is read.
+``video``, ``image_embedding``, ``audio_embedding``, ``video_embedding``); the command
+line's hyphenated spellings (``image-embedding``) are accepted wherever a name is read.
 """
 
 from __future__ import annotations

@@ -35,13 +35,16 @@ __all__ = [
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
-Modality = Literal["image", "audio", "video", "image_embedding", "audio_embedding"]
+Modality = Literal[
+    "image", "audio", "video", "image_embedding", "audio_embedding", "video_embedding"
+]
 MODALITIES: tuple[Modality, ...] = (
     "image",
     "audio",
     "video",
     "image_embedding",
     "audio_embedding",
+    "video_embedding",
 )
 
 MiB = 1024 * 1024
@@ -53,6 +56,7 @@ DEFAULT_MAX_BYTES: Mapping[str, int] = {
     "video": 512 * MiB,
     "image_embedding": 256 * MiB,
     "audio_embedding": 256 * MiB,
+    "video_embedding": 256 * MiB,
 }
 
 #: Per-modality total deadlines (seconds) used when ``MediaPolicy.timeout`` is left unset.
@@ -62,6 +66,7 @@ DEFAULT_TIMEOUTS: Mapping[str, float] = {
     "video": 60.0,
     "image_embedding": 10.0,
     "audio_embedding": 10.0,
+    "video_embedding": 10.0,
 }
 
 #: Per-modality budgets for the decoded output of one item (bytes), used when
@@ -82,6 +87,7 @@ DEFAULT_DECODE_TIMEOUTS: Mapping[str, float] = {
     "video": 30.0,
     "image_embedding": 10.0,
     "audio_embedding": 10.0,
+    "video_embedding": 10.0,
 }
 
 #: The modalities whose native decoders run in isolated worker processes by default

@@ -200,7 +200,9 @@ def check_audio(result: object, sample_rate: int | None) -> None:
 def check_video(result: object) -> None:
     if isinstance(result, MediaError):
         return
-    assert isinstance(result, tuple) and len(result) == 2
+    assert isinstance(result, MediaWithBytes), type(result)
+    assert isinstance(result.media, tuple) and len(result.media) == 2
+    assert isinstance(result.original_bytes, bytes)
     frames, metadata = result
     assert isinstance(frames, np.ndarray) and frames.dtype == np.uint8
     assert frames.ndim == 4 and frames.shape[3] == 3

@@ -25,6 +25,7 @@ from mediagate import (
     ImageMediaIO,
     MediaConnector,
     MediaPolicy,
+    MediaWithBytes,
     TooLargeError,
     VideoMediaIO,
 )
@@ -85,7 +86,7 @@ def test_good_requests_carry_on_beside_a_crashing_one(clip: bytes) -> None:
         outcomes = asyncio.run(mixed())
     assert isinstance(outcomes[-1], DecodeError)
     for good in outcomes[:-1]:
-        assert isinstance(good, tuple) and good[0].shape == (4, 48, 64, 3)
+        assert isinstance(good, MediaWithBytes) and good[0].shape == (4, 48, 64, 3)
 
 
 def test_isolated_results_equal_in_process_results(clip: bytes) -> None:

@@ -12,7 +12,7 @@ import functools
 import math
 import os
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Generic, TypeVar
@@ -170,9 +170,16 @@ def opt_rgb() -> Checker:
 
 
 def validate_options(
-    modality: str, options: Mapping[str, Any], specs: Mapping[str, OptionSpec]
+    modality: str,
+    options: Mapping[str, Any],
+    specs: Mapping[str, OptionSpec],
+    *,
+    also_known: Iterable[str] = (),
 ) -> dict[str, Any]:
     """Check ``options`` against ``specs`` and return the normalised values.
+
+    ``also_known`` are the modality's other option names (checked elsewhere): an
+    unknown key's message lists them with ``specs``, so it names every option there is.
 
     Raises:
         OptionError: an unknown key, or a value of the wrong type or range.
@@ -185,7 +192,7 @@ def validate_options(
     out: dict[str, Any] = {}
     for key, value in options.items():
         if not isinstance(key, str) or key not in specs:
-            known = ", ".join(sorted(specs)) or "none"
+            known = ", ".join(sorted({*specs, *also_known})) or "none"
             raise OptionError(
                 f"unknown {modality} option {key!r} (known options: {known})",
                 option=str(key),

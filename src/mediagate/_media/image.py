@@ -436,6 +436,8 @@ def _open_plugin(data: bytes, fmt: str) -> ImageFile.ImageFile:
 
 def _image_options() -> dict[str, OptionSpec]:
     def check_mode(modality: str, key: str, value: Any) -> Any:
+        if value is None:
+            return None  # keep each image's own mode
         try:
             ImageMode.getmode(value)
         except (KeyError, TypeError) as exc:
@@ -455,7 +457,9 @@ def _image_options() -> dict[str, OptionSpec]:
         return (side, side)
 
     return {
-        "image_mode": OptionSpec(check_mode, "Pillow mode of the result (default 'RGB')"),
+        "image_mode": OptionSpec(
+            check_mode, "Pillow mode of the result (default 'RGB'; None keeps the image's own)"
+        ),
         "rgba_background_color": OptionSpec(
             opt_rgb(), "colour transparent pixels are composited onto (default white)"
         ),
@@ -547,7 +551,7 @@ class ImageMediaIO(MediaIO[MediaWithBytes[Image.Image]]):
     def __init__(
         self,
         /,
-        image_mode: str = "RGB",
+        image_mode: str | None = "RGB",
         *,
         policy: MediaPolicy | None = None,
         decoded_budget: DecodedBudget | None = None,
@@ -555,7 +559,7 @@ class ImageMediaIO(MediaIO[MediaWithBytes[Image.Image]]):
     ) -> None:
         super().__init__(policy=policy, decoded_budget=decoded_budget)
         checked = validate_options("image", {"image_mode": image_mode, **options}, IMAGE_OPTIONS)
-        self.image_mode: str = checked["image_mode"]
+        self.image_mode: str | None = checked["image_mode"]
         self.rgba_background_color: tuple[int, int, int] = checked.get(
             "rgba_background_color", (255, 255, 255)
         )
@@ -606,7 +610,12 @@ class ImageMediaIO(MediaIO[MediaWithBytes[Image.Image]]):
             fast = self._load_jpeg_array(data, jpeg)
             if fast is not None:
                 return fast
-        return MediaWithBytes(self._load_pillow(data, fmt), data)
+        image, converted = self._load_pillow(data, fmt)
+        return MediaWithBytes(image, data, self._io_config() if converted else None)
+
+    def _io_config(self) -> dict[str, Any]:
+        """The settings that changed a converted image (see ``MediaWithBytes.io_config``)."""
+        return {"image_mode": self.image_mode, "rgba_background_color": self.rgba_background_color}
 
     def _reserve(self, width: int, height: int, bytes_per_pixel: int) -> None:
         reserve_output(
@@ -656,7 +665,10 @@ class ImageMediaIO(MediaIO[MediaWithBytes[Image.Image]]):
         height, width = array.shape[:2]
         known = {"size": (width, height), "width": width, "height": height}
         known["mode"] = self.image_mode
-        return MediaWithBytes.from_array(array, data, _array_to_pil, known=known)
+        result = MediaWithBytes.from_array(array, data, _array_to_pil, known=known)
+        if (colorspace == "Gray") != (self.image_mode == "L"):
+            result.io_config = self._io_config()  # decoded into another mode than stored
+        return result
 
     def _check_structure(self, image: Image.Image, fmt: str) -> None:
         """Refuse structures whose decoding work does not follow from their pixels.
@@ -670,13 +682,13 @@ class ImageMediaIO(MediaIO[MediaWithBytes[Image.Image]]):
                 "RLE-compressed BMP's canvas", "MAX_RLE_BMP_PIXELS", MAX_RLE_BMP_PIXELS
             )
 
-    def _load_pillow(self, data: bytes, fmt: str) -> Image.Image:
+    def _load_pillow(self, data: bytes, fmt: str) -> tuple[Image.Image, bool]:
+        """The decoded image, and whether converting it to ``image_mode`` changed it."""
         image: Image.Image = _open_plugin(data, fmt)
         check_deadline()
         self._check_pixels(*image.size)
-        self._reserve(
-            *image.size, max(_bytes_per_pixel(image.mode), _bytes_per_pixel(self.image_mode))
-        )
+        target_mode = self.image_mode or image.mode
+        self._reserve(*image.size, max(_bytes_per_pixel(image.mode), _bytes_per_pixel(target_mode)))
         self._check_structure(image, fmt)
         target = _fit(*image.size, self.max_image_size)
         if target is not None and fmt == "JPEG":
@@ -694,11 +706,14 @@ class ImageMediaIO(MediaIO[MediaWithBytes[Image.Image]]):
         check_deadline()
         converted = self.convert_mode(image)
         check_deadline()
-        return converted
+        return converted, converted is not image
 
     def convert_mode(self, image: Image.Image) -> Image.Image:
-        """Convert to ``image_mode``, compositing transparency onto the background colour."""
+        """Convert to ``image_mode``, compositing transparency onto the background colour
+        (``image_mode=None``: the image as it is)."""
         target = self.image_mode
+        if target is None:
+            return image
         transparent = image.mode in _ALPHA_MODES or "transparency" in image.info
         if image.mode == target and not (transparent and target not in _ALPHA_MODES):
             return image

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
@@ -14,7 +14,7 @@ __all__ = ["MediaWithBytes"]
 _M = TypeVar("_M")
 
 _PENDING = ("_array", "_to_media", "_known")
-_OWN_FIELDS = frozenset({"media", "original_bytes", *_PENDING})
+_OWN_FIELDS = frozenset({"media", "original_bytes", "io_config", *_PENDING})
 
 
 @dataclass
@@ -22,12 +22,16 @@ class MediaWithBytes(Generic[_M]):
     """Decoded media together with the bytes it came from.
 
     Attribute access falls through to ``media`` (so an image result has ``.size`` and
-    ``.mode``), ``np.array(x)`` gives ``np.array(x.media)``, and the bytes stay out of
-    ``repr``.
+    ``.mode``), ``np.array(x)`` gives ``np.array(x.media)``, iterating and indexing go
+    to ``media`` (``frames, metadata = video_result``), and the bytes stay out of
+    ``repr``. ``io_config`` names the decode settings that changed the media relative
+    to ``original_bytes`` (an image's ``image_mode`` conversion), so a cache keyed on
+    the bytes can tell two decodes of them apart.
     """
 
     media: _M
     original_bytes: bytes = field(repr=False)
+    io_config: dict[str, Any] | None = None
 
     @classmethod
     def from_array(
@@ -82,9 +86,18 @@ class MediaWithBytes(Generic[_M]):
             raise AttributeError(name)
         return getattr(self.media, name)
 
+    def __iter__(self) -> Iterator[Any]:
+        media: Any = self.media
+        return iter(media)
+
+    def __getitem__(self, index: Any) -> Any:
+        media: Any = self.media
+        return media[index]
+
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__
+        extra = {"io_config": state["io_config"]} if state.get("io_config") is not None else {}
         if "media" not in state and "_array" in state:
             # Not built yet: the array travels, and the view is built where it is used.
-            return {name: state[name] for name in ("original_bytes", *_PENDING)}
-        return {"media": self.media, "original_bytes": self.original_bytes}
+            return {name: state[name] for name in ("original_bytes", *_PENDING)} | extra
+        return {"media": self.media, "original_bytes": self.original_bytes} | extra

@@ -159,6 +159,8 @@ class DataSource:
     undecoded (the ``MediaIO`` decodes it once, with the media type)."""
 
     cacheable: ClassVar[bool] = False
+    #: Nothing is downloaded (a request's download budget is not charged).
+    local: ClassVar[bool] = True
 
     def fetch(
         self, ref: ParsedURL, *, policy: MediaPolicy, limit: int, timeout: float
@@ -175,6 +177,7 @@ class FileSource:
     """``file:`` URLs under ``MediaPolicy.allowed_local_media_path`` (empty disables them)."""
 
     cacheable: ClassVar[bool] = False
+    local: ClassVar[bool] = True
 
     def check(self, ref: ParsedURL, *, policy: MediaPolicy) -> None:
         if not policy.allowed_local_media_path:

@@ -132,8 +132,65 @@ def test_declared_options_are_checked(
 
 
 def test_builtin_loader_options_are_checked(image_io: ImageMediaIO) -> None:
-    with pytest.raises(OptionError, match="frame_recovery"):
-        VideoMediaIO(image_io, video_backend="pyav", frame_recovery=True)
+    with pytest.raises(OptionError, match="frame_recovery") as info:
+        VideoMediaIO(image_io, video_backend="pyav", frame_recovery="yes")
+    assert info.value.option == "frame_recovery"
+    with pytest.raises(OptionError) as unknown:
+        VideoMediaIO(image_io, video_backend="pyav", no_such_option=1)
+    # The message names every option there is, wherever it is checked.
+    for known in ("num_frames", "fps", "video_backend", "frames_indices", "max_duration"):
+        assert known in str(unknown.value)
+
+
+@pytest.mark.parametrize("backend", ["pyav", "opencv"])
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"max_duration": 300, "frame_recovery": True},
+        {"backend": "opencv", "num_ffmpeg_threads": 0, "seek_mode": "exact"},
+        {"device": "cpu", "max_width": None, "max_height": None},
+        {"hw_decoders": 0, "pool_size": None, "timeout_sec": 120.0},
+    ],
+)
+def test_vllm_decoder_options_are_accepted_and_change_nothing(
+    image_io: ImageMediaIO, clip: Callable[[str], bytes], backend: str, options: dict[str, Any]
+) -> None:
+    plain = VideoMediaIO(image_io, 5, video_backend=backend).load_bytes(clip("h264-mp4"))
+    io = VideoMediaIO(image_io, 5, video_backend=backend, **options)
+    frames, metadata = io.load_bytes(clip("h264-mp4"))
+    assert np.array_equal(frames, plain[0]) and metadata == plain[1]
+    assert io.decoder_options == options
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("backend", "vaapi"),
+        ("device", "cuda"),
+        ("seek_mode", "fast"),
+        ("max_duration", -1),
+        ("max_duration", float("nan")),
+        ("num_ffmpeg_threads", 10**9),
+        ("max_width", 0),
+        ("frame_recovery", 1),
+    ],
+)
+def test_vllm_decoder_options_are_validated(
+    image_io: ImageMediaIO, key: str, value: object
+) -> None:
+    with pytest.raises(OptionError) as info:
+        VideoMediaIO(image_io, video_backend="pyav", **{key: value})
+    assert info.value.option == key
+
+
+def test_video_results_carry_their_bytes(
+    image_io: ImageMediaIO, clip: Callable[[str], bytes]
+) -> None:
+    data = clip("h264-mp4")
+    result = VideoMediaIO(image_io, 3).load_bytes(data)
+    assert result.original_bytes is data or result.original_bytes == data
+    frames, metadata = result
+    assert result[0] is frames and result[1] is metadata and frames.shape[0] == 3
 
 
 def test_too_many_frames_from_a_loader_are_cut_to_the_cap(

@@ -357,12 +357,18 @@ def _decode_any(
 
 
 def decode_audio(
-    data: bytes, limits: AudioLimits, sample_rate: int | None = None
+    data: bytes,
+    limits: AudioLimits,
+    sample_rate: int | None = None,
+    *,
+    backend: Decoder | None = None,
 ) -> tuple[npt.NDArray[np.float32], int]:
     """Decode ``data`` to mono float32 at its native rate, or resampled to ``sample_rate``.
 
     The decoder is picked from the magic bytes; the other decoder is tried only when
-    the first one cannot read the payload. Resampling (soxr, high quality) runs beside
+    the first one cannot read the payload. ``backend`` (``"soundfile"`` or ``"pyav"``)
+    names the one decoder to use instead; a format libsndfile cannot read is always
+    decoded with PyAV. Resampling (soxr, high quality) runs beside
     the decoding, as the samples are finished, and equals one-pass ``soxr.resample``.
 
     Returns:
@@ -379,6 +385,8 @@ def decode_audio(
     fallback: Decoder = "pyav" if kind.decoder == "soundfile" else "soundfile"
     if fallback == "pyav" or kind.soundfile_can_read:
         order.append(fallback)
+    if backend is not None:
+        order = [backend if backend == "pyav" or kind.soundfile_can_read else "pyav"]
     with ffmpeg_errors(
         f"{kind.name} audio could not be decoded",
         f"decoding the {kind.name} audio needed more memory than this server allows "

@@ -17,8 +17,12 @@ from ..base import MediaIO, OptionSpec, opt_float, opt_int, validate_options
 from ..budget import DecodedBudget
 from .decode import decode_audio
 from .limits import MAX_SAMPLE_RATE, AudioLimits
+from .sniff import Decoder
 
-__all__ = ["AUDIO_OPTIONS", "ENCODE_FORMATS", "AudioMediaIO"]
+__all__ = ["AUDIO_BACKENDS", "AUDIO_OPTIONS", "ENCODE_FORMATS", "AudioMediaIO"]
+
+#: The audio decoders ``audio_backend`` names ("auto": chosen from the format).
+AUDIO_BACKENDS = ("auto", "soundfile", "pyav")
 
 #: The per-request options ``AudioMediaIO`` accepts ("media_io_kwargs" for audio).
 AUDIO_OPTIONS: Mapping[str, OptionSpec] = {
@@ -30,7 +34,22 @@ AUDIO_OPTIONS: Mapping[str, OptionSpec] = {
         opt_float(0.0, allow_none=True, exclusive_minimum=True),
         "a lower duration cap for this request; never raises MediaPolicy.max_audio_seconds",
     ),
+    "audio_backend": OptionSpec(
+        lambda modality, key, value: _check_backend(key, value),
+        "the decoder: 'auto' (default: from the format, the other one if it fails), "
+        "'soundfile' or 'pyav'",
+    ),
 }
+
+
+def _check_backend(key: str, value: Any) -> Any:
+    if value is None or value in AUDIO_BACKENDS:
+        return value
+    raise OptionError(
+        f"audio option {key!r} must be one of {', '.join(AUDIO_BACKENDS)}, not {value!r}",
+        option=key,
+    )
+
 
 #: ``audio_format`` values of ``encode_base64`` and the libsndfile subtype each uses.
 ENCODE_FORMATS: Mapping[str, str] = {
@@ -85,6 +104,8 @@ class AudioMediaIO(MediaIO[tuple[npt.NDArray[np.float32], float]]):
         if requested is not None:
             max_seconds = min(max_seconds, requested)
         self.max_seconds: float = max_seconds
+        backend = checked.get("audio_backend")
+        self.audio_backend: Decoder | None = None if backend in (None, "auto") else backend
 
     def load_bytes(self, data: bytes) -> tuple[npt.NDArray[np.float32], float]:
         """Decode ``data`` to ``(samples, sample_rate)``.
@@ -99,7 +120,7 @@ class AudioMediaIO(MediaIO[tuple[npt.NDArray[np.float32], float]]):
         """
         self.policy.check_size(len(data), self.modality)
         limits = AudioLimits(self.max_seconds, self.policy.max_decoded_bytes_for(self.modality))
-        return decode_audio(bytes(data), limits, self.sample_rate)
+        return decode_audio(bytes(data), limits, self.sample_rate, backend=self.audio_backend)
 
     def encode_base64(
         self, media: tuple[npt.ArrayLike, float], *, audio_format: str = "WAV"

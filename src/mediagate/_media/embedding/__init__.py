@@ -8,6 +8,7 @@ from .mediaio import (
     EMBEDDING_OPTIONS,
     AudioEmbeddingMediaIO,
     ImageEmbeddingMediaIO,
+    VideoEmbeddingMediaIO,
     sniff_embedding,
 )
 
@@ -15,5 +16,6 @@ __all__ = [
     "EMBEDDING_OPTIONS",
     "AudioEmbeddingMediaIO",
     "ImageEmbeddingMediaIO",
+    "VideoEmbeddingMediaIO",
     "sniff_embedding",
 ]

@@ -153,3 +153,14 @@ class AudioEmbeddingMediaIO(_EmbeddingMediaIO):
     """
 
     modality = "audio_embedding"
+
+
+class VideoEmbeddingMediaIO(_EmbeddingMediaIO):
+    """Video embeddings (``modality = "video_embedding"``); see ``_EmbeddingMediaIO``.
+
+    Example::
+
+        tensor = VideoEmbeddingMediaIO().load_base64("", payload)
+    """
+
+    modality = "video_embedding"

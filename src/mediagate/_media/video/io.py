@@ -12,8 +12,9 @@ import simplejpeg
 
 from ..._errors import DecodeError, OptionError
 from ..._policy import MediaPolicy
-from ..base import MediaIO, OptionSpec, decode_base64, validate_options
+from ..base import MediaIO, OptionSpec, decode_base64, opt_int, validate_options
 from ..budget import DecodedBudget
+from ..results import MediaWithBytes
 from .jpeg_sequence import JPEG_SEQUENCE_OPTIONS, load_jpeg_sequence
 from .registry import VIDEO_LOADER_REGISTRY
 from .sampling import cap_num_frames, check_num_frames, finite_number
@@ -33,14 +34,65 @@ VideoResult = tuple[npt.NDArray[np.uint8], dict[str, Any]]
 
 _FPS = finite_number(0.0, allow_none=True)
 
+#: The decoders vLLM's video loaders can be told to use (``backend``).
+DECODER_BACKENDS = ("opencv", "torchcodec", "pynvvideocodec", "deepstream", "pyav")
 
-class VideoMediaIO(MediaIO[VideoResult]):
+
+def _opt_bool(modality: str, key: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise OptionError(f"{modality} option {key!r} must be true or false", option=key)
+    return value
+
+
+def _opt_choice(*choices: str) -> Any:
+    def check(modality: str, key: str, value: Any) -> Any:
+        if value is not None and value not in choices:
+            raise OptionError(
+                f"{modality} option {key!r} must be one of {', '.join(choices)}", option=key
+            )
+        return value
+
+    return check
+
+
+def _opt_side(modality: str, key: str, value: Any) -> Any:
+    return None if value is None else opt_int(1, 1 << 16)(modality, key, value)
+
+
+#: Decoder options of vLLM's video loaders. The built-in backends accept them and do
+#: not need them: they decode on the CPU with their own FFmpeg threads, always seek
+#: exactly, skip a frame that fails to decode by decoding on to the next, and sample
+#: uniformly (``max_duration`` only bounds vLLM's dynamic samplers). A backend that
+#: declares an option of the same name gets it.
+DECODER_OPTIONS: Mapping[str, OptionSpec] = {
+    "backend": OptionSpec(_opt_choice(*DECODER_BACKENDS), "vLLM's decoding codec (not needed)"),
+    "max_duration": OptionSpec(
+        finite_number(0.0), "seconds the dynamic samplers consider (not needed)"
+    ),
+    "frame_recovery": OptionSpec(_opt_bool, "decode on past a failed frame (always done)"),
+    "num_ffmpeg_threads": OptionSpec(opt_int(0, 256), "FFmpeg threads (FFmpeg's default)"),
+    "seek_mode": OptionSpec(_opt_choice("exact", "approximate"), "seeking (always exact)"),
+    "device": OptionSpec(_opt_choice("cpu"), "where frames are decoded (the CPU)"),
+    "hw_decoders": OptionSpec(opt_int(0, 1024), "GPU decoders to reserve (none)"),
+    "max_width": OptionSpec(_opt_side, "GPU decoder surface width (not needed)"),
+    "max_height": OptionSpec(_opt_side, "GPU decoder surface height (not needed)"),
+    "pool_size": OptionSpec(
+        lambda m, k, v: None if v is None else opt_int(1, 1024)(m, k, v), "GPU decoder pool"
+    ),
+    "timeout_sec": OptionSpec(finite_number(0.0), "decoder timeout (MediaPolicy.decode_timeout)"),
+}
+
+#: The options ``VideoMediaIO`` itself takes.
+_OWN_OPTIONS = ("num_frames", "fps", "video_backend")
+
+
+class VideoMediaIO(MediaIO[MediaWithBytes[VideoResult]]):
     """Uniformly sampled RGB frames and their metadata from video bytes.
 
     Example::
 
         io = VideoMediaIO(ImageMediaIO(), num_frames=8)
-        frames, meta = io.load_bytes(mp4_bytes)
+        frames, meta = io.load_bytes(mp4_bytes)  # a MediaWithBytes; unpacks as a tuple
         frames.shape, meta["frames_indices"]  # (8, H, W, 3), [0, 42, ...]
 
     Args:
@@ -93,12 +145,25 @@ class VideoMediaIO(MediaIO[VideoResult]):
         }
         self._jpeg_options = validate_options("video", jpeg_keys, JPEG_SEQUENCE_OPTIONS)
         specs: Mapping[str, OptionSpec] | None = getattr(self._loader_cls, "options", None)
+        #: vLLM decoder options accepted and not needed by this backend.
+        self.decoder_options: dict[str, Any] = {}
         if specs is not None:
             if self.fps is not None and "fps" not in specs:
                 raise OptionError(
                     f"video backend {backend!r} does not take option 'fps'", option="fps"
                 )
-            loader_options = validate_options("video", loader_options, specs)
+            decoder_keys = {
+                k: loader_options.pop(k)
+                for k in list(loader_options)
+                if k in DECODER_OPTIONS and k not in specs
+            }
+            self.decoder_options = validate_options("video", decoder_keys, DECODER_OPTIONS)
+            loader_options = validate_options(
+                "video",
+                loader_options,
+                specs,
+                also_known=(*_OWN_OPTIONS, *JPEG_SEQUENCE_OPTIONS, *DECODER_OPTIONS),
+            )
         self.loader_options: dict[str, Any] = loader_options
 
     @property
@@ -132,8 +197,9 @@ class VideoMediaIO(MediaIO[VideoResult]):
             merged.pop("num_frames" if "fps" in runtime else "fps", None)
         return merged
 
-    def load_bytes(self, data: bytes) -> VideoResult:
-        """Sample frames from container bytes (mp4, webm, mkv, avi, ...).
+    def load_bytes(self, data: bytes) -> MediaWithBytes[VideoResult]:
+        """Sample frames from container bytes (mp4, webm, mkv, avi, ...): ``(frames,
+        metadata)`` with the bytes they came from.
 
         Raises:
             TooLargeError: the bytes, a frame's pixels or the frame count exceed the policy.
@@ -155,9 +221,9 @@ class VideoMediaIO(MediaIO[VideoResult]):
         if getattr(self._loader_cls, "wants_policy", False):
             kwargs["policy"] = self.policy
         result = loader.load_bytes(data, self.frame_cap, **kwargs)
-        return self._checked(result)
+        return MediaWithBytes(self._checked(result), data)
 
-    def load_base64(self, media_type: str, data: str) -> VideoResult:
+    def load_base64(self, media_type: str, data: str) -> MediaWithBytes[VideoResult]:
         """Decode base64 video bytes, or a ``video/jpeg`` comma-separated JPEG sequence.
 
         Raises:
@@ -165,7 +231,7 @@ class VideoMediaIO(MediaIO[VideoResult]):
                 an undecodable JPEG frame is a ``DecodeError``.
         """
         if media_type.lower() == "video/jpeg":
-            return load_jpeg_sequence(
+            frames = load_jpeg_sequence(
                 data,
                 image_io=self.image_io,
                 num_frames=self.frame_cap,
@@ -174,6 +240,8 @@ class VideoMediaIO(MediaIO[VideoResult]):
                 max_decoded_bytes=self.policy.max_decoded_bytes_for("video"),
                 **self._jpeg_options,
             )
+            text = data.encode("ascii") if isinstance(data, str) else bytes(data)
+            return MediaWithBytes(frames, text)
         return self.load_bytes(decode_base64(data, limit=self.max_bytes, what="video"))
 
     def encode_base64(

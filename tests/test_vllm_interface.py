@@ -1,0 +1,168 @@
+"""The connector interface vLLM 0.33 calls: its keywords, fetch methods, option names and
+result types, and the plugin entry point."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import importlib.metadata
+import io
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+from PIL import Image
+
+from builders import LoopbackServer, Route, data_url, png_bytes
+from mediagate import (
+    AudioMediaIO,
+    MediaConnector,
+    MediaPolicy,
+    MediaWithBytes,
+    OptionError,
+    TooLargeError,
+    VideoEmbeddingMediaIO,
+)
+
+SAMPLES = Path(__file__).resolve().parents[1] / "src" / "mediagate" / "_samples"
+
+
+def rgba_png() -> bytes:
+    return png_bytes(Image.new("RGBA", (4, 3), (10, 20, 30, 128)))
+
+
+def test_image_mode_none_keeps_the_images_own_mode() -> None:
+    url = data_url(rgba_png())
+    with MediaConnector() as conn:
+        assert conn.fetch_image(url).mode == "RGB"
+        kept = conn.fetch_image(url, image_mode=None)
+        assert kept.mode == "RGBA" and kept.io_config is None
+        converted = conn.fetch_image(url)
+        assert converted.io_config == {
+            "image_mode": "RGB",
+            "rgba_background_color": (255, 255, 255),
+        }
+    with MediaConnector({"image": {"image_mode": None}}) as conn:
+        assert conn.fetch_image(url).mode == "RGBA"
+        assert asyncio.run(conn.fetch_image_async(url)).mode == "RGBA"
+
+
+def test_a_server_image_mode_is_not_overridden_by_the_argument_default() -> None:
+    url = data_url(png_bytes())
+    with MediaConnector({"image": {"image_mode": "RGBA"}}) as conn:
+        assert conn.fetch_image(url).mode == "RGBA"
+        frames, _ = conn.fetch_video(
+            "data:video/jpeg;base64," + base64.b64encode(jpeg_frame()).decode()
+        )
+        assert frames.shape[-1] == 3  # video frames are always RGB arrays
+        assert conn.fetch_image(url, image_mode="L").mode == "L"  # named: it wins
+
+
+def jpeg_frame() -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", (8, 8), (200, 10, 10)).save(buffer, format="JPEG")
+    return buffer.getvalue()
+
+
+def test_fetch_video_returns_frames_with_their_bytes() -> None:
+    clip = (SAMPLES / "counter.mp4").read_bytes()
+    url = "data:video/mp4;base64," + base64.b64encode(clip).decode()
+    with MediaConnector({"video": {"num_frames": 4}}) as conn:
+        result = conn.fetch_video(video_url=url, video_processor="no_such_processor")
+        assert isinstance(result, MediaWithBytes) and result.original_bytes == clip
+        frames, metadata = result
+        assert frames.shape[0] == 4 and metadata["video_backend"] == "pyav"
+        again = asyncio.run(conn.fetch_video_async(url, video_processor=None))
+        assert np.array_equal(again[0], frames)
+
+
+def test_a_video_processor_with_a_registered_backend_picks_it() -> None:
+    clip = (SAMPLES / "counter.mp4").read_bytes()
+    url = "data:video/mp4;base64," + base64.b64encode(clip).decode()
+    with MediaConnector() as conn:
+        _, metadata = conn.fetch_video(url, video_processor="opencv")
+        assert metadata["video_backend"] == "opencv"
+    with MediaConnector({"video": {"video_backend": "pyav"}}) as conn:
+        _, metadata = conn.fetch_video(url, video_processor="opencv")
+        assert metadata["video_backend"] == "pyav"  # the server's choice wins
+
+
+def test_video_embeddings() -> None:
+    torch = pytest.importorskip("torch")
+    tensor = torch.arange(12, dtype=torch.float32).reshape(3, 4)
+    payload = VideoEmbeddingMediaIO().encode_base64(tensor)
+    with MediaConnector() as conn:
+        assert torch.equal(conn.fetch_video_embedding(payload), tensor)
+        assert torch.equal(asyncio.run(conn.fetch_video_embedding_async(payload)), tensor)
+        assert conn.media_io("video-embedding").modality == "video_embedding"
+
+
+class CountingBudget:
+    """vLLM's download budget shape: ``charge(size)`` raises past its limit."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.used = 0
+
+    def charge(self, size: int) -> None:
+        if self.used + size > self.limit:
+            raise ValueError("Request media downloads exceed the limit")
+        self.used += size
+
+
+def test_the_download_budget_is_charged_for_downloads_only(
+    server: LoopbackServer, loopback_policy: MediaPolicy, tmp_path: Path
+) -> None:
+    body = png_bytes()
+    server.routes["/a.png"] = Route(body)
+    (tmp_path / "a.png").write_bytes(body)
+    budget = CountingBudget(2 * len(body))
+    with MediaConnector(
+        policy=loopback_policy, download_budget=budget, allowed_local_media_path=tmp_path
+    ) as conn:
+        conn.fetch_image(server.url("/a.png"))
+        conn.fetch_image(data_url(body))
+        conn.fetch_image((tmp_path / "a.png").as_uri())
+        assert budget.used == len(body)
+        asyncio.run(conn.fetch_image_async(server.url("/a.png")))
+        assert budget.used == 2 * len(body)
+        with pytest.raises(TooLargeError) as over:
+            conn.fetch_image(server.url("/a.png"))
+    assert over.value.limit == "download_budget" and over.value.http_status == 413
+    with pytest.raises(TypeError, match="download_budget"):
+        MediaConnector(download_budget=object())  # type: ignore[arg-type]
+
+
+def wav(rate: int = 8000) -> bytes:
+    buffer = io.BytesIO()
+    sf.write(buffer, np.zeros(rate // 10, dtype=np.float32), rate, format="WAV")
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("backend", ["auto", "soundfile", "pyav", None])
+def test_audio_backend_names_the_decoder(backend: str | None) -> None:
+    audio, rate = AudioMediaIO(audio_backend=backend).load_bytes(wav())
+    assert rate == 8000 and audio.shape == (800,)
+
+
+@pytest.mark.parametrize("backend", ["torchcodec", "ffmpeg", 3, ""])
+def test_unknown_audio_backends_are_refused(backend: object) -> None:
+    with pytest.raises(OptionError, match="audio_backend"):
+        AudioMediaIO(audio_backend=backend)
+
+
+def test_the_plugin_is_declared_and_does_nothing_without_vllm() -> None:
+    entry_points = importlib.metadata.entry_points(group="vllm.general_plugins")
+    (plugin,) = [ep for ep in entry_points if ep.name == "mediagate"]
+    assert plugin.value == "mediagate._vllm:register"
+    code = (
+        "import sys, mediagate\n"
+        "assert 'mediagate._vllm' not in sys.modules\n"
+        "from mediagate._vllm import register\n"
+        "register()\n"
+        "assert not any(m == 'vllm' or m.startswith('vllm.') for m in sys.modules)\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
