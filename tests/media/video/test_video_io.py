@@ -11,7 +11,7 @@ from typing import Any, ClassVar
 import numpy as np
 import pytest
 
-from media.video.video_builders import paint, read_numbers
+from media.video.video_builders import encode_clip, paint, read_numbers
 from mediagate import VIDEO_LOADER_REGISTRY, DecodeError, MediaPolicy, OptionError, TooLargeError
 from mediagate._media.base import OptionSpec, opt_int
 from mediagate._media.image import ImageMediaIO
@@ -400,3 +400,27 @@ def test_a_stream_over_max_stream_packets_is_refused_before_any_frame_is_decoded
 def test_max_stream_packets_must_be_a_positive_integer(bad: Any) -> None:
     with pytest.raises(ValueError, match="max_stream_packets"):
         MediaPolicy(max_stream_packets=bad)
+
+
+@pytest.fixture(scope="module")
+def mpeg4_in_mp4() -> bytes:
+    return encode_clip(codec="mpeg4", container="mp4", frames=30)
+
+
+@pytest.mark.parametrize("backend", ["pyav", "opencv"])
+def test_mpeg4_part2_in_mp4_reads_its_frame_size_from_the_codec_header(
+    image_io: ImageMediaIO, mpeg4_in_mp4: bytes, backend: str
+) -> None:
+    # MP4 leaves MPEG-4 Part 2's frame size to the codec's own header.
+    frames, metadata = VideoMediaIO(image_io, 4, video_backend=backend).load_bytes(mpeg4_in_mp4)
+    assert frames.shape == (4, 48, 64, 3)
+    assert read_numbers(frames) == metadata["frames_indices"] == [0, 9, 19, 29]
+
+
+def test_mpeg4_part2_in_mp4_still_holds_the_pixel_cap(
+    image_io: ImageMediaIO, mpeg4_in_mp4: bytes
+) -> None:
+    with pytest.raises(DecodeError, match="max_pixels"):
+        VideoMediaIO(image_io, 4, policy=MediaPolicy(max_pixels=100)).load_bytes(mpeg4_in_mp4)
+    with pytest.raises(DecodeError):
+        VideoMediaIO(image_io, 4).load_bytes(mpeg4_in_mp4[: len(mpeg4_in_mp4) // 3])

@@ -22,6 +22,7 @@ place, ``av_errors``, which the loaders wrap around every call into them.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -191,14 +192,26 @@ def open_video(data: bytes, *, max_pixels: int) -> tuple[InputContainer, VideoSt
         DecodeError: not an allowlisted container or codec, no video stream, or damaged.
         TooLargeError: the stream's dimensions exceed ``max_pixels``.
     """
-    container, stream = open_stream(
-        data,
-        sniff_container(data),
-        VIDEO_RULES,
-        options={"max_pixels": str(max_pixels)},
-        errors=av_errors,
-    )
+    demuxer = sniff_container(data)
+    container, stream = _open(data, demuxer, VIDEO_RULES, max_pixels)
     try:
+        with av_errors("probing the video stream"):
+            width, height = stream.codec_context.width, stream.codec_context.height
+            codec = stream.codec_context.name
+        if (width <= 0 or height <= 0) and codec in ALLOWED_CODECS:
+            # Some containers leave the frame size to the codec's own header (MPEG-4
+            # Part 2 in MP4 keeps it in the decoder configuration): probe again with
+            # only that allowlisted decoder, which reads the size from it.
+            container.close()
+            rules = dataclasses.replace(VIDEO_RULES, probe_decoders=frozenset({codec}))
+            container, stream = _open(data, demuxer, rules, max_pixels)
+            ctx = stream.codec_context
+            if ctx.width <= 0 or ctx.height <= 0:
+                # The probing decoder holds max_pixels too: it refuses a larger frame.
+                raise DecodeError(
+                    "the video stream's frame size cannot be read from its codec header "
+                    "(a damaged file, or frames over MediaPolicy.max_pixels)"
+                )
         with av_errors("probing the video stream"):
             _check_size(stream.codec_context.width, stream.codec_context.height, max_pixels)
             # Decoder-side guard for streams whose frame size changes after the header.
@@ -207,6 +220,14 @@ def open_video(data: bytes, *, max_pixels: int) -> tuple[InputContainer, VideoSt
         container.close()
         raise
     return container, stream
+
+
+def _open(
+    data: bytes, demuxer: str, rules: StreamRules[VideoStream], max_pixels: int
+) -> tuple[InputContainer, VideoStream]:
+    return open_stream(
+        data, demuxer, rules, options={"max_pixels": str(max_pixels)}, errors=av_errors
+    )
 
 
 def _check_size(width: int, height: int, max_pixels: int) -> None:
