@@ -692,18 +692,15 @@ class MediaConnector:
         video_processor: str | None = None,
     ) -> Any:
         from ._media.video.io import VideoMediaIO
-        from ._media.video.registry import VIDEO_LOADER_REGISTRY
+        from ._media.video.registry import backend_for_video_processor
 
         options = VideoMediaIO.merge_kwargs(
             self.media_io_kwargs.get("video"), _request_options("video", request)
         )
-        if (
-            video_processor is not None
-            and "video_backend" not in options
-            and video_processor in VIDEO_LOADER_REGISTRY
-        ):
+        backend = backend_for_video_processor(video_processor)
+        if backend is not None and "video_backend" not in options:
             # The model's video processor names the sampler its frames must come from.
-            options["video_backend"] = video_processor
+            options["video_backend"] = backend
         # Frames are RGB arrays whatever the image settings; ``image_mode`` is accepted
         # for the signature vLLM calls.
         return self._budgeted(VideoMediaIO(self._image_io("RGB"), policy=self.policy, **options))
@@ -785,8 +782,9 @@ class MediaConnector:
         """Load sampled video frames ``[N, H, W, 3]`` and their metadata, with the
         container bytes (``frames, metadata = result`` unpacks it).
 
-        ``video_processor`` names the model's video processor: when a video backend is
-        registered under that name (and the server set none), it samples the frames.
+        ``video_processor`` names the model's video processor (its class name): the
+        backend ``VIDEO_PROCESSOR_BACKENDS`` maps it to, or one registered under that
+        name, samples the frames unless the server set a ``video_backend``.
         Frames are always RGB; ``image_mode`` is accepted and has no effect.
 
         Raises: as ``load_from_url``, plus ``OptionError`` for bad options.

@@ -18,9 +18,23 @@ from typing import Any
 
 from ..._registry import Registry
 
-__all__ = ["VIDEO_LOADER_REGISTRY"]
+__all__ = ["VIDEO_LOADER_REGISTRY", "VIDEO_PROCESSOR_BACKENDS", "backend_for_video_processor"]
 
 VIDEO_LOADER_REGISTRY: Registry[Any] = Registry("video loader")
+
+#: The backend whose sampling a model's video processor (its class name, as vLLM passes
+#: it to ``fetch_video(video_processor=...)``) expects its frames from.
+VIDEO_PROCESSOR_BACKENDS: dict[str, str] = {}
+
+
+def backend_for_video_processor(video_processor: str | None) -> str | None:
+    """The video backend for ``video_processor``: the one ``VIDEO_PROCESSOR_BACKENDS``
+    names, or a backend registered under that very name; ``None`` when there is none
+    (the default backend samples the frames)."""
+    if not isinstance(video_processor, str) or not video_processor:
+        return None
+    backend = VIDEO_PROCESSOR_BACKENDS.get(video_processor, video_processor)
+    return backend if backend in VIDEO_LOADER_REGISTRY else None
 
 VIDEO_LOADER_REGISTRY.register_lazy("pyav", "mediagate._media.video.pyav:PyAVVideoLoader")
 VIDEO_LOADER_REGISTRY.register_lazy(
