@@ -166,3 +166,97 @@ def test_the_plugin_is_declared_and_does_nothing_without_vllm() -> None:
         "assert not any(m == 'vllm' or m.startswith('vllm.') for m in sys.modules)\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_vllm_flags_only_tighten_the_policy(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from mediagate._vllm import VllmMediaConnector
+
+    monkeypatch.setenv("VLLM_MEDIA_URL_ALLOW_REDIRECTS", "0")
+    monkeypatch.setenv("VLLM_MAX_IMAGE_PIXELS", "1000")
+    monkeypatch.setenv("VLLM_IMAGE_FETCH_TIMEOUT", "2")
+    monkeypatch.setenv("VLLM_VIDEO_FETCH_TIMEOUT", "100000")
+    monkeypatch.setenv("VLLM_MEDIA_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("MEDIAGATE_MAX_PIXELS", "500")
+    with VllmMediaConnector() as conn:
+        assert conn.policy.max_redirects == 0
+        assert conn.policy.max_pixels == 500  # the stricter of the two
+        assert conn._timeout("image", None) == 2.0
+        assert conn._timeout("video", None) == conn.policy.timeout_for("video")  # not raised
+        assert conn.cache is not None and conn.cache.directory == tmp_path / "cache"
+    monkeypatch.setenv("MEDIAGATE_MAX_PIXELS", "5000")
+    with VllmMediaConnector() as conn:
+        assert conn.policy.max_pixels == 1000
+    monkeypatch.setenv("VLLM_AUDIO_FETCH_TIMEOUT", "inf")
+    with pytest.raises(ValueError, match="VLLM_AUDIO_FETCH_TIMEOUT"):
+        VllmMediaConnector()
+
+
+def test_unset_vllm_flags_change_nothing() -> None:
+    from mediagate import MediaPolicy
+    from mediagate._vllm import VllmMediaConnector
+
+    with VllmMediaConnector() as conn:
+        assert conn.policy == MediaPolicy() and conn.cache is None
+
+
+class StandInDecodedBudget:
+    """The methods of vLLM 0.33's MediaDecodedBudget, with a fixed limit."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit, self.used, self.reserved = limit, 0, 0
+
+    def reserve(self, max_bytes: int) -> int:
+        available = self.limit - self.used - self.reserved
+        if available <= 0:
+            raise ValueError("Request decoded media exceeds the limit")
+        got = min(max_bytes, available)
+        self.reserved += got
+        return got
+
+    def settle(self, reserved: int, decoded_bytes: int) -> None:
+        self.reserved -= reserved
+        if decoded_bytes > reserved or self.used + decoded_bytes > self.limit:
+            raise ValueError("Request decoded media exceeds the limit")
+        self.used += decoded_bytes
+
+    def charge(self, decoded_bytes: int) -> None:
+        if self.used + decoded_bytes > self.limit:
+            raise ValueError("Request decoded media exceeds the limit")
+        self.used += decoded_bytes
+
+
+def test_vllms_decoded_budget_is_charged() -> None:
+    from mediagate._vllm import VllmMediaConnector
+
+    budget = StandInDecodedBudget(limit=4 * 3 * 3 + 1)
+    url = data_url(wav())
+    with VllmMediaConnector(decoded_budget=budget) as conn, pytest.raises(TooLargeError):
+        conn.fetch_audio(url)  # 800 float32 samples: over the limit, refused before decoding
+    assert budget.reserved == 0 and budget.used == 0
+    small = StandInDecodedBudget(limit=10_000)
+    with VllmMediaConnector(decoded_budget=small) as conn:
+        audio, _ = conn.fetch_audio(url)
+    assert small.used == audio.nbytes and small.reserved == 0
+
+
+def test_an_upstream_4xx_is_a_client_error_for_vllm(
+    server: LoopbackServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mediagate import FetchError
+    from mediagate._vllm import VllmMediaConnector
+
+    monkeypatch.setenv("MEDIAGATE_ALLOWED_NETWORKS", "127.0.0.1/32")
+    server.routes["/gone.wav"] = Route(b"no", status=404)
+    with VllmMediaConnector() as conn:
+        with pytest.raises(ValueError) as gone:
+            conn.fetch_audio(server.url("/gone.wav"))
+        with pytest.raises(ValueError):
+            asyncio.run(conn.fetch_audio_async(server.url("/gone.wav")))
+    assert isinstance(gone.value, FetchError)
+    assert gone.value.http_status == 422 and gone.value.upstream_status == 404
+    server.routes["/down.wav"] = Route(b"no", status=503)
+    with VllmMediaConnector() as conn, pytest.raises(FetchError) as down:
+        conn.fetch_audio(server.url("/down.wav"))
+    assert not isinstance(down.value, ValueError) and down.value.http_status == 502

@@ -38,7 +38,12 @@ import os
 from collections.abc import Callable, Mapping
 from typing import Any
 
-__all__ = ["cache_kwargs_from_env", "connector_kwargs_from_env", "policy_fields_from_env"]
+__all__ = [
+    "cache_kwargs_from_env",
+    "connector_kwargs_from_env",
+    "policy_fields_from_env",
+    "vllm_settings_from_env",
+]
 
 PREFIX = "MEDIAGATE_"
 
@@ -177,3 +182,51 @@ def connector_kwargs_from_env(environ: Mapping[str, str] | None = None) -> dict[
     if workers is not None:
         kwargs["max_workers"] = _number(int)(PREFIX + "DECODE_WORKERS", workers)
     return kwargs
+
+
+#: vLLM's own media flags the vLLM plugin honours (only when set, and only to tighten).
+VLLM_FETCH_TIMEOUTS = {
+    "image": "VLLM_IMAGE_FETCH_TIMEOUT",
+    "video": "VLLM_VIDEO_FETCH_TIMEOUT",
+    "audio": "VLLM_AUDIO_FETCH_TIMEOUT",
+}
+
+
+def vllm_settings_from_env(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """The vLLM media flags that are set, as settings for the vLLM plugin.
+
+    Keys present only when their variable is: ``max_redirects`` (0 when
+    ``VLLM_MEDIA_URL_ALLOW_REDIRECTS=0``), ``max_pixels`` (``VLLM_MAX_IMAGE_PIXELS`` > 0),
+    ``fetch_timeouts`` (seconds by modality, ``VLLM_*_FETCH_TIMEOUT``) and ``cache``
+    (``MediaCache`` arguments from ``VLLM_MEDIA_CACHE*``).
+    """
+    env = _environ(environ)
+    settings: dict[str, Any] = {}
+    redirects = env.get("VLLM_MEDIA_URL_ALLOW_REDIRECTS")
+    if redirects is not None and not _bool("VLLM_MEDIA_URL_ALLOW_REDIRECTS", redirects):
+        settings["max_redirects"] = 0
+    pixels = env.get("VLLM_MAX_IMAGE_PIXELS")
+    if pixels is not None and _number(int)("VLLM_MAX_IMAGE_PIXELS", pixels) > 0:
+        settings["max_pixels"] = _number(int)("VLLM_MAX_IMAGE_PIXELS", pixels)
+    timeouts = {}
+    for modality, name in VLLM_FETCH_TIMEOUTS.items():
+        value = env.get(name)
+        if value is None:
+            continue
+        seconds = _number(float)(name, value)
+        if not 0 < seconds < float("inf"):
+            raise ValueError(f"{name} must be a finite number of seconds > 0 (got {value!r})")
+        timeouts[modality] = seconds
+    if timeouts:
+        settings["fetch_timeouts"] = timeouts
+    directory = env.get("VLLM_MEDIA_CACHE", "").strip()
+    if directory:
+        cache: dict[str, Any] = {"directory": directory}
+        size = env.get("VLLM_MEDIA_CACHE_MAX_SIZE_MB")
+        if size is not None:
+            cache["max_bytes"] = int(_number(float)("VLLM_MEDIA_CACHE_MAX_SIZE_MB", size) * 2**20)
+        ttl = env.get("VLLM_MEDIA_CACHE_TTL_HOURS")
+        if ttl is not None:
+            cache["ttl"] = _number(float)("VLLM_MEDIA_CACHE_TTL_HOURS", ttl) * 3600.0
+        settings["cache"] = cache
+    return settings

@@ -17,18 +17,23 @@ client errors, so vLLM answers 400) that keeps its ``http_status``.
 
 from __future__ import annotations
 
+import functools
 import logging
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, ParamSpec, TypeVar
 
 from ._cache import MediaCache
+from ._config import vllm_settings_from_env
 from ._connector import MediaConnector
-from ._errors import TooLargeError
+from ._errors import FetchError, TooLargeError
 from ._media.budget import DecodedBudget
 from ._media.results import MediaWithBytes
 from ._policy import MediaPolicy
 
-__all__ = ["NAME", "VllmMediaConnector", "register"]
+__all__ = ["NAME", "UpstreamClientError", "VllmDecodedBudget", "VllmMediaConnector", "register"]
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
 
 logger = logging.getLogger("mediagate")
 
@@ -82,12 +87,52 @@ def _as_vllm(result: Any) -> Any:
     return VllmMediaWithBytes(result.media, result.original_bytes, result.io_config)
 
 
+class UpstreamClientError(FetchError, ValueError):
+    """A ``FetchError`` caused by the reference itself (the media server answered 4xx):
+    a ``ValueError`` too, so vLLM answers it as a client error."""
+
+
+def _client_errors(method: Callable[_P, _R]) -> Callable[_P, _R]:
+    @functools.wraps(method)
+    def translated(*args: _P.args, **kwargs: _P.kwargs) -> _R:
+        try:
+            return method(*args, **kwargs)
+        except FetchError as exc:
+            raise _as_client_error(exc) from exc
+
+    return translated
+
+
+def _client_errors_async(
+    method: Callable[_P, Awaitable[_R]],
+) -> Callable[_P, Awaitable[_R]]:
+    @functools.wraps(method)
+    async def translated(*args: _P.args, **kwargs: _P.kwargs) -> _R:
+        try:
+            return await method(*args, **kwargs)
+        except FetchError as exc:
+            raise _as_client_error(exc) from exc
+
+    return translated
+
+
+def _as_client_error(exc: FetchError) -> FetchError:
+    if isinstance(exc, ValueError) or exc.http_status >= 500:
+        return exc
+    return UpstreamClientError(
+        str(exc), upstream_status=exc.upstream_status, url=exc.url, http_status=exc.http_status
+    )
+
+
 class VllmMediaConnector(MediaConnector):
     """``MediaConnector`` with the constructor vLLM's content parser calls and vLLM's
     result types.
 
-    ``connection`` (vLLM's HTTP client) is not used: every fetch goes through mediagate's
-    guarded fetcher.
+    The policy is ``MediaPolicy.from_env()`` tightened by vLLM's own media flags where
+    they are set (``VLLM_MEDIA_URL_ALLOW_REDIRECTS=0``, ``VLLM_MAX_IMAGE_PIXELS``, the
+    ``VLLM_*_FETCH_TIMEOUT`` deadlines); the cache is ``MediaCache.from_env()``, else the
+    one ``VLLM_MEDIA_CACHE`` names. ``connection`` (vLLM's HTTP client) is not used:
+    every fetch goes through mediagate's guarded fetcher.
     """
 
     def __init__(
@@ -102,6 +147,23 @@ class VllmMediaConnector(MediaConnector):
         policy: MediaPolicy | None = None,
         cache: MediaCache | None = None,
     ) -> None:
+        settings = vllm_settings_from_env()
+        if policy is None:
+            policy = MediaPolicy.from_env()
+            tightened: dict[str, Any] = {}
+            if "max_redirects" in settings:
+                tightened["max_redirects"] = 0
+            if "max_pixels" in settings:
+                tightened["max_pixels"] = min(policy.max_pixels, settings["max_pixels"])
+            policy = policy.replace(**tightened) if tightened else policy
+        if cache is None:
+            cache = MediaCache.from_env()
+            if cache is None and "cache" in settings:
+                cache = MediaCache(**settings["cache"])
+        self._fetch_timeouts: dict[str, float] = {
+            modality: min(seconds, policy.timeout_for(modality))
+            for modality, seconds in settings.get("fetch_timeouts", {}).items()
+        }
         budget = decoded_budget
         if budget is not None and not isinstance(budget, DecodedBudget):
             budget = VllmDecodedBudget(budget)
@@ -109,23 +171,48 @@ class VllmMediaConnector(MediaConnector):
             media_io_kwargs,
             allowed_local_media_path=allowed_local_media_path,
             allowed_media_domains=allowed_media_domains,
-            policy=policy if policy is not None else MediaPolicy.from_env(),
-            cache=cache if cache is not None else MediaCache.from_env(),
+            policy=policy,
+            cache=cache,
             decoded_budget=budget,
             download_budget=download_budget,
         )
 
+    def _timeout(self, modality: str, fetch_timeout: float | None) -> float:
+        if fetch_timeout is None and modality in self._fetch_timeouts:
+            return self._fetch_timeouts[modality]
+        return super()._timeout(modality, fetch_timeout)
+
+    @_client_errors
     def fetch_image(self, image_url: str, **kwargs: Any) -> Any:
         return _as_vllm(super().fetch_image(image_url, **kwargs))
 
+    @_client_errors_async
     async def fetch_image_async(self, image_url: str, **kwargs: Any) -> Any:
         return _as_vllm(await super().fetch_image_async(image_url, **kwargs))
 
+    @_client_errors
     def fetch_video(self, video_url: str, **kwargs: Any) -> Any:
         return _as_vllm(super().fetch_video(video_url, **kwargs))
 
+    @_client_errors_async
     async def fetch_video_async(self, video_url: str, **kwargs: Any) -> Any:
         return _as_vllm(await super().fetch_video_async(video_url, **kwargs))
+
+    @_client_errors
+    def fetch_audio(self, audio_url: str, **kwargs: Any) -> Any:
+        return super().fetch_audio(audio_url, **kwargs)
+
+    @_client_errors_async
+    async def fetch_audio_async(self, audio_url: str, **kwargs: Any) -> Any:
+        return await super().fetch_audio_async(audio_url, **kwargs)
+
+    @_client_errors
+    def load_from_url(self, url: str, media_io: Any, **kwargs: Any) -> Any:
+        return _as_vllm(super().load_from_url(url, media_io, **kwargs))
+
+    @_client_errors_async
+    async def load_from_url_async(self, url: str, media_io: Any, **kwargs: Any) -> Any:
+        return _as_vllm(await super().load_from_url_async(url, media_io, **kwargs))
 
 
 def register() -> None:
