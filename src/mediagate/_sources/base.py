@@ -46,7 +46,8 @@ class Source(Protocol):
     rules that need no I/O before the cache is consulted (a bucket allowlist, say);
     ``async fetch_async(...)`` is the async twin of ``fetch`` (without it the async
     pipeline runs in the connector's worker pool); ``close()``/``async aclose()`` release
-    what the source holds when its connector closes.
+    what the source holds when its connector closes; ``local = True`` marks a source
+    that downloads nothing (a request's ``download_budget`` is not charged for it).
     """
 
     #: Whether fetched bytes may be kept in the download cache.
