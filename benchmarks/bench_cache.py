@@ -11,20 +11,16 @@
 from __future__ import annotations
 
 import hashlib
-import http.server
 import os
 import secrets
 import shutil
 import sqlite3
 import sys
 import tempfile
-import threading
 import time
 import zlib
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -34,6 +30,7 @@ from _common import Result, alternate, ratio
 from mediagate import MediaConnector, MediaPolicy
 from mediagate._cache import BLOCK_SIZE, MediaCache
 from mediagate._fetch import HttpFetcher
+from mediagate._loopback import LoopbackServer, Route
 from mediagate._urls import parse_url
 
 WORK = Path(__file__).resolve().parent / ".work"
@@ -123,41 +120,14 @@ def one_megabyte_jpeg() -> bytes:
         side += 40
 
 
-@contextmanager
-def loopback_server(body: bytes) -> Iterator[str]:
-    class Handler(http.server.BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-
-        def do_GET(self) -> None:
-            self.send_response(200)
-            self.send_header("Content-Type", "image/jpeg")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, format: str, *args: Any) -> None:
-            return None
-
-    class Server(http.server.ThreadingHTTPServer):
-        daemon_threads = True
-
-    server = Server(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/image.jpg"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
-
-
 def hit_vs_download(quick: bool) -> list[Result]:
     body = one_megabyte_jpeg()
     root = Path(tempfile.mkdtemp(prefix="bench-cache-", dir=WORK))
     runs = 10 if quick else 30
     try:
-        with loopback_server(body) as url, MediaCache(root / "c") as cache:
+        route = Route(body, headers={"Content-Type": "image/jpeg"})
+        with LoopbackServer({"/image.jpg": route}) as server, MediaCache(root / "c") as cache:
+            url = server.url("/image.jpg")
             ref = parse_url(url)
             cache.put(ref.url, body)
 

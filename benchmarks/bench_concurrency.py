@@ -36,29 +36,14 @@ TICK = 0.001
 
 _SERVER = textwrap.dedent(
     """
-    import http.server, sys
-    body = open(sys.argv[1], "rb").read()
+    import sys, threading
+    from mediagate._loopback import LoopbackServer, Route
 
-    class Handler(http.server.BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-
-        def do_GET(self):
-            self.send_response(200)
-            self.send_header("Content-Type", "image/jpeg")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args):
-            pass
-
-    class Server(http.server.ThreadingHTTPServer):
-        daemon_threads = True
-        request_queue_size = 256
-
-    server = Server(("127.0.0.1", 0), Handler)
-    print(server.server_address[1], flush=True)
-    server.serve_forever()
+    with open(sys.argv[1], "rb") as handle:
+        route = Route(handle.read(), headers={"Content-Type": "image/jpeg"})
+    server = LoopbackServer(fallback=lambda path: route)
+    print(server.port, flush=True)
+    threading.Event().wait()
     """
 )
 

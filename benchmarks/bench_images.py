@@ -15,11 +15,9 @@ import os
 import statistics
 import subprocess
 import sys
-import threading
 from collections.abc import Iterable, Sequence
 from contextlib import suppress
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +27,7 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import Result
+from mediagate._loopback import LoopbackServer, Route
 
 __all__ = [
     "LIMITS",
@@ -106,51 +105,32 @@ def ensure_media(formats: Iterable[str] | None = None) -> dict[str, list[Path]]:
 # -- the loopback server ---------------------------------------------------------------
 
 
-class _Server(ThreadingHTTPServer):
-    request_queue_size = 128  # the default backlog of 5 stalls 16 concurrent clients
-    daemon_threads = True
-
-
 class MediaServer:
     """Serves ``/<fmt>/<n>.<ext>`` from memory on 127.0.0.1; n picks image ``n % distinct``."""
 
     def __init__(self, files: dict[str, list[Path]]) -> None:
-        blobs = {fmt: [path.read_bytes() for path in paths] for fmt, paths in files.items()}
+        self._blobs = {fmt: [path.read_bytes() for path in paths] for fmt, paths in files.items()}
+        self._server: LoopbackServer | None = None
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def do_GET(self) -> None:
-                parts = self.path.strip("/").split("/")
-                try:
-                    fmt, name = parts
-                    body = blobs[fmt][int(name.split(".")[0]) % len(blobs[fmt])]
-                except (KeyError, ValueError):
-                    self.send_error(404)
-                    return
-                self.send_response(200)
-                self.send_header("Content-Type", _CONTENT_TYPE[fmt])
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, format: str, *args: Any) -> None:
-                return
-
-        self._httpd = _Server(("127.0.0.1", 0), Handler)
-        self.port = self._httpd.server_address[1]
-        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
+    def _route(self, path: str) -> Route | None:
+        try:
+            fmt, name = path.strip("/").split("/")
+            body = self._blobs[fmt][int(name.split(".")[0]) % len(self._blobs[fmt])]
+        except (KeyError, ValueError):
+            return None
+        return Route(body, headers={"Content-Type": _CONTENT_TYPE[fmt]})
 
     def url(self, fmt: str, index: int) -> str:
-        return f"http://127.0.0.1:{self.port}/{fmt}/{index}.{_SUFFIX[fmt]}"
+        assert self._server is not None, "the server runs inside its with block"
+        return self._server.url(f"/{fmt}/{index}.{_SUFFIX[fmt]}")
 
     def __enter__(self) -> MediaServer:
-        self._thread.start()
+        self._server = LoopbackServer(fallback=self._route)
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._httpd.shutdown()
-        self._httpd.server_close()
+        assert self._server is not None
+        self._server.stop()
 
 
 # -- workers ---------------------------------------------------------------------------

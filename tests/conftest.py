@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from builders import LoopbackServer, start_loopback_server
+from builders import LoopbackServer
 from mediagate import MediaConnector, MediaPolicy
 
 _PROXY_VARIABLES = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY")
@@ -23,11 +23,9 @@ def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.fixture
 def server() -> Iterator[LoopbackServer]:
-    srv = start_loopback_server()
-    try:
+    """A loopback HTTP server with no routes yet (unknown paths answer 404)."""
+    with LoopbackServer() as srv:
         yield srv
-    finally:
-        srv.stop()
 
 
 @pytest.fixture

@@ -7,6 +7,8 @@ Every import counts, at module level or inside a function, except those under
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 import mediagate
@@ -138,3 +140,18 @@ def test_the_rules_do_no_io() -> None:
 def test_the_graph_sees_lazy_imports() -> None:
     # A function-level import is an arrow too: the CLI's lazy import of the demo counts.
     assert "mediagate._demo" in import_graph()["mediagate._cli"]
+
+
+def _importers(graph: dict[str, set[str]], module: str) -> set[str]:
+    return {name for name, deps in graph.items() if module in deps}
+
+
+def test_only_the_demo_imports_the_loopback_server() -> None:
+    # The loopback server is for the demo, the tests and the benchmarks, never a load.
+    assert _importers(import_graph(), "mediagate._loopback") == {"mediagate._demo"}
+    assert not {dep for dep in import_graph()["mediagate._loopback"] if dep.startswith("mediagate")}
+
+
+def test_importing_the_package_loads_no_test_support_module() -> None:
+    code = "import sys, mediagate\nassert 'mediagate._loopback' not in sys.modules\n"
+    subprocess.run([sys.executable, "-c", code], check=True)

@@ -3,10 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import http.server
-import threading
-import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -118,65 +114,18 @@ def test_the_work_is_cancelled_when_every_waiter_left() -> None:
 # -- the fetcher ----------------------------------------------------------------------------
 
 
-class Gauge:
-    """How many requests the server is handling now, and the most at once."""
-
-    def __init__(self) -> None:
-        self.lock = threading.Lock()
-        self.now = 0
-        self.peak = 0
-        self.total = 0
-
-
-@pytest.fixture
-def gauged_server() -> Iterator[tuple[str, Gauge]]:
-    gauge = Gauge()
-
-    class Handler(http.server.BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-
-        def do_GET(self) -> None:
-            with gauge.lock:
-                gauge.now += 1
-                gauge.total += 1
-                gauge.peak = max(gauge.peak, gauge.now)
-            time.sleep(0.1)
-            with gauge.lock:
-                gauge.now -= 1
-            body = b"x" * 100
-            self.send_response(200)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, format: str, *args: Any) -> None:
-            return None
-
-    class Server(http.server.ThreadingHTTPServer):
-        daemon_threads = True
-
-    server = Server(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}", gauge
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
-
-
 POLICY = MediaPolicy(allow_private_networks=True)
 
 
-def test_in_flight_downloads_are_bounded(gauged_server: tuple[str, Gauge]) -> None:
-    base, gauge = gauged_server
+def test_in_flight_downloads_are_bounded(server: LoopbackServer) -> None:
+    for i in range(6):
+        server.routes[f"/{i}"] = Route(b"x" * 100, delay=0.1)
     fetcher = HttpFetcher(POLICY, max_in_flight=2)
 
     async def burst() -> list[bytes]:
         results = await asyncio.gather(
             *(
-                fetcher.fetch_async(parse_url(f"{base}/{i}"), limit=1000, timeout=10)
+                fetcher.fetch_async(parse_url(server.url(f"/{i}")), limit=1000, timeout=10)
                 for i in range(6)
             )
         )
@@ -186,7 +135,7 @@ def test_in_flight_downloads_are_bounded(gauged_server: tuple[str, Gauge]) -> No
         assert asyncio.run(burst()) == [b"x" * 100] * 6
     finally:
         fetcher.close()
-    assert gauge.total == 6 and gauge.peak == 2
+    assert server.count() == 6 and server.gauge.peak == 2
 
 
 def test_max_in_flight_must_be_positive() -> None:

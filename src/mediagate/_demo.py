@@ -1,25 +1,21 @@
 """``mediagate demo``: the whole pipeline on bundled samples, over every source kind.
 
 A loopback HTTP server (127.0.0.1 only) serves the samples; the same media are then
-loaded from ``data:`` and ``file:`` URLs, the embedding from base64, and two hostile
+loaded from ``data:`` and ``file:`` URLs, the embedding from base64, and three hostile
 references show what the default rules refuse.
 """
 
 from __future__ import annotations
 
 import base64
-import contextlib
-import functools
-import http.server
 import json
-import threading
-from collections.abc import Iterator
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from ._connector import MediaConnector
 from ._errors import MediaError
+from ._loopback import LoopbackServer, folder_routes
 from ._policy import MediaPolicy
 from ._present import describe, error_record, load, shown_url, text
 
@@ -31,31 +27,6 @@ _MEDIA_TYPES = {
     ".wav": "audio/wav",
     ".mp4": "video/mp4",
 }
-
-
-class _QuietHandler(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, format: str, *args: Any) -> None:
-        return None
-
-
-class _Server(http.server.ThreadingHTTPServer):
-    request_queue_size = 128
-    daemon_threads = True
-
-
-@contextlib.contextmanager
-def loopback_server(directory: Path) -> Iterator[str]:
-    """Serve ``directory`` on 127.0.0.1 (a free port) for the duration of the block."""
-    handler = functools.partial(_QuietHandler, directory=str(directory))
-    server = _Server(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, name="mediagate-demo", daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
 
 
 def _data_url(path: Path) -> str:
@@ -84,13 +55,14 @@ def _run(samples: Path, as_json: bool) -> int:
     policy = MediaPolicy(allowed_networks=["127.0.0.1/32"])
     failures = 0
     with (
-        loopback_server(samples) as base,
+        LoopbackServer(folder_routes(samples)) as server,
         MediaConnector(
             {"video": {"num_frames": 8}},
             allowed_local_media_path=samples,
             policy=policy,
         ) as connector,
     ):
+        base = server.base
         if not as_json:
             print(f"mediagate demo: samples served at {base} (loopback only)\n")
         loads = [
