@@ -44,6 +44,7 @@ import soxr
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import Result, alternate, peak_memory, ratio
+from mediagate._build import pyav_audio_bytes, soundfile_bytes
 from mediagate._media._helpers import cpu_count
 from mediagate._media.audio import AudioMediaIO
 
@@ -67,32 +68,11 @@ def _signal(rate: int) -> np.ndarray:
 
 
 def _soundfile_encode(fmt: str, subtype: str) -> Callable[[], bytes]:
-    def encode() -> bytes:
-        audio, buffer = _signal(RATE), io.BytesIO()
-        with sf.SoundFile(buffer, "w", RATE, 2, format=fmt, subtype=subtype) as snd:
-            for start in range(0, len(audio), 8192):
-                snd.write(audio[start : start + 8192])
-        return buffer.getvalue()
-
-    return encode
+    return lambda: soundfile_bytes(_signal(RATE), RATE, fmt, subtype)
 
 
 def _pyav_encode(container: str, codec: str, rate: int) -> Callable[[], bytes]:
-    def encode() -> bytes:
-        planar, buffer = np.ascontiguousarray(_signal(rate).T), io.BytesIO()
-        with av.open(buffer, "w", format=container) as out:
-            stream = out.add_stream(codec, rate=rate, layout="stereo")
-            for start in range(0, planar.shape[1], 1024):
-                block = np.ascontiguousarray(planar[:, start : start + 1024])
-                frame = av.AudioFrame.from_ndarray(block, format="fltp", layout="stereo")
-                frame.sample_rate, frame.pts = rate, start
-                for packet in stream.encode(frame):
-                    out.mux(packet)
-            for packet in stream.encode(None):
-                out.mux(packet)
-        return buffer.getvalue()
-
-    return encode
+    return lambda: pyav_audio_bytes(_signal(rate), rate, container, codec)
 
 
 #: format -> (file name, encoder)

@@ -23,11 +23,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import Result, alternate, ratio
 from mediagate import MediaConnector, MediaPolicy
+from mediagate._build import image_bytes
 from mediagate._cache import BLOCK_SIZE, MediaCache
 from mediagate._fetch import HttpFetcher
 from mediagate._loopback import LoopbackServer, Route
@@ -110,11 +110,9 @@ def one_megabyte_jpeg() -> bytes:
     rng = np.random.default_rng(0)
     side = 560
     while True:
-        pixels = rng.integers(0, 256, (side, side, 3), dtype=np.uint8)
-        image = Image.fromarray(pixels)
-        path = WORK / "noise.jpg"
-        image.save(path, format="JPEG", quality=85)
-        data = path.read_bytes()
+        data = image_bytes(
+            rng.integers(0, 256, (side, side, 3), dtype=np.uint8), "JPEG", quality=85
+        )
         if len(data) >= 2**20:
             return data
         side += 40

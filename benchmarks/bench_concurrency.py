@@ -12,7 +12,6 @@ Target: p99 lag under 20 ms.
 from __future__ import annotations
 
 import asyncio
-import io
 import os
 import statistics
 import subprocess
@@ -25,11 +24,11 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import Result
 from mediagate import MediaConnector, MediaPolicy
+from mediagate._build import image_bytes
 
 CONCURRENCY = 64
 TICK = 0.001
@@ -54,9 +53,7 @@ def full_hd_jpeg() -> bytes:
     rng = np.random.default_rng(0)
     base = np.stack([x * 255 // 1919, y * 255 // 1079, (x + y) * 255 // 2998], axis=-1)
     pixels = np.clip(base + rng.normal(0, 12, base.shape), 0, 255).astype(np.uint8)
-    buffer = io.BytesIO()
-    Image.fromarray(pixels).save(buffer, format="JPEG", quality=90)
-    return buffer.getvalue()
+    return image_bytes(pixels, "JPEG", quality=90)
 
 
 @contextmanager

@@ -9,7 +9,6 @@ distinct URLs (so no side can share one download between requests).
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import statistics
@@ -27,6 +26,7 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import Result
+from mediagate._build import image_bytes
 from mediagate._loopback import LoopbackServer, Route
 
 __all__ = [
@@ -73,14 +73,11 @@ def _pixels(seed: int, noise: float) -> np.ndarray:
 
 
 def _encode(fmt: str, seed: int) -> bytes:
-    buffer = io.BytesIO()
     if fmt == "jpeg":
-        Image.fromarray(_pixels(seed, noise=12.0)).save(buffer, "JPEG", quality=90)
-    else:
-        rgb = _pixels(seed, noise=3.0)
-        alpha = np.clip(rgb[:, :, 0].astype(np.int32) + 64, 0, 255).astype(np.uint8)
-        Image.fromarray(np.dstack([rgb, alpha]), "RGBA").save(buffer, "PNG")
-    return buffer.getvalue()
+        return image_bytes(_pixels(seed, noise=12.0), "JPEG", quality=90)
+    rgb = _pixels(seed, noise=3.0)
+    alpha = np.clip(rgb[:, :, 0].astype(np.int32) + 64, 0, 255).astype(np.uint8)
+    return image_bytes(Image.fromarray(np.dstack([rgb, alpha]), "RGBA"), "PNG")
 
 
 def ensure_media(formats: Iterable[str] | None = None) -> dict[str, list[Path]]:

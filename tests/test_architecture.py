@@ -146,12 +146,19 @@ def _importers(graph: dict[str, set[str]], module: str) -> set[str]:
     return {name for name, deps in graph.items() if module in deps}
 
 
-def test_only_the_demo_imports_the_loopback_server() -> None:
-    # The loopback server is for the demo, the tests and the benchmarks, never a load.
-    assert _importers(import_graph(), "mediagate._loopback") == {"mediagate._demo"}
-    assert not {dep for dep in import_graph()["mediagate._loopback"] if dep.startswith("mediagate")}
+def test_only_the_demo_imports_the_loopback_server_and_the_media_builders() -> None:
+    # Both serve the demo, the tests and the benchmarks, never a load; neither depends on
+    # the rest of the package.
+    graph = import_graph()
+    for module in ("mediagate._loopback", "mediagate._build"):
+        assert _importers(graph, module) == {"mediagate._demo"}, module
+        assert not {dep for dep in graph[module] if dep.startswith("mediagate")}, module
 
 
 def test_importing_the_package_loads_no_test_support_module() -> None:
-    code = "import sys, mediagate\nassert 'mediagate._loopback' not in sys.modules\n"
+    code = (
+        "import sys, mediagate\n"
+        "assert 'mediagate._loopback' not in sys.modules\n"
+        "assert 'mediagate._build' not in sys.modules\n"
+    )
     subprocess.run([sys.executable, "-c", code], check=True)

@@ -13,6 +13,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from ._build import data_url
 from ._connector import MediaConnector
 from ._errors import MediaError
 from ._loopback import LoopbackServer, folder_routes
@@ -31,7 +32,7 @@ _MEDIA_TYPES = {
 
 def _data_url(path: Path) -> str:
     media_type = _MEDIA_TYPES.get(path.suffix, "application/octet-stream")
-    return f"data:{media_type};base64,{base64.b64encode(path.read_bytes()).decode()}"
+    return data_url(path.read_bytes(), media_type)
 
 
 def run_demo(*, as_json: bool = False) -> int:

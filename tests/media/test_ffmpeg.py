@@ -14,8 +14,7 @@ import av
 import av.logging
 import pytest
 
-from media.audio.conftest import pyav_bytes, tone
-from media.video.video_builders import encode_clip
+from builders import encode_clip, pyav_audio_bytes, tone
 from mediagate import DecodeError, MediaError, MediaPolicy, TooLargeError
 from mediagate._media import _ffmpeg, budget
 from mediagate._media._ffmpeg import LIBRARY_ERRORS, StreamRules, ffmpeg_errors, open_stream
@@ -157,7 +156,7 @@ def test_a_video_codec_off_the_allowlist_is_refused_before_any_decoder_runs(
 
 
 def test_an_audio_codec_off_the_allowlist_is_refused_by_its_decoder_name() -> None:
-    data = pyav_bytes(tone(0.2, 48000), 48000, "ogg", "libopus")
+    data = pyav_audio_bytes(tone(0.2, 48000), 48000, "ogg", "libopus")
     container, stream = open_stream(data, "ogg", AUDIO_RULES)
     with container:
         decoder = stream.codec_context.name
@@ -177,7 +176,7 @@ def test_an_allowed_stream_comes_back_open(h264_clip: bytes) -> None:
 
 
 def test_a_payload_without_a_stream_of_the_modality_is_refused() -> None:
-    data = pyav_bytes(tone(0.2, 48000), 48000, "matroska", "libopus")
+    data = pyav_audio_bytes(tone(0.2, 48000), 48000, "matroska", "libopus")
     with pytest.raises(DecodeError, match=r"^the media has no video stream$"):
         open_stream(data, "matroska", VIDEO_RULES)
 

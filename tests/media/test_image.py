@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageOps
 
-from builders import encode, gradient, jpeg_bytes, png_bytes
+from builders import gradient, image_bytes, jpeg_bytes, png_bytes
 from mediagate import (
     DecodeError,
     ImageMediaIO,
@@ -34,7 +34,7 @@ from mediagate import (
 )
 def test_common_formats_decode(fmt: str, params: dict[str, object]) -> None:
     source = Image.fromarray(gradient(33, 21))
-    result = ImageMediaIO().load_bytes(encode(source, fmt, **params))
+    result = ImageMediaIO().load_bytes(image_bytes(source, fmt, **params))
     assert isinstance(result, MediaWithBytes)
     assert result.size == (33, 21) and result.mode == "RGB"
     pixels = np.asarray(result)
@@ -70,7 +70,7 @@ def test_exif_orientation_is_applied(orientation: int, fmt: str) -> None:
     exif = Image.Exif()
     exif[0x0112] = orientation
     params = {"quality": 95} if fmt == "JPEG" else {}
-    data = encode(source, fmt, exif=exif.tobytes(), **params)
+    data = image_bytes(source, fmt, exif=exif.tobytes(), **params)
     expected = ImageOps.exif_transpose(Image.open(io.BytesIO(data))).convert("RGB")
     result = ImageMediaIO().load_bytes(data)
     assert result.size == expected.size
@@ -103,7 +103,7 @@ def test_la_and_palette_transparency_are_composited() -> None:
     palette = Image.new("P", (2, 1), 0)
     palette.putpalette([255, 0, 0, 0, 255, 0] + [0] * 762)
     palette.putpixel((1, 0), 1)
-    data = encode(palette, "PNG", transparency=0)
+    data = image_bytes(palette, "PNG", transparency=0)
     out = np.asarray(ImageMediaIO(rgba_background_color=(9, 9, 9)).load_bytes(data))
     assert out[0, 0].tolist() == [9, 9, 9] and out[0, 1].tolist() == [0, 255, 0]
 
@@ -111,7 +111,7 @@ def test_la_and_palette_transparency_are_composited() -> None:
 def test_rgb_with_a_trns_key_colour_is_composited() -> None:
     rgb = Image.new("RGB", (2, 1), (5, 5, 5))
     rgb.putpixel((1, 0), (50, 60, 70))
-    data = encode(rgb, "PNG", transparency=(5, 5, 5))
+    data = image_bytes(rgb, "PNG", transparency=(5, 5, 5))
     out = np.asarray(ImageMediaIO(rgba_background_color=(0, 0, 0)).load_bytes(data))
     assert out[0, 0].tolist() == [0, 0, 0] and out[0, 1].tolist() == [50, 60, 70]
 
@@ -123,7 +123,7 @@ def test_rgba_mode_keeps_alpha() -> None:
 
 def test_other_modes_convert_with_pillow() -> None:
     cmyk = Image.new("CMYK", (3, 2), (0, 255, 255, 0))
-    result = ImageMediaIO().load_bytes(encode(cmyk, "JPEG", quality=100))
+    result = ImageMediaIO().load_bytes(image_bytes(cmyk, "JPEG", quality=100))
     assert result.mode == "RGB"
     r, g, b = np.asarray(result)[0, 0].tolist()
     assert r > 200 and g < 60 and b < 60
@@ -182,7 +182,7 @@ def test_animated_gif_yields_its_first_frame_quickly() -> None:
 
 @pytest.mark.parametrize("fmt", ["ICO", "TGA", "PCX", "PPM"])
 def test_formats_off_the_allowlist_are_refused(fmt: str) -> None:
-    data = encode(Image.new("RGB", (16, 16)), fmt)
+    data = image_bytes(Image.new("RGB", (16, 16)), fmt)
     with pytest.raises(DecodeError, match="unsupported") as info:
         ImageMediaIO().load_bytes(data)
     assert info.value.http_status == 415
@@ -190,7 +190,7 @@ def test_formats_off_the_allowlist_are_refused(fmt: str) -> None:
 
 @pytest.mark.parametrize("fmt", ["PNG", "JPEG"])
 def test_truncated_images_are_decode_errors(fmt: str) -> None:
-    data = encode(Image.fromarray(gradient(64, 64)), fmt)
+    data = image_bytes(Image.fromarray(gradient(64, 64)), fmt)
     with pytest.raises(DecodeError):
         ImageMediaIO().load_bytes(data[: len(data) // 2])
 
@@ -199,12 +199,12 @@ def test_tiny_images_decode() -> None:
     for size in [(1, 1), (1, 57), (57, 1)]:
         source = Image.fromarray(gradient(*size))
         assert ImageMediaIO().load_bytes(png_bytes(source)).size == size
-        assert ImageMediaIO().load_bytes(encode(source, "JPEG")).size == size
+        assert ImageMediaIO().load_bytes(image_bytes(source, "JPEG")).size == size
 
 
 @pytest.mark.parametrize("fmt", ["JPEG", "PNG"])
 def test_max_image_size_fits_the_result(fmt: str) -> None:
-    data = encode(Image.fromarray(gradient(400, 200)), fmt)
+    data = image_bytes(Image.fromarray(gradient(400, 200)), fmt)
     result = ImageMediaIO(max_image_size=100).load_bytes(data)
     assert result.size == (100, 50)
     box = ImageMediaIO(max_image_size=[80, 80]).load_bytes(data)

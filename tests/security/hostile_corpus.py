@@ -19,12 +19,10 @@ from functools import cache
 from typing import Any
 
 import numpy as np
-import soundfile as sf
 from hypothesis import strategies as st
 from PIL import Image
 
-from builders import encode, gradient
-from media.video.video_builders import encode_clip
+from builders import encode_clip, gradient, image_bytes, soundfile_bytes, tone
 
 #: Values written over header fields: sizes, counts and lengths at their edges.
 EXTREMES: tuple[int, ...] = (0, 1, 2**15 - 1, 2**16 - 1, 2**31 - 1, 2**32 - 1, 2**63, 2**64 - 1)
@@ -43,16 +41,14 @@ def _small_image(width: int = 24, height: int = 16) -> Image.Image:
 
 def _animated_gif() -> bytes:
     frames = [Image.fromarray(np.roll(gradient(20, 14), i * 3, axis=1)) for i in range(4)]
-    buffer = io.BytesIO()
-    frames[0].save(buffer, format="GIF", save_all=True, append_images=frames[1:], duration=40)
-    return buffer.getvalue()
+    return image_bytes(frames[0], "GIF", save_all=True, append_images=frames[1:], duration=40)
 
 
 def _exif_jpeg() -> bytes:
     exif = Image.Exif()
     exif[0x0112] = 6  # orientation: rotate 90
     exif[0x010F] = "fuzz"
-    return encode(_small_image(), "JPEG", quality=90, exif=exif.tobytes())
+    return image_bytes(_small_image(), "JPEG", quality=90, exif=exif.tobytes())
 
 
 @cache
@@ -63,33 +59,33 @@ def image_seeds() -> dict[str, bytes]:
     palette = img.quantize(16)
     palette.info["transparency"] = 0
     return {
-        "png": encode(img, "PNG"),
-        "png-rgba": encode(rgba, "PNG"),
-        "png-interlaced": encode(img, "PNG", interlace=1),
-        "png-palette-trns": encode(palette, "PNG", transparency=0),
-        "png-16bit-gray": encode(
+        "png": image_bytes(img, "PNG"),
+        "png-rgba": image_bytes(rgba, "PNG"),
+        "png-interlaced": image_bytes(img, "PNG", interlace=1),
+        "png-palette-trns": image_bytes(palette, "PNG", transparency=0),
+        "png-16bit-gray": image_bytes(
             Image.fromarray(gradient(24, 16)[..., 0].astype(np.uint16) * 257), "PNG"
         ),
-        "jpeg-baseline": encode(img, "JPEG", quality=90),
-        "jpeg-progressive": encode(img, "JPEG", quality=90, progressive=True),
+        "jpeg-baseline": image_bytes(img, "JPEG", quality=90),
+        "jpeg-progressive": image_bytes(img, "JPEG", quality=90, progressive=True),
         "jpeg-exif": _exif_jpeg(),
-        "jpeg-cmyk": encode(img.convert("CMYK"), "JPEG", quality=90),
-        "jpeg-gray": encode(img.convert("L"), "JPEG", quality=90),
+        "jpeg-cmyk": image_bytes(img.convert("CMYK"), "JPEG", quality=90),
+        "jpeg-gray": image_bytes(img.convert("L"), "JPEG", quality=90),
         "gif-animated": _animated_gif(),
-        "webp": encode(img, "WEBP", quality=80),
-        "webp-lossless-alpha": encode(rgba, "WEBP", lossless=True),
-        "bmp": encode(img, "BMP"),
-        "bmp-palette": encode(palette.convert("P"), "BMP"),
-        "tiff": encode(img, "TIFF", compression="tiff_lzw"),
-        "tiff-strips": encode(img, "TIFF", compression="raw", strip_size=64),
-        "tiff-deflate-rgba": encode(rgba, "TIFF", compression="tiff_adobe_deflate"),
+        "webp": image_bytes(img, "WEBP", quality=80),
+        "webp-lossless-alpha": image_bytes(rgba, "WEBP", lossless=True),
+        "bmp": image_bytes(img, "BMP"),
+        "bmp-palette": image_bytes(palette.convert("P"), "BMP"),
+        "tiff": image_bytes(img, "TIFF", compression="tiff_lzw"),
+        "tiff-strips": image_bytes(img, "TIFF", compression="raw", strip_size=64),
+        "tiff-deflate-rgba": image_bytes(rgba, "TIFF", compression="tiff_adobe_deflate"),
     }
 
 
 def jpeg_frames(count: int = 3) -> list[bytes]:
     """Small JPEG frames for ``video/jpeg`` sequences."""
     return [
-        encode(Image.fromarray(np.roll(gradient(16, 12), i, axis=0)), "JPEG", quality=85)
+        image_bytes(Image.fromarray(np.roll(gradient(16, 12), i, axis=0)), "JPEG", quality=85)
         for i in range(count)
     ]
 
@@ -98,15 +94,8 @@ def jpeg_frames(count: int = 3) -> list[bytes]:
 # Audio
 
 
-def _tone(seconds: float, rate: int) -> np.ndarray:
-    t = np.arange(round(seconds * rate)) / rate
-    return (0.3 * np.sin(2 * np.pi * 440.0 * t)).astype(np.float32)
-
-
 def _soundfile(rate: int, fmt: str, subtype: str) -> bytes:
-    buffer = io.BytesIO()
-    sf.write(buffer, _tone(0.2, rate), rate, format=fmt, subtype=subtype)
-    return buffer.getvalue()
+    return soundfile_bytes(tone(0.2, rate, channels=1), rate, fmt, subtype)
 
 
 @cache
@@ -129,9 +118,7 @@ def audio_seeds() -> dict[str, bytes]:
 
 def _gif_video() -> bytes:
     frames = [Image.fromarray(np.roll(gradient(32, 24), i * 4, axis=1)) for i in range(6)]
-    buffer = io.BytesIO()
-    frames[0].save(buffer, format="GIF", save_all=True, append_images=frames[1:], duration=100)
-    return buffer.getvalue()
+    return image_bytes(frames[0], "GIF", save_all=True, append_images=frames[1:], duration=100)
 
 
 @cache

@@ -7,7 +7,6 @@ decodes a good image, and re-raises the last refusal so the parent sees its clas
 
 from __future__ import annotations
 
-import io
 import struct
 import zlib
 from collections.abc import Sequence
@@ -16,6 +15,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from builders import gradient, image_bytes
 from mediagate import ImageMediaIO, MediaError, MediaPolicy
 
 MiB = 1 << 20
@@ -24,22 +24,8 @@ MiB = 1 << 20
 # Good images
 
 
-def gradient(width: int, height: int) -> np.ndarray:
-    """An RGB image in which every pixel differs from its mirror images."""
-    y, x = np.mgrid[0:height, 0:width]
-    rgb = np.stack([x * 255 // max(1, width - 1), y * 255 // max(1, height - 1), (x + y) % 256])
-    out: np.ndarray = rgb.transpose(1, 2, 0).astype(np.uint8)
-    return out
-
-
-def encode(image: Image.Image, fmt: str, **params: Any) -> bytes:
-    buffer = io.BytesIO()
-    image.save(buffer, fmt, **params)
-    return buffer.getvalue()
-
-
 def good_png() -> bytes:
-    return encode(Image.fromarray(gradient(12, 8)), "PNG")
+    return image_bytes(Image.fromarray(gradient(12, 8)), "PNG")
 
 
 # ---------------------------------------------------------------------------
@@ -114,7 +100,7 @@ def png_chunk(kind: bytes, data: bytes) -> bytes:
 
 def png_with_exif_chunk(pixels: np.ndarray, payload: bytes) -> bytes:
     """A PNG of ``pixels`` with an ``eXIf`` chunk of ``payload`` before its IDAT."""
-    data = encode(Image.fromarray(pixels), "PNG")
+    data = image_bytes(Image.fromarray(pixels), "PNG")
     at = data.index(b"IDAT") - 4
     return data[:at] + png_chunk(b"eXIf", payload) + data[at:]
 
@@ -238,20 +224,20 @@ def progressive_scan_bomb(size: int = 2040) -> bytes:
 
 def jpeg_marker_bomb(markers: int = 1_000_000) -> bytes:
     """A real JPEG with ``markers`` empty COM segments between SOI and its header."""
-    data = encode(Image.fromarray(gradient(16, 16)), "JPEG")
+    data = image_bytes(Image.fromarray(gradient(16, 16)), "JPEG")
     return data[:2] + b"\xff\xfe\x00\x02" * markers + data[2:]
 
 
 def jpeg_app_marker_bomb(markers: int = 300_000) -> bytes:
     """A real JPEG with ``markers`` empty APP15 segments before its SOF."""
-    data = encode(Image.fromarray(gradient(16, 16)), "JPEG")
+    data = image_bytes(Image.fromarray(gradient(16, 16)), "JPEG")
     sof = data.index(b"\xff\xc0")
     return data[:sof] + b"\xff\xef\x00\x02" * markers + data[sof:]
 
 
 def jpeg_fill_bomb(fill: int = 8_000_000) -> bytes:
     """A real JPEG with ``fill`` 0xFF fill bytes before one of its markers."""
-    data = encode(Image.fromarray(gradient(16, 16)), "JPEG")
+    data = image_bytes(Image.fromarray(gradient(16, 16)), "JPEG")
     dqt = data.index(b"\xff\xdb")
     return data[:dqt] + b"\xff" * fill + data[dqt:]
 

@@ -20,8 +20,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from media.audio.conftest import pyav_bytes, soundfile_bytes, tone
-from media.video.video_builders import encode_clip, read_numbers
+from builders import encode_clip, pyav_audio_bytes, soundfile_bytes, tone
+from media.video.video_builders import read_numbers
 from mediagate import (
     AudioMediaIO,
     DecodeError,
@@ -126,7 +126,7 @@ def test_canvas_bombs_are_refused_from_declared_sizes_in_bounded_memory() -> Non
 
 
 def test_tiny_audio_at_384_khz_is_refused_by_the_output_budget_in_bounded_memory() -> None:
-    unframed = pyav_bytes(tone(60, 8000, 1), 8000, "adts", "aac")
+    unframed = pyav_audio_bytes(tone(60, 8000, 1), 8000, "adts", "aac")
     assert len(unframed) < 400_000
     outcome = run_limited(
         "security.av_bombs:run_audio_output_bombs",
@@ -257,7 +257,7 @@ def test_one_hertz_audio_is_refused_before_a_resampler_exists(
 
 
 def test_audio_without_a_declared_length_is_budgeted_as_the_buffer_grows() -> None:
-    unframed = pyav_bytes(tone(4, 8000, 1), 8000, "adts", "aac")
+    unframed = pyav_audio_bytes(tone(4, 8000, 1), 8000, "adts", "aac")
     limit = 4 * 8000 * 48 * 4 // 2  # half of what 4 s at 384 kHz takes
     policy = MediaPolicy(max_decoded_bytes=limit)
     over_budget(lambda: AudioMediaIO(sample_rate=384_000, policy=policy).load_bytes(unframed))
@@ -351,7 +351,7 @@ def test_audio_decoders_check_the_deadline(codec: str, monkeypatch: pytest.Monke
     data = (
         soundfile_bytes(tone(2, 16000), 16000, "WAV", "PCM_16")
         if codec == "wav"
-        else pyav_bytes(tone(2, 48000), 48000, "ogg", "libopus")
+        else pyav_audio_bytes(tone(2, 48000), 48000, "ogg", "libopus")
     )
     with deadline_passed(monkeypatch, audio_decode):
         timed_out(lambda: AudioMediaIO().load_bytes(data))

@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from builders import soundfile_bytes
 from mediagate import DecodeError, MediaPolicy, TooLargeError
 from mediagate._media.audio import MAX_CHANNELS, MAX_SAMPLE_RATE, AudioMediaIO
 
@@ -68,9 +69,7 @@ def opus_silence(seconds: float, *, honest_granules: bool = True) -> bytes:
 
 
 def wav(samples: np.ndarray, rate: int) -> bytes:
-    buffer = io.BytesIO()
-    sf.write(buffer, samples, rate, format="WAV", subtype="PCM_16")
-    return buffer.getvalue()
+    return soundfile_bytes(samples, rate, "WAV", "PCM_16")
 
 
 def wav_header(*, rate: int, channels: int, frames: int, data_len: int | None = None) -> bytes:

@@ -4,7 +4,6 @@ images, truncation. Every input is built here with Pillow or by hand."""
 from __future__ import annotations
 
 import base64
-import io
 import struct
 import time
 import tracemalloc
@@ -16,6 +15,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from builders import image_bytes
 from mediagate import (
     DecodeError,
     ImageMediaIO,
@@ -29,11 +29,10 @@ LOSSLESS = ["PNG", "GIF", "BMP", "TIFF", "WEBP"]
 
 
 def encode(image: Image.Image, fmt: str, **params: Any) -> bytes:
-    buffer = io.BytesIO()
+    """``image`` in ``fmt``; WebP stills are lossless unless ``params`` say otherwise."""
     if fmt == "WEBP" and "lossless" not in params and "save_all" not in params:
         params["lossless"] = True
-    image.save(buffer, fmt, **params)
-    return buffer.getvalue()
+    return image_bytes(image, fmt, **params)
 
 
 def noise(width: int, height: int, seed: int = 0) -> np.ndarray:

@@ -17,7 +17,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from media.video.video_builders import encode_clip, paint, read_numbers
+from builders import encode_clip, paint
+from media.video.video_builders import read_numbers
 from mediagate import DecodeError, MediaError, MediaPolicy, TooLargeError
 from mediagate._media.image import ImageMediaIO
 from mediagate._media.video import container as container_module

@@ -28,6 +28,7 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
+from builders import data_url
 from mediagate import (
     AudioEmbeddingMediaIO,
     AudioMediaIO,
@@ -247,10 +248,6 @@ def noisy_base64(data: st.SearchStrategy[bytes]) -> st.SearchStrategy[str]:
     )
 
 
-def data_url(media_type: str, data: bytes) -> str:
-    return f"data:{media_type};base64,{b64(data)}"
-
-
 def _io_kwargs() -> dict[str, Any]:
     return {"policy": POLICY}
 
@@ -451,26 +448,26 @@ def test_embedding_load_base64(cls: type[ImageEmbeddingMediaIO], text: str) -> N
 @given(media_type=st.sampled_from(IMAGE_TYPES), data=image_bytes)
 def test_connector_load_from_url(connector: MediaConnector, media_type: str, data: bytes) -> None:
     image_io = ImageMediaIO(**_io_kwargs())
-    check_image(outcome(lambda: connector.load_from_url(data_url(media_type, data), image_io)))
+    check_image(outcome(lambda: connector.load_from_url(data_url(data, media_type), image_io)))
 
 
 @_fuzz(80)
 @given(media_type=st.sampled_from(IMAGE_TYPES), data=image_bytes)
 def test_connector_fetch_image(connector: MediaConnector, media_type: str, data: bytes) -> None:
-    check_image(outcome(lambda: connector.fetch_image(data_url(media_type, data))))
+    check_image(outcome(lambda: connector.fetch_image(data_url(data, media_type))))
 
 
 @_fuzz(80)
 @given(media_type=st.sampled_from(AUDIO_TYPES), data=audio_bytes)
 @example(media_type="audio/aiff", data=audio_seeds()["aiff"].replace(b"SSND", b"S\xaaND"))
 def test_connector_fetch_audio(connector: MediaConnector, media_type: str, data: bytes) -> None:
-    check_audio(outcome(lambda: connector.fetch_audio(data_url(media_type, data))), None)
+    check_audio(outcome(lambda: connector.fetch_audio(data_url(data, media_type))), None)
 
 
 @_fuzz(60)
 @given(media_type=st.sampled_from(VIDEO_TYPES[:3]), data=video_bytes)
 def test_connector_fetch_video(connector: MediaConnector, media_type: str, data: bytes) -> None:
-    check_video(outcome(lambda: connector.fetch_video(data_url(media_type, data))))
+    check_video(outcome(lambda: connector.fetch_video(data_url(data, media_type))))
 
 
 @_fuzz(60)
@@ -493,7 +490,7 @@ def test_connector_fetch_embedding(connector: MediaConnector, modality: str, tex
 def test_connector_fetch_image_async(
     connector: MediaConnector, media_type: str, data: bytes
 ) -> None:
-    url = data_url(media_type, data)
+    url = data_url(data, media_type)
     check_image(outcome(lambda: asyncio.run(connector.fetch_image_async(url))))
 
 
@@ -502,7 +499,7 @@ def test_connector_fetch_image_async(
 def test_connector_fetch_video_async(
     connector: MediaConnector, media_type: str, data: bytes
 ) -> None:
-    url = data_url(media_type, data)
+    url = data_url(data, media_type)
     check_video(outcome(lambda: asyncio.run(connector.fetch_video_async(url))))
 
 
@@ -518,11 +515,11 @@ def test_connector_fetch_audio_embedding_async(connector: MediaConnector, text: 
 
 def _good_url(modality: str) -> str:
     if modality == "image":
-        return data_url("image/png", image_seeds()["png"])
+        return data_url(image_seeds()["png"], "image/png")
     if modality == "audio":
-        return data_url("audio/wav", audio_seeds()["wav"])
+        return data_url(audio_seeds()["wav"], "audio/wav")
     if modality == "video":
-        return data_url("video/mp4", video_seeds()["mp4-h264"])
+        return data_url(video_seeds()["mp4-h264"], "video/mp4")
     return b64(tensor_seeds()["npy"])
 
 

@@ -19,6 +19,7 @@ import simplejpeg
 from PIL import Image, ImageFile
 
 import security.image_bombs as bombs
+from builders import gradient, image_bytes
 from mediagate import DecodeError, ImageMediaIO, MediaError, MediaPolicy, TooLargeError
 from mediagate._media import image as image_module
 from mediagate._media.budget import DecodeLimits, decoding
@@ -41,7 +42,7 @@ def refused(data: bytes, cls: type[MediaError], mode: str = "RGB", **policy: Any
 
 def assert_good_image_decodes() -> None:
     out = np.asarray(ImageMediaIO().load_bytes(bombs.good_png()))
-    assert np.array_equal(out, bombs.gradient(12, 8))
+    assert np.array_equal(out, gradient(12, 8))
 
 
 @pytest.fixture
@@ -67,17 +68,17 @@ def decode_calls(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 # ---------------------------------------------------------------------------
 # 1-2: EXIF orientation of the wrong type, and EXIF that is not TIFF data
 
-SOURCE = bombs.gradient(12, 8)
+SOURCE = gradient(12, 8)
 
 
 def with_exif(fmt: str, exif: bytes, mode: str = "RGB") -> bytes:
     image = Image.fromarray(SOURCE).convert(mode)
     if fmt == "JPEG":
-        return bombs.encode(image, "JPEG", quality=100, exif=b"Exif\x00\x00" + exif)
+        return image_bytes(image, "JPEG", quality=100, exif=b"Exif\x00\x00" + exif)
     if fmt == "PNG":
         return bombs.png_with_exif_chunk(np.asarray(image), exif)
     if fmt == "WEBP":
-        return bombs.encode(image, "WEBP", lossless=True, exif=b"Exif\x00\x00" + exif)
+        return image_bytes(image, "WEBP", lossless=True, exif=b"Exif\x00\x00" + exif)
     return bombs.tiff_with_orientation(12, 8, exif)
 
 
@@ -171,16 +172,16 @@ def test_orientation_value_rule() -> None:
 
 
 def jpeg(width: int, height: int, mode: str = "RGB") -> bytes:
-    return bombs.encode(Image.new(mode, (width, height), 90), "JPEG")
+    return image_bytes(Image.new(mode, (width, height), 90), "JPEG")
 
 
 def png(width: int, height: int, mode: str) -> bytes:
-    return bombs.encode(Image.new(mode, (width, height)), "PNG")
+    return image_bytes(Image.new(mode, (width, height)), "PNG")
 
 
 def gif_with_canvas(width: int, height: int) -> bytes:
     """A GIF whose logical screen is ``width x height``; its one frame is 2x2."""
-    data = bytearray(bombs.encode(Image.new("P", (2, 2)), "GIF"))
+    data = bytearray(image_bytes(Image.new("P", (2, 2)), "GIF"))
     data[6:10] = struct.pack("<HH", width, height)
     return bytes(data)
 
@@ -277,16 +278,16 @@ def test_work_bomb_is_refused_by_name_before_decoding(
 
 
 def test_honest_structures_under_the_limits_decode() -> None:
-    progressive = bombs.encode(
-        Image.fromarray(bombs.gradient(64, 48)), "JPEG", progressive=True, quality=95
+    progressive = image_bytes(
+        Image.fromarray(gradient(64, 48)), "JPEG", progressive=True, quality=95
     )
     assert ImageMediaIO().load_bytes(progressive).size == (64, 48)
     one_row_strips = bombs.tiff_strip_bomb(64)  # exactly one strip per row
     assert np.asarray(ImageMediaIO("L").load_bytes(one_row_strips)).min() == 0x80
-    indices = (bombs.gradient(300, 200)[..., 0] // 64).astype(np.uint8)
+    indices = (gradient(300, 200)[..., 0] // 64).astype(np.uint8)
     out = np.asarray(ImageMediaIO("L").load_bytes(bombs.bmp_rle8_of(indices)))
     assert np.array_equal(out, indices)
-    com = bombs.encode(Image.fromarray(bombs.gradient(16, 16)), "JPEG")
+    com = image_bytes(Image.fromarray(gradient(16, 16)), "JPEG")
     com = com[:2] + b"\xff\xfe\x00\x02" * 400 + com[2:]
     assert ImageMediaIO().load_bytes(com).size == (16, 16)
     chunky = bombs.png_chunk_bomb(image_module.MAX_PNG_CHUNKS - 4)  # just under the limit

@@ -16,8 +16,7 @@ import numpy as np
 import pytest
 
 import crashing_backends  # noqa: F401  (registers the test-* backends)
-from builders import jpeg_bytes, png_bytes
-from media.video.video_builders import encode_clip
+from builders import encode_clip, jpeg_bytes, png_bytes
 from mediagate import (
     AudioMediaIO,
     DecodedBudget,

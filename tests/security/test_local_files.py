@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import io
 import os
 import threading
 import time
@@ -16,6 +15,7 @@ import pytest
 from PIL import Image
 
 import mediagate._local
+from builders import png_bytes
 from mediagate import MediaConnector, MediaError, MediaPolicy, PolicyError, TooLargeError
 
 SECRET = b"root:x:0:0:secret-marker"
@@ -23,9 +23,7 @@ POLICY = MediaPolicy(max_bytes=1 << 20, timeout=1)
 
 
 def png() -> bytes:
-    buffer = io.BytesIO()
-    Image.new("RGB", (3, 2), (10, 20, 30)).save(buffer, "PNG")
-    return buffer.getvalue()
+    return png_bytes(Image.new("RGB", (3, 2), (10, 20, 30)))
 
 
 @pytest.fixture

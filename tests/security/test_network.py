@@ -8,7 +8,6 @@ names resolve through ``fake_dns``.
 from __future__ import annotations
 
 import asyncio
-import io
 import time
 from collections.abc import Callable
 from typing import Any
@@ -16,6 +15,7 @@ from typing import Any
 import pytest
 from PIL import Image
 
+from builders import png_bytes
 from mediagate import (
     DecodeError,
     FetchError,
@@ -34,9 +34,7 @@ DEFAULT = MediaPolicy(timeout=2)
 
 
 def png(color: tuple[int, int, int] = (10, 20, 30)) -> bytes:
-    buffer = io.BytesIO()
-    Image.new("RGB", (3, 2), color).save(buffer, "PNG")
-    return buffer.getvalue()
+    return png_bytes(Image.new("RGB", (3, 2), color))
 
 
 def refused(

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import io
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -20,6 +19,7 @@ from urllib.parse import urlsplit
 import pytest
 from PIL import Image
 
+from builders import png_bytes
 from mediagate import FetchError, MediaConnector, MediaError, MediaPolicy, PolicyError
 
 pytestmark = pytest.mark.usefixtures("loopback_only")
@@ -29,9 +29,7 @@ PUBLIC = "93.184.216.34"
 
 
 def png() -> bytes:
-    buffer = io.BytesIO()
-    Image.new("RGB", (3, 2), (10, 20, 30)).save(buffer, "PNG")
-    return buffer.getvalue()
+    return png_bytes(Image.new("RGB", (3, 2), (10, 20, 30)))
 
 
 class ForwardProxy:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import gc
-import io
 import socket
 import threading
 import time
@@ -20,6 +19,7 @@ from typing import Any
 import pytest
 from PIL import Image
 
+from builders import png_bytes
 from mediagate import (
     FetchError,
     FetchTimeout,
@@ -37,9 +37,7 @@ POLICY = MediaPolicy(allowed_networks=["127.0.0.1/32"], timeout=DEADLINE, max_by
 
 
 def png(size: tuple[int, int] = (3, 2)) -> bytes:
-    buffer = io.BytesIO()
-    Image.new("RGB", size, (10, 20, 30)).save(buffer, "PNG")
-    return buffer.getvalue()
+    return png_bytes(Image.new("RGB", size, (10, 20, 30)))
 
 
 @pytest.fixture

@@ -100,7 +100,7 @@ def test_integer_pcm_through_ffmpeg_is_scaled_too(
 
     monkeypatch.setattr(decode, "_decode_soundfile", refuse)
     source = kit.tone(0.1, 8000)
-    audio, sr = AudioMediaIO().load_bytes(kit.pyav_bytes(source, 8000, container, codec))
+    audio, sr = AudioMediaIO().load_bytes(kit.pyav_audio_bytes(source, 8000, container, codec))
     assert sr == 8000
     np.testing.assert_allclose(audio, source.mean(axis=1), atol=0.02)
 

@@ -137,7 +137,7 @@ def test_an_ogg_stream_of_another_codec_is_refused() -> None:
 
 
 def test_a_codec_off_the_allowlist_is_refused(kit: SimpleNamespace) -> None:
-    data = kit.pyav_bytes(kit.tone(0.2, 16000, channels=1), 16000, "mov", "adpcm_ima_qt")
+    data = kit.pyav_audio_bytes(kit.tone(0.2, 16000, channels=1), 16000, "mov", "adpcm_ima_qt")
     with pytest.raises(DecodeError, match=r"codec .* not supported"):
         AudioMediaIO().load_bytes(data)
 

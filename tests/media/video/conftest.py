@@ -7,7 +7,8 @@ from functools import cache
 
 import pytest
 
-from media.video.video_builders import CLIP_SPECS, encode_clip
+from builders import encode_clip
+from media.video.video_builders import CLIP_SPECS
 from mediagate._media.image import ImageMediaIO
 
 

@@ -11,7 +11,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from media.video.video_builders import CLIP_NAMES, encode_clip, read_numbers
+from builders import encode_clip
+from media.video.video_builders import CLIP_NAMES, read_numbers
 from mediagate import DecodeError, MediaPolicy
 from mediagate._media import _helpers as helpers_module
 from mediagate._media.video import loader as loader_module

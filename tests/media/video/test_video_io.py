@@ -11,7 +11,8 @@ from typing import Any, ClassVar
 import numpy as np
 import pytest
 
-from media.video.video_builders import encode_clip, paint, read_numbers
+from builders import encode_clip, paint
+from media.video.video_builders import read_numbers
 from mediagate import VIDEO_LOADER_REGISTRY, DecodeError, MediaPolicy, OptionError, TooLargeError
 from mediagate._media.base import OptionSpec, opt_int
 from mediagate._media.image import ImageMediaIO
