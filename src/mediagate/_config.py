@@ -197,8 +197,9 @@ def vllm_settings_from_env(environ: Mapping[str, str] | None = None) -> dict[str
 
     Keys present only when their variable is: ``max_redirects`` (0 when
     ``VLLM_MEDIA_URL_ALLOW_REDIRECTS=0``), ``max_pixels`` (``VLLM_MAX_IMAGE_PIXELS`` > 0),
-    ``fetch_timeouts`` (seconds by modality, ``VLLM_*_FETCH_TIMEOUT``) and ``cache``
-    (``MediaCache`` arguments from ``VLLM_MEDIA_CACHE*``).
+    ``fetch_timeouts`` (seconds by modality, ``VLLM_*_FETCH_TIMEOUT``), ``video_backend``
+    (``VLLM_VIDEO_LOADER_BACKEND``) and ``cache`` (``MediaCache`` arguments from
+    ``VLLM_MEDIA_CACHE*``).
     """
     env = _environ(environ)
     settings: dict[str, Any] = {}
@@ -219,6 +220,9 @@ def vllm_settings_from_env(environ: Mapping[str, str] | None = None) -> dict[str
         timeouts[modality] = seconds
     if timeouts:
         settings["fetch_timeouts"] = timeouts
+    backend = env.get("VLLM_VIDEO_LOADER_BACKEND", "").strip()
+    if backend:
+        settings["video_backend"] = backend
     directory = env.get("VLLM_MEDIA_CACHE", "").strip()
     if directory:
         cache: dict[str, Any] = {"directory": directory}

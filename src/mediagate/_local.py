@@ -37,7 +37,7 @@ __all__ = [
 _CHUNK = 1 << 20
 #: Symlinks followed while resolving one reference (the kernel's own limit on Linux).
 _MAX_LINKS = 40
-_OUTSIDE = "the file is outside allowed_local_media_path"
+_OUTSIDE = "the file is outside allowed_local_media_path (it must be a subpath of that folder)"
 
 # Each resolved root and the absolute spellings it was configured under (a root given
 # through a symlink is also reachable by that spelling, as the link was when the root

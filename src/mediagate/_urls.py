@@ -313,7 +313,9 @@ def parse_data_url(url: str) -> DataURL:
     if comma < 0:
         if len(url) > start + _MAX_DATA_HEADER:
             raise DecodeError("malformed data: URL (header too long)", http_status=400)
-        raise DecodeError("malformed data: URL (no comma before the payload)", http_status=400)
+        raise DecodeError(
+            "malformed data: URL (missing ',' separator before the payload)", http_status=400
+        )
     header = url[start:comma]
     pieces = [p.strip() for p in unquote(header).split(";")]
     media_type = pieces[0].lower() or "text/plain"

@@ -20,7 +20,10 @@ from __future__ import annotations
 import functools
 import logging
 from collections.abc import Awaitable, Callable, Mapping
+from types import EllipsisType
 from typing import Any, ParamSpec, TypeVar
+
+import numpy as np
 
 from ._cache import MediaCache
 from ._config import vllm_settings_from_env
@@ -28,6 +31,7 @@ from ._connector import MediaConnector
 from ._errors import FetchError, TooLargeError
 from ._media.budget import DecodedBudget
 from ._media.results import MediaWithBytes
+from ._media.video.registry import VIDEO_LOADER_REGISTRY
 from ._policy import MediaPolicy
 
 __all__ = ["NAME", "UpstreamClientError", "VllmDecodedBudget", "VllmMediaConnector", "register"]
@@ -130,8 +134,9 @@ class VllmMediaConnector(MediaConnector):
 
     The policy is ``MediaPolicy.from_env()`` tightened by vLLM's own media flags where
     they are set (``VLLM_MEDIA_URL_ALLOW_REDIRECTS=0``, ``VLLM_MAX_IMAGE_PIXELS``, the
-    ``VLLM_*_FETCH_TIMEOUT`` deadlines); the cache is ``MediaCache.from_env()``, else the
-    one ``VLLM_MEDIA_CACHE`` names. ``connection`` (vLLM's HTTP client) is not used:
+    ``VLLM_*_FETCH_TIMEOUT`` deadlines); ``VLLM_VIDEO_LOADER_BACKEND`` is the default
+    video backend; the cache is ``MediaCache.from_env()``, else the one
+    ``VLLM_MEDIA_CACHE`` names. ``connection`` (vLLM's HTTP client) is not used:
     every fetch goes through mediagate's guarded fetcher.
     """
 
@@ -167,8 +172,9 @@ class VllmMediaConnector(MediaConnector):
         budget = decoded_budget
         if budget is not None and not isinstance(budget, DecodedBudget):
             budget = VllmDecodedBudget(budget)
+        kwargs = _with_video_backend(media_io_kwargs, settings.get("video_backend"))
         super().__init__(
-            media_io_kwargs,
+            kwargs,
             allowed_local_media_path=allowed_local_media_path,
             allowed_media_domains=allowed_media_domains,
             policy=policy,
@@ -176,6 +182,21 @@ class VllmMediaConnector(MediaConnector):
             decoded_budget=budget,
             download_budget=download_budget,
         )
+
+    def _video_io(
+        self,
+        image_mode: str | EllipsisType | None = ...,
+        request: Mapping[str, Any] | None = None,
+        video_processor: str | None = None,
+    ) -> Any:
+        own = request if isinstance(request, Mapping) else {}
+        options = {**self.media_io_kwargs.get("video", {}), **own}
+        name = options.get("video_backend")
+        if name is None and video_processor is not None:
+            name = _vllm_backend_for_processor(video_processor)
+        if isinstance(name, str):
+            _bridge_vllm_loader(name)
+        return super()._video_io(image_mode, request, video_processor)
 
     def _timeout(self, modality: str, fetch_timeout: float | None) -> float:
         if fetch_timeout is None and modality in self._fetch_timeouts:
@@ -213,6 +234,60 @@ class VllmMediaConnector(MediaConnector):
     @_client_errors_async
     async def load_from_url_async(self, url: str, media_io: Any, **kwargs: Any) -> Any:
         return _as_vllm(await super().load_from_url_async(url, media_io, **kwargs))
+
+
+def _with_video_backend(media_io_kwargs: Mapping[str, Any] | None, backend: str | None) -> Any:
+    """The server's options with vLLM's default video backend filled in where they
+    name none (anything malformed is left for the connector to refuse)."""
+    if backend is None or not isinstance(media_io_kwargs, (Mapping, type(None))):
+        return media_io_kwargs
+    video = (media_io_kwargs or {}).get("video", {})
+    if not isinstance(video, Mapping) or "video_backend" in video:
+        return media_io_kwargs
+    return {**(media_io_kwargs or {}), "video": {**video, "video_backend": backend}}
+
+
+def _vllm_backend_for_processor(video_processor: str) -> str | None:
+    from vllm.multimodal.video import VIDEO_LOADER_REGISTRY as VLLM_LOADERS
+
+    backend: str | None = VLLM_LOADERS.get_backend_for_video_processor(video_processor)
+    return backend
+
+
+_bridged: set[str] = set()
+
+
+def _bridge_vllm_loader(name: str) -> None:
+    """Serve a video backend that only vLLM has (a GPU decoder, a model's own sampler)
+    by handing it the bytes mediagate fetched under its guard, rather than refusing.
+
+    Its decoding is vLLM's: it runs in this process, outside mediagate's decoders and
+    their checks (the byte budget, the fetch rules and the result's shape still hold).
+    """
+    if name in VIDEO_LOADER_REGISTRY or name in _bridged:
+        return
+    from vllm.multimodal.video import VIDEO_LOADER_REGISTRY as VLLM_LOADERS
+
+    vllm_loader = VLLM_LOADERS.name2class.get(name)
+    if vllm_loader is None:
+        return
+
+    class VllmLoaderBridge:
+        """vLLM's ``{name}`` video loader, given bytes mediagate fetched."""
+
+        def load_bytes(self, data: bytes, num_frames: int = -1, **options: Any) -> Any:
+            frames, metadata = vllm_loader.load_bytes(data, num_frames=num_frames, **options)
+            return np.asarray(frames), dict(metadata)
+
+    # vLLM's code, in vLLM's module: not one of the built-in backends mediagate isolates.
+    VllmLoaderBridge.__module__ = getattr(vllm_loader, "__module__", "vllm")
+    VIDEO_LOADER_REGISTRY.register(name)(VllmLoaderBridge)
+    _bridged.add(name)
+    logger.warning(
+        "video backend %r is vLLM's own: mediagate fetches the bytes and vLLM's loader "
+        "decodes them in this process",
+        name,
+    )
 
 
 def register() -> None:

@@ -99,7 +99,11 @@ def answer(conn: MediaConnector, url: str) -> tuple[type[MediaError], int, str]:
     return type(err), err.http_status, str(err)
 
 
-OUTSIDE_ANSWER = (PolicyError, 403, "the file is outside allowed_local_media_path")
+OUTSIDE_ANSWER = (
+    PolicyError,
+    403,
+    "the file is outside allowed_local_media_path (it must be a subpath of that folder)",
+)
 
 
 def url_pairs(tree: dict[str, Path]) -> list[tuple[str, str]]:
@@ -211,4 +215,4 @@ def test_the_loader_function_itself_gives_one_answer(tree: dict[str, Path]) -> N
         with pytest.raises(PolicyError) as info:
             mediagate._local.read_under_root(root, relative, 1 << 20)
         seen.add((info.value.http_status, str(info.value)))
-    assert seen == {(403, "the file is outside allowed_local_media_path")}
+    assert seen == {(403, OUTSIDE_ANSWER[2])}
