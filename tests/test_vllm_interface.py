@@ -260,3 +260,18 @@ def test_an_upstream_4xx_is_a_client_error_for_vllm(
     with VllmMediaConnector() as conn, pytest.raises(FetchError) as down:
         conn.fetch_audio(server.url("/down.wav"))
     assert not isinstance(down.value, ValueError) and down.value.http_status == 502
+
+
+def test_vllms_default_video_backend_applies_unless_the_server_names_one(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from mediagate._vllm import VllmMediaConnector
+
+    monkeypatch.setenv("VLLM_VIDEO_LOADER_BACKEND", "opencv")
+    with VllmMediaConnector() as conn:
+        assert conn.media_io_kwargs["video"] == {"video_backend": "opencv"}
+    with VllmMediaConnector({"video": {"video_backend": "pyav", "num_frames": 4}}) as conn:
+        assert conn.media_io_kwargs["video"] == {"video_backend": "pyav", "num_frames": 4}
+    for malformed in ({"video": [1, 2]}, {"video": "x"}, ["video"]):
+        with pytest.raises(OptionError):
+            VllmMediaConnector(malformed)  # type: ignore[arg-type]
