@@ -275,3 +275,15 @@ def test_vllms_default_video_backend_applies_unless_the_server_names_one(
     for malformed in ({"video": [1, 2]}, {"video": "x"}, ["video"]):
         with pytest.raises(OptionError):
             VllmMediaConnector(malformed)  # type: ignore[arg-type]
+
+
+def test_a_refusal_names_the_request_budget_that_ran_out() -> None:
+    from mediagate._vllm import VllmMediaConnector
+
+    budget = StandInDecodedBudget(limit=5000)
+    url = data_url(wav())  # 800 float32 samples: 3200 bytes
+    with VllmMediaConnector(decoded_budget=budget) as conn:
+        conn.fetch_audio(url)
+        with pytest.raises(ValueError, match="VLLM_MAX_MEDIA_REQUEST_DECODE_BYTES"):
+            conn.fetch_audio(url)
+    assert budget.used == 3200 and budget.reserved == 0

@@ -52,6 +52,8 @@ class VllmDecodedBudget(DecodedBudget):
     refusals become ``TooLargeError(limit="max_decoded_bytes")``.
     """
 
+    limit_name = "VLLM_MAX_MEDIA_REQUEST_DECODE_BYTES"
+
     def __init__(self, budget: Any) -> None:
         super().__init__(1 << 62)
         self._vllm = budget

@@ -333,8 +333,12 @@ class MediaIO(ABC, Generic[T]):
         budget = self.decoded_budget
         item_limit = policy.max_decoded_bytes_for(modality)
         reserved = budget.reserve(item_limit, timeout=timeout) if budget is not None else 0
+        lowered = budget is not None and reserved < item_limit
         limits = DecodeLimits.starting_now(
-            modality, reserved if budget is not None else item_limit, timeout
+            modality,
+            reserved if budget is not None else item_limit,
+            timeout,
+            lowered_by=budget.limit_name if budget is not None and lowered else "",
         )
         try:
             with error_boundary(what):

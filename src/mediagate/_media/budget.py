@@ -52,6 +52,9 @@ class DecodedBudget:
         ValueError: ``limit`` is not a positive whole number.
     """
 
+    #: How refusals name this budget when it is what ran out.
+    limit_name = "decoded budget (DecodedBudget)"
+
     def __init__(self, limit: int) -> None:
         if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
             raise ValueError("DecodedBudget limit must be a positive number of bytes")
@@ -152,11 +155,16 @@ class DecodeLimits:
     max_output: int
     deadline: float
     timeout: float
+    #: What lowered ``max_output`` below the item's own budget (a request budget's
+    #: ``limit_name``), named in the refusal; empty when nothing did.
+    lowered_by: str = ""
 
     @classmethod
-    def starting_now(cls, modality: str, max_output: int, timeout: float) -> DecodeLimits:
+    def starting_now(
+        cls, modality: str, max_output: int, timeout: float, *, lowered_by: str = ""
+    ) -> DecodeLimits:
         """Limits whose deadline is ``timeout`` seconds from now."""
-        return cls(modality, max_output, time.monotonic() + timeout, timeout)
+        return cls(modality, max_output, time.monotonic() + timeout, timeout, lowered_by)
 
     @property
     def remaining(self) -> float:
@@ -165,10 +173,14 @@ class DecodeLimits:
 
     def over_output(self, nbytes: int, what: str) -> TooLargeError:
         """The error for ``what`` needing ``nbytes`` of decoded output."""
+        source = (
+            f"what is left of the request's {self.lowered_by}"
+            if self.lowered_by
+            else "MediaPolicy.max_decoded_bytes, or a lower request budget"
+        )
         return TooLargeError(
             f"{what} would decode to {nbytes} bytes, over the decoded-output budget of "
-            f"{self.max_output} bytes for {self.modality} (MediaPolicy.max_decoded_bytes, "
-            f"or a lower request budget)",
+            f"{self.max_output} bytes for {self.modality} ({source})",
             limit="max_decoded_bytes",
             value=nbytes,
             maximum=self.max_output,
