@@ -44,9 +44,9 @@ import soxr
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import Result, alternate, peak_memory, ratio
+from mediagate import AudioMediaIO
 from mediagate._build import pyav_audio_bytes, soundfile_bytes
 from mediagate._media._helpers import cpu_count
-from mediagate._media.audio import AudioMediaIO
 
 WORK = Path(__file__).resolve().parent / ".work"
 #: The reference interpreter (with librosa) that ``benchmarks/run.py`` names.

@@ -26,9 +26,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import Result, alternate, ratio
-from mediagate import MediaConnector, MediaPolicy
+from mediagate import MediaCache, MediaConnector, MediaPolicy
 from mediagate._build import image_bytes
-from mediagate._cache import BLOCK_SIZE, MediaCache
+from mediagate._cache import BLOCK_SIZE
 from mediagate._fetch import HttpFetcher
 from mediagate._loopback import LoopbackServer, Route
 from mediagate._urls import parse_url

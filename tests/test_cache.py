@@ -18,8 +18,8 @@ import numpy as np
 import pytest
 
 from builders import LoopbackServer, Route, png_bytes
-from mediagate import DecodeError, MediaConnector, MediaPolicy
-from mediagate._cache import BLOCK_SIZE, MediaCache
+from mediagate import DecodeError, MediaCache, MediaConnector, MediaPolicy
+from mediagate._cache import BLOCK_SIZE
 
 
 class Clock:
@@ -293,7 +293,7 @@ def test_index_errors_are_misses(cache: MediaCache, monkeypatch: pytest.MonkeyPa
 _WORKER = textwrap.dedent(
     """
     import hashlib, random, sys
-    from mediagate._cache import MediaCache
+    from mediagate import MediaCache
 
     folder, worker = sys.argv[1], int(sys.argv[2])
     rng = random.Random(worker)

@@ -19,8 +19,8 @@ import pytest
 import soundfile as sf
 
 from builders import soundfile_bytes
-from mediagate import DecodeError, MediaPolicy, TooLargeError
-from mediagate._media.audio import MAX_CHANNELS, MAX_SAMPLE_RATE, AudioMediaIO
+from mediagate import AudioMediaIO, DecodeError, MediaPolicy, TooLargeError
+from mediagate._media.audio import MAX_CHANNELS, MAX_SAMPLE_RATE
 
 #: A CELT-only Opus packet: TOC 0x9b (20 ms frames, mono, code 3) and 6 empty frames.
 SILENT_OPUS_PACKET = b"\x9b\x06"

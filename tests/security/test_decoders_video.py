@@ -19,11 +19,16 @@ import pytest
 
 from builders import encode_clip, paint
 from media.video.video_builders import read_numbers
-from mediagate import DecodeError, MediaError, MediaPolicy, TooLargeError
-from mediagate._media.image import ImageMediaIO
+from mediagate import (
+    DecodeError,
+    ImageMediaIO,
+    MediaError,
+    MediaPolicy,
+    TooLargeError,
+    VideoMediaIO,
+)
 from mediagate._media.video import container as container_module
 from mediagate._media.video import pyav as pyav_module
-from mediagate._media.video.io import VideoMediaIO
 
 BACKENDS = ["pyav", "opencv"]
 

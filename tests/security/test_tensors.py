@@ -24,8 +24,7 @@ import numpy as np
 import pytest
 import torch
 
-from mediagate import DecodeError, MediaError, MediaPolicy, TooLargeError
-from mediagate._media.embedding import ImageEmbeddingMediaIO
+from mediagate import DecodeError, ImageEmbeddingMediaIO, MediaError, MediaPolicy, TooLargeError
 
 GOOD = torch.arange(6, dtype=torch.float32).reshape(2, 3)
 DEADLINE = 1.0

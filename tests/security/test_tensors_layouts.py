@@ -21,9 +21,8 @@ import pytest
 import torch
 
 import mediagate._media.embedding.torch_save as torch_save
-from mediagate import DecodeError, MediaError, MediaPolicy, TooLargeError
+from mediagate import DecodeError, ImageEmbeddingMediaIO, MediaError, MediaPolicy, TooLargeError
 from mediagate._media.budget import DecodeLimits, decoding
-from mediagate._media.embedding import ImageEmbeddingMediaIO
 from mediagate._media.embedding.npy import load_npy
 from mediagate._media.embedding.safetensors_file import load_safetensors
 

@@ -9,8 +9,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from mediagate import MediaPolicy
-from mediagate._media.audio import AudioMediaIO
+from mediagate import AudioMediaIO, MediaPolicy
 
 
 def test_stereo_decodes_to_mono_at_native_rate(kit: SimpleNamespace, format_name: str) -> None:

@@ -14,8 +14,7 @@ import numpy.typing as npt
 import pytest
 import soxr
 
-from mediagate import DecodeError, MediaPolicy, OptionError, TooLargeError
-from mediagate._media.audio import AudioMediaIO
+from mediagate import AudioMediaIO, DecodeError, MediaPolicy, OptionError, TooLargeError
 from mediagate._media.audio import decode as decode_module
 from mediagate._media.audio.resample import StreamResampler
 

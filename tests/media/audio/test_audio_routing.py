@@ -9,8 +9,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from mediagate import DecodeError, MediaPolicy, TooLargeError
-from mediagate._media.audio import AudioMediaIO, decode
+from mediagate import AudioMediaIO, DecodeError, MediaPolicy, TooLargeError
+from mediagate._media.audio import decode
 from mediagate._media.audio.sniff import sniff_audio
 
 

@@ -14,8 +14,14 @@ import pytest
 import safetensors.torch
 import torch
 
-from mediagate import DecodeError, MediaPolicy, OptionError, TooLargeError
-from mediagate._media.embedding import AudioEmbeddingMediaIO, ImageEmbeddingMediaIO
+from mediagate import (
+    AudioEmbeddingMediaIO,
+    DecodeError,
+    ImageEmbeddingMediaIO,
+    MediaPolicy,
+    OptionError,
+    TooLargeError,
+)
 
 CLASSES = [ImageEmbeddingMediaIO, AudioEmbeddingMediaIO]
 
@@ -174,7 +180,7 @@ def test_without_torch_the_module_imports_and_construction_names_the_extra() -> 
     script = (
         "import sys\n"
         "sys.modules['torch'] = None\n"
-        "from mediagate._media.embedding import ImageEmbeddingMediaIO\n"
+        "from mediagate import ImageEmbeddingMediaIO\n"
         "try:\n"
         "    ImageEmbeddingMediaIO()\n"
         "except ImportError as exc:\n"

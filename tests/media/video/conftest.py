@@ -9,7 +9,7 @@ import pytest
 
 from builders import encode_clip
 from media.video.video_builders import CLIP_SPECS
-from mediagate._media.image import ImageMediaIO
+from mediagate import ImageMediaIO
 
 
 @cache

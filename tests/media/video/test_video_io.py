@@ -13,10 +13,17 @@ import pytest
 
 from builders import encode_clip, paint
 from media.video.video_builders import read_numbers
-from mediagate import VIDEO_LOADER_REGISTRY, DecodeError, MediaPolicy, OptionError, TooLargeError
-from mediagate._media.base import OptionSpec, opt_int
-from mediagate._media.image import ImageMediaIO
-from mediagate._media.video.io import VideoMediaIO
+from mediagate import (
+    VIDEO_LOADER_REGISTRY,
+    DecodeError,
+    ImageMediaIO,
+    MediaPolicy,
+    OptionError,
+    OptionSpec,
+    TooLargeError,
+    VideoMediaIO,
+)
+from mediagate._media.base import opt_int
 
 
 @pytest.fixture
