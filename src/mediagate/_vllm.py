@@ -95,7 +95,25 @@ def _as_vllm(result: Any) -> Any:
 
 class UpstreamClientError(FetchError, ValueError):
     """A ``FetchError`` caused by the reference itself (the media server answered 4xx):
-    a ``ValueError`` too, so vLLM answers it as a client error."""
+    a ``ValueError`` too, so vLLM answers it as a client error. Raised as vLLM's
+    ``VLLMUnprocessableEntityError`` as well where vLLM has it, so vLLM answers 422 as
+    its own connector does for the same failure."""
+
+    parameter: str | None = None
+    value: Any = None
+
+
+@functools.cache
+def _unprocessable_class() -> type[UpstreamClientError]:
+    try:
+        from vllm.exceptions import VLLMUnprocessableEntityError
+    except ImportError:
+        return UpstreamClientError
+    return type(
+        "UpstreamClientError",
+        (UpstreamClientError, VLLMUnprocessableEntityError),
+        {"__module__": __name__, "__doc__": UpstreamClientError.__doc__},
+    )
 
 
 def _client_errors(method: Callable[_P, _R]) -> Callable[_P, _R]:
@@ -125,9 +143,11 @@ def _client_errors_async(
 def _as_client_error(exc: FetchError) -> FetchError:
     if isinstance(exc, ValueError) or exc.http_status >= 500:
         return exc
-    return UpstreamClientError(
+    error = _unprocessable_class()(
         str(exc), upstream_status=exc.upstream_status, url=exc.url, http_status=exc.http_status
     )
+    error.parameter = "image_url"  # the parameter vLLM names for every media URL
+    return error
 
 
 class VllmMediaConnector(MediaConnector):
