@@ -8,7 +8,7 @@ TORCH_PIN := torch==2.13.0
 # fsspec, s3fs and gcsfs release in lockstep; the resolver does not find a matching trio alone.
 STORAGE_PINS := fsspec==2026.7.0 s3fs==2026.7.0 gcsfs==2026.7.0
 
-.PHONY: install demo test lint typecheck pytest bench clean
+.PHONY: install demo test lint typecheck pytest bench clean test-vllm
 
 install: $(STAMP)
 
@@ -32,6 +32,10 @@ pytest: install
 	$(PY) -m pytest -q
 
 test: lint typecheck pytest
+
+# vLLM's own media tests against mediagate's connector, in a venv of their own.
+test-vllm: install
+	$(PY) integration/vllm/run.py
 
 bench: install
 	$(PY) benchmarks/run.py $(BENCH_ARGS)
