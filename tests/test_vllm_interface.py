@@ -6,17 +6,15 @@ from __future__ import annotations
 import asyncio
 import base64
 import importlib.metadata
-import io
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
-import soundfile as sf
 from PIL import Image
 
-from builders import LoopbackServer, Route, data_url, png_bytes
+from builders import LoopbackServer, Route, data_url, jpeg_bytes, png_bytes, soundfile_bytes, tone
 from mediagate import (
     AudioMediaIO,
     MediaConnector,
@@ -62,9 +60,7 @@ def test_a_server_image_mode_is_not_overridden_by_the_argument_default() -> None
 
 
 def jpeg_frame() -> bytes:
-    buffer = io.BytesIO()
-    Image.new("RGB", (8, 8), (200, 10, 10)).save(buffer, format="JPEG")
-    return buffer.getvalue()
+    return jpeg_bytes(8, 8)
 
 
 def test_fetch_video_returns_frames_with_their_bytes() -> None:
@@ -137,9 +133,8 @@ def test_the_download_budget_is_charged_for_downloads_only(
 
 
 def wav(rate: int = 8000) -> bytes:
-    buffer = io.BytesIO()
-    sf.write(buffer, np.zeros(rate // 10, dtype=np.float32), rate, format="WAV")
-    return buffer.getvalue()
+    """0.1 s of mono audio (800 samples at 8 kHz)."""
+    return soundfile_bytes(tone(0.1, rate, channels=1), rate)
 
 
 @pytest.mark.parametrize("backend", ["auto", "soundfile", "pyav", None])
