@@ -142,7 +142,9 @@ def test_content_length_over_budget_is_refused(
             conn.fetch_image(server.url("/big.png"))
 
 
-@pytest.mark.parametrize(("status", "mapped"), [(404, 422), (403, 422), (500, 502), (503, 502)])
+@pytest.mark.parametrize(
+    ("status", "mapped"), [(404, 422), (403, 422), (408, 502), (429, 502), (500, 502), (503, 502)]
+)
 def test_upstream_errors(
     server: LoopbackServer, connector: MediaConnector, status: int, mapped: int
 ) -> None:

@@ -8,7 +8,8 @@
     │                               a file: URL while no allowed local folder is configured
     ├── OptionError(ValueError)     an unknown key or a bad value in media_io_kwargs (400)
     ├── TooLargeError(ValueError)   a byte, pixel, frame, duration or tensor limit (413)
-    ├── FetchError(ConnectionError) upstream status or network failure (502, 422 for upstream 4xx)
+    ├── FetchError(ConnectionError) upstream status or network failure (502; 422 for an
+    │                               upstream 4xx other than 408/429)
     │   └── FetchTimeout(TimeoutError)
     │                               the total deadline passed (504)
     └── DecodeError(ValueError)     not decodable (422) or an unsupported format (415)
@@ -130,6 +131,11 @@ class TooLargeError(MediaError, ValueError):
         )
 
 
+#: Upstream 4xx answers that say "not now" rather than "not this": a timeout (408) or
+#: rate limiting (429) is a failed fetch the client may retry (502), not a bad reference.
+TRANSIENT_UPSTREAM = frozenset({408, 429})
+
+
 class FetchError(MediaError, ConnectionError):
     """The upstream answered with an error status, or the network failed."""
 
@@ -143,7 +149,12 @@ class FetchError(MediaError, ConnectionError):
         url: str | None = None,
         http_status: int | None = None,
     ):
-        if http_status is None and upstream_status is not None and 400 <= upstream_status < 500:
+        if (
+            http_status is None
+            and upstream_status is not None
+            and 400 <= upstream_status < 500
+            and upstream_status not in TRANSIENT_UPSTREAM
+        ):
             http_status = 422
         super().__init__(message, url=url, http_status=http_status)
         self.upstream_status = upstream_status

@@ -182,7 +182,8 @@ class FileSource:
     def check(self, ref: ParsedURL, *, policy: MediaPolicy) -> None:
         if not policy.allowed_local_media_path:
             raise LocalMediaDisabledError(
-                "file: URLs are disabled; set allowed_local_media_path to allow a folder"
+                "Cannot load local files: file: URLs are disabled; set "
+                "allowed_local_media_path to allow a folder"
             )
 
     def fetch(
