@@ -36,6 +36,7 @@ def backend_for_video_processor(video_processor: str | None) -> str | None:
     backend = VIDEO_PROCESSOR_BACKENDS.get(video_processor, video_processor)
     return backend if backend in VIDEO_LOADER_REGISTRY else None
 
+
 VIDEO_LOADER_REGISTRY.register_lazy("pyav", "mediagate._media.video.pyav:PyAVVideoLoader")
 VIDEO_LOADER_REGISTRY.register_lazy(
     "opencv", "mediagate._media.video.opencv:OpenCVVideoLoader", extra="opencv"
