@@ -62,12 +62,19 @@ def _opt_side(modality: str, key: str, value: Any) -> Any:
 #: Decoder options of vLLM's video loaders. The built-in backends accept them and do
 #: not need them: they decode on the CPU with their own FFmpeg threads, always seek
 #: exactly, skip a frame that fails to decode by decoding on to the next, and sample
-#: uniformly (``max_duration`` only bounds vLLM's dynamic samplers). A backend that
-#: declares an option of the same name gets it.
+#: uniformly (``max_duration``, ``min_frames``, ``max_frames`` and
+#: ``temporal_patch_size`` only steer the model samplers, ``samplers``, so a server's
+#: defaults for a model's sampler hold for every backend). A backend that declares an
+#: option of the same name gets it.
 DECODER_OPTIONS: Mapping[str, OptionSpec] = {
     "backend": OptionSpec(_opt_choice(*DECODER_BACKENDS), "vLLM's decoding codec (not needed)"),
     "max_duration": OptionSpec(
         finite_number(0.0), "seconds the dynamic samplers consider (not needed)"
+    ),
+    "min_frames": OptionSpec(opt_int(1, 100_000), "a model sampler's fewest frames (not needed)"),
+    "max_frames": OptionSpec(opt_int(1, 100_000), "a model sampler's most frames (not needed)"),
+    "temporal_patch_size": OptionSpec(
+        opt_int(1, 16), "a model sampler's frame-count multiple (not needed)"
     ),
     "frame_recovery": OptionSpec(_opt_bool, "decode on past a failed frame (always done)"),
     "num_ffmpeg_threads": OptionSpec(opt_int(0, 256), "FFmpeg threads (FFmpeg's default)"),
@@ -152,6 +159,9 @@ class VideoMediaIO(MediaIO[MediaWithBytes[VideoResult]]):
                 raise OptionError(
                     f"video backend {backend!r} does not take option 'fps'", option="fps"
                 )
+            if self.fps is not None:
+                # The backend's own range for fps (a model's sampler needs fps > 0).
+                specs["fps"].check("video", "fps", self.fps)
             decoder_keys = {
                 k: loader_options.pop(k)
                 for k in list(loader_options)
@@ -220,8 +230,15 @@ class VideoMediaIO(MediaIO[MediaWithBytes[VideoResult]]):
             kwargs["fps"] = self.fps
         if getattr(self._loader_cls, "wants_policy", False):
             kwargs["policy"] = self.policy
-        result = loader.load_bytes(data, self.frame_cap, **kwargs)
-        return MediaWithBytes(self._checked(result), data)
+        # A model's sampler sets its own frame count (num_frames does not bound it), up
+        # to the policy's cap.
+        cap = (
+            self.frame_cap
+            if getattr(self._loader_cls, "takes_num_frames", True)
+            else self.policy.max_video_frames
+        )
+        result = loader.load_bytes(data, cap, **kwargs)
+        return MediaWithBytes(self._checked(result, cap), data)
 
     def load_base64(self, media_type: str, data: str) -> MediaWithBytes[VideoResult]:
         """Decode base64 video bytes, or a ``video/jpeg`` comma-separated JPEG sequence.
@@ -269,8 +286,8 @@ class VideoMediaIO(MediaIO[MediaWithBytes[VideoResult]]):
             parts.append(pybase64.b64encode(encoded).decode("ascii"))
         return ",".join(parts)
 
-    def _checked(self, result: Any) -> VideoResult:
-        """The loader's result, validated and cut to the frame cap."""
+    def _checked(self, result: Any, cap: int) -> VideoResult:
+        """The loader's result, validated and cut to ``cap`` frames."""
         if not isinstance(result, tuple) or len(result) != 2:
             raise DecodeError(f"video backend {self.video_backend!r} returned a malformed result")
         frames, metadata = result
@@ -286,7 +303,6 @@ class VideoMediaIO(MediaIO[MediaWithBytes[VideoResult]]):
                 f"video backend {self.video_backend!r} did not return uint8 frames "
                 "[N, H, W, 3] and a metadata dict"
             )
-        cap = self.frame_cap
         if frames.shape[0] > cap:
             frames = frames[:cap]
             metadata = dict(metadata)

@@ -1,15 +1,17 @@
 """What the builtin container loaders share: their options, the probe and the metadata.
 
-``SampledVideoLoader.load_bytes`` opens the bytes with ``container.open_video`` (sniffing,
-allowlists, ``max_pixels``), indexes the stream, picks the frames to return with the
-uniform sampling rule, reserves the decoded-output budget for them from the stream's
-declared frame size (``reserve_frames``) and builds the metadata; a subclass only
+``SampledVideoLoader.load_sampled`` opens the bytes with ``container.open_video``
+(sniffing, allowlists, ``max_pixels``), indexes the stream, picks the frames to return
+with a sampling rule (``load_bytes`` passes the uniform one; a model's sampler passes
+its own), reserves the decoded-output budget for them from the stream's declared frame
+size (``reserve_frames``) and builds the metadata (``describe``); a subclass only
 decodes the chosen frames.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import itertools
+from collections.abc import Callable, Mapping
 from typing import Any, ClassVar
 
 import numpy as np
@@ -17,13 +19,14 @@ import numpy.typing as npt
 from av.container import InputContainer
 from av.video.stream import VideoStream
 
+from ..._errors import DecodeError
 from ..._policy import MediaPolicy
 from ..base import OptionSpec
 from .container import StreamIndex, av_errors, index_stream, open_video
 from .limits import VideoLimits
 from .sampling import build_metadata, cap_num_frames, finite_number, sample_frame_indices
 
-__all__ = ["SAMPLING_OPTIONS", "SampledVideoLoader", "reserve_frames"]
+__all__ = ["SAMPLING_OPTIONS", "SampledVideoLoader", "SamplingRule", "reserve_frames"]
 
 _FPS = finite_number(0.0, allow_none=True)
 
@@ -33,6 +36,11 @@ SAMPLING_OPTIONS: Mapping[str, OptionSpec] = {
         _FPS, "sample at most this many frames per second of video (0 or unset: no cap)"
     ),
 }
+
+
+#: A sampling rule: the stream's packet index in, the frame numbers to return out
+#: (ascending, distinct, each in ``range(index.total)``, at least one).
+SamplingRule = Callable[[StreamIndex], list[int]]
 
 
 def reserve_frames(count: int, width: int, height: int, policy: MediaPolicy) -> None:
@@ -55,6 +63,10 @@ class SampledVideoLoader:
     options: ClassVar[Mapping[str, OptionSpec]] = SAMPLING_OPTIONS
     #: ``VideoMediaIO`` passes its ``MediaPolicy`` as ``policy=``.
     wants_policy: ClassVar[bool] = True
+    #: Whether ``num_frames`` bounds the frames returned. A loader whose sampling rule
+    #: sets its own count (a model's sampler) sets it to ``False``: ``VideoMediaIO``
+    #: then passes the policy's ``max_video_frames`` as ``num_frames`` instead.
+    takes_num_frames: ClassVar[bool] = True
 
     def load_bytes(
         self,
@@ -86,19 +98,54 @@ class SampledVideoLoader:
         policy = policy or MediaPolicy()
         cap = cap_num_frames(num_frames, policy.max_video_frames)
         fps = _FPS("video", "fps", fps)
+
+        def uniform(index: StreamIndex) -> list[int]:
+            return sample_frame_indices(
+                index.total, num_frames=cap, fps=fps, duration=index.duration
+            )
+
+        return self.load_sampled(data, uniform, policy)
+
+    def load_sampled(
+        self, data: bytes, rule: SamplingRule, policy: MediaPolicy
+    ) -> tuple[npt.NDArray[np.uint8], dict[str, Any]]:
+        """Decode the frames ``rule`` picks from the stream's index, and describe them.
+
+        Returns:
+            ``(frames, metadata)``: uint8 RGB frames ``[N, H, W, 3]`` and ``describe``'s dict.
+
+        Raises:
+            TooLargeError: the frame size exceeds ``max_pixels``, the sampled frames
+                the decoded-output budget, or the decode its deadline.
+            DecodeError: not a supported, intact video, or the rule picked no frame,
+                frames out of order or out of range.
+        """
         container, stream = open_video(data, max_pixels=policy.max_pixels)
         try:
             index = index_stream(container, stream, max_packets=policy.max_stream_packets)
-            targets = sample_frame_indices(
-                index.total, num_frames=cap, fps=fps, duration=index.duration
-            )
+            targets = [int(i) for i in rule(index)]
+            if (
+                not targets
+                or targets[0] < 0
+                or targets[-1] >= index.total
+                or any(a >= b for a, b in itertools.pairwise(targets))
+            ):
+                raise DecodeError(
+                    f"video backend {self.name!r} chose no valid frames from "
+                    f"{index.total} (ascending, distinct, in range)"
+                )
             with av_errors("probing the video stream"):
                 width, height = int(stream.codec_context.width), int(stream.codec_context.height)
             reserve_frames(len(targets), width, height, policy)
             frames = self.decode_targets(data, container, stream, index, targets, policy)
         finally:
             container.close()
-        metadata = build_metadata(
+        return frames, self.describe(index, targets)
+
+    def describe(self, index: StreamIndex, targets: list[int]) -> dict[str, Any]:
+        """The metadata returned next to the frames numbered ``targets`` of the stream
+        ``index`` describes (``sampling.build_metadata``, reported as this backend)."""
+        return build_metadata(
             total_num_frames=index.total,
             fps=index.fps,
             duration=index.duration,
@@ -106,7 +153,6 @@ class SampledVideoLoader:
             frames_indices=targets,
             do_sample_frames=len(targets) == index.total,
         )
-        return frames, metadata
 
     def decode_targets(
         self,
