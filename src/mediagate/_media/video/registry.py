@@ -23,8 +23,17 @@ __all__ = ["VIDEO_LOADER_REGISTRY", "VIDEO_PROCESSOR_BACKENDS", "backend_for_vid
 VIDEO_LOADER_REGISTRY: Registry[Any] = Registry("video loader")
 
 #: The backend whose sampling a model's video processor (its class name, as vLLM passes
-#: it to ``fetch_video(video_processor=...)``) expects its frames from.
-VIDEO_PROCESSOR_BACKENDS: dict[str, str] = {}
+#: it to ``fetch_video(video_processor=...)``) expects its frames from: vLLM 0.33's
+#: table, for the samplers mediagate has (``samplers``). vLLM's other processors
+#: (``EmbeddingGemma2VideoProcessor``, ``Glm46VVideoProcessor``,
+#: ``Glm5NextVideoProcessor``, ``GlmgaVideoProcessor``, ``Molmo2VideoProcessor``) have no
+#: sampler here and get the default backend.
+VIDEO_PROCESSOR_BACKENDS: dict[str, str] = {
+    "Qwen3VLVideoProcessor": "qwen3_vl",
+    "Cosmos3EdgeVideoProcessor": "qwen3_vl",
+    "Qwen2VLVideoProcessor": "qwen2_vl",
+    "Glm4vVideoProcessor": "opencv_dynamic",
+}
 
 
 def backend_for_video_processor(video_processor: str | None) -> str | None:
@@ -40,4 +49,9 @@ def backend_for_video_processor(video_processor: str | None) -> str | None:
 VIDEO_LOADER_REGISTRY.register_lazy("pyav", "mediagate._media.video.pyav:PyAVVideoLoader")
 VIDEO_LOADER_REGISTRY.register_lazy(
     "opencv", "mediagate._media.video.opencv:OpenCVVideoLoader", extra="opencv"
+)
+VIDEO_LOADER_REGISTRY.register_lazy("qwen3_vl", "mediagate._media.video.samplers:Qwen3VLSampler")
+VIDEO_LOADER_REGISTRY.register_lazy("qwen2_vl", "mediagate._media.video.samplers:Qwen2VLSampler")
+VIDEO_LOADER_REGISTRY.register_lazy(
+    "opencv_dynamic", "mediagate._media.video.samplers:DynamicSampler"
 )
