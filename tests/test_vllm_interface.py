@@ -264,9 +264,14 @@ def test_vllms_default_video_backend_applies_unless_the_server_names_one(
 
     monkeypatch.setenv("VLLM_VIDEO_LOADER_BACKEND", "opencv")
     with VllmMediaConnector() as conn:
-        assert conn.media_io_kwargs["video"] == {"video_backend": "opencv"}
+        assert conn.media_io("video").video_backend == "opencv"
+        # The model's video processor names its sampler, which wins over the variable.
+        sampled = conn._video_io(video_processor="Qwen3VLVideoProcessor")
+        assert sampled.video_backend == "qwen3_vl"
+        assert conn.media_io("video", {"video_backend": "pyav"}).video_backend == "pyav"
     with VllmMediaConnector({"video": {"video_backend": "pyav", "num_frames": 4}}) as conn:
-        assert conn.media_io_kwargs["video"] == {"video_backend": "pyav", "num_frames": 4}
+        assert conn.media_io("video").video_backend == "pyav"
+        assert conn._video_io(video_processor="Qwen3VLVideoProcessor").video_backend == "pyav"
     for malformed in ({"video": [1, 2]}, {"video": "x"}, ["video"]):
         with pytest.raises(OptionError):
             VllmMediaConnector(malformed)  # type: ignore[arg-type]

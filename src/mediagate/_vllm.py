@@ -31,7 +31,7 @@ from ._connector import MediaConnector
 from ._errors import FetchError, TooLargeError
 from ._media.budget import DecodedBudget
 from ._media.results import MediaWithBytes
-from ._media.video.registry import VIDEO_LOADER_REGISTRY
+from ._media.video.registry import VIDEO_LOADER_REGISTRY, backend_for_video_processor
 from ._policy import MediaPolicy
 
 __all__ = ["NAME", "UpstreamClientError", "VllmDecodedBudget", "VllmMediaConnector", "register"]
@@ -156,9 +156,10 @@ class VllmMediaConnector(MediaConnector):
 
     The policy is ``MediaPolicy.from_env()`` tightened by vLLM's own media flags where
     they are set (``VLLM_MEDIA_URL_ALLOW_REDIRECTS=0``, ``VLLM_MAX_IMAGE_PIXELS``, the
-    ``VLLM_*_FETCH_TIMEOUT`` deadlines); ``VLLM_VIDEO_LOADER_BACKEND`` is the default
-    video backend; the cache is ``MediaCache.from_env()``, else the one
-    ``VLLM_MEDIA_CACHE`` names. ``connection`` (vLLM's HTTP client) is not used:
+    ``VLLM_*_FETCH_TIMEOUT`` deadlines); ``VLLM_VIDEO_LOADER_BACKEND`` is the video
+    backend when neither the options nor the model's video processor name one; the cache
+    is ``MediaCache.from_env()``, else the one ``VLLM_MEDIA_CACHE`` names.
+    ``connection`` (vLLM's HTTP client) is not used:
     every fetch goes through mediagate's guarded fetcher.
     """
 
@@ -194,9 +195,10 @@ class VllmMediaConnector(MediaConnector):
         budget = decoded_budget
         if budget is not None and not isinstance(budget, DecodedBudget):
             budget = VllmDecodedBudget(budget)
-        kwargs = _with_video_backend(media_io_kwargs, settings.get("video_backend"))
+        #: ``VLLM_VIDEO_LOADER_BACKEND``: the backend when nothing else names one.
+        self._default_video_backend: str | None = settings.get("video_backend")
         super().__init__(
-            kwargs,
+            media_io_kwargs,
             allowed_local_media_path=allowed_local_media_path,
             allowed_media_domains=allowed_media_domains,
             policy=policy,
@@ -211,11 +213,21 @@ class VllmMediaConnector(MediaConnector):
         request: Mapping[str, Any] | None = None,
         video_processor: str | None = None,
     ) -> Any:
-        own = request if isinstance(request, Mapping) else {}
-        options = {**self.media_io_kwargs.get("video", {}), **own}
-        name = options.get("video_backend")
-        if name is None and video_processor is not None:
-            name = _vllm_backend_for_processor(video_processor)
+        """The video ``MediaIO``, its backend chosen as vLLM chooses: the server's or the
+        request's ``video_backend``, else the sampler of the model's video processor
+        (mediagate's own, or vLLM's handed the bytes), else ``VLLM_VIDEO_LOADER_BACKEND``."""
+        if not isinstance(request, (Mapping, type(None))):
+            return super()._video_io(image_mode, request, video_processor)
+        options = {**self.media_io_kwargs.get("video", {}), **(request or {})}
+        if options.get("video_backend") is None:
+            name = backend_for_video_processor(video_processor)
+            if name is None and video_processor is not None:
+                name = _vllm_backend_for_processor(video_processor)
+            if name is None:
+                name = self._default_video_backend
+            if name is not None:
+                request = {**(request or {}), "video_backend": name}
+        name = (request or {}).get("video_backend", options.get("video_backend"))
         if isinstance(name, str):
             _bridge_vllm_loader(name)
         return super()._video_io(image_mode, request, video_processor)
@@ -258,17 +270,6 @@ class VllmMediaConnector(MediaConnector):
         return _as_vllm(await super().load_from_url_async(url, media_io, **kwargs))
 
 
-def _with_video_backend(media_io_kwargs: Mapping[str, Any] | None, backend: str | None) -> Any:
-    """The server's options with vLLM's default video backend filled in where they
-    name none (anything malformed is left for the connector to refuse)."""
-    if backend is None or not isinstance(media_io_kwargs, (Mapping, type(None))):
-        return media_io_kwargs
-    video = (media_io_kwargs or {}).get("video", {})
-    if not isinstance(video, Mapping) or "video_backend" in video:
-        return media_io_kwargs
-    return {**(media_io_kwargs or {}), "video": {**video, "video_backend": backend}}
-
-
 def _vllm_backend_for_processor(video_processor: str) -> str | None:
     from vllm.multimodal.video import VIDEO_LOADER_REGISTRY as VLLM_LOADERS
 
@@ -277,6 +278,9 @@ def _vllm_backend_for_processor(video_processor: str) -> str | None:
 
 
 _bridged: set[str] = set()
+
+#: vLLM's loaders that sample ``num_frames`` uniformly (the rest choose their count).
+_UNIFORM_VLLM_LOADERS = frozenset({"opencv", "torchcodec", "pynvvideocodec", "deepstream"})
 
 
 def _bridge_vllm_loader(name: str) -> None:
@@ -296,6 +300,10 @@ def _bridge_vllm_loader(name: str) -> None:
 
     class VllmLoaderBridge:
         """vLLM's ``{name}`` video loader, given bytes mediagate fetched."""
+
+        # vLLM's model samplers pick their own frame count; only its uniform loaders
+        # take num_frames.
+        takes_num_frames = name in _UNIFORM_VLLM_LOADERS
 
         def load_bytes(self, data: bytes, num_frames: int = -1, **options: Any) -> Any:
             frames, metadata = vllm_loader.load_bytes(data, num_frames=num_frames, **options)
