@@ -387,7 +387,7 @@ class MediaConnector:
         return self.policy.timeout_for(modality)
 
     def _parse(self, url: str) -> ParsedURL:
-        return parse_url(url, SOURCE_REGISTRY.names(), max_length=self.policy.max_url_length)
+        return parse_url(url, SOURCE_REGISTRY, max_length=self.policy.max_url_length)
 
     def _source(self, scheme: str) -> Any:
         """This connector's instance of the source registered for ``scheme``."""

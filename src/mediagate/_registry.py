@@ -115,6 +115,9 @@ class Registry(Generic[T]):
     def __contains__(self, name: object) -> bool:
         return name in self._entries or name in self._lazy
 
+    def __len__(self) -> int:
+        return len(self._entries.keys() | self._lazy.keys())
+
     def __iter__(self) -> Iterator[str]:
         return iter(self.names())
 

@@ -568,7 +568,11 @@ class ImageMediaIO(MediaIO[MediaWithBytes[Image.Image]]):
             checked.get("max_pixels", self.policy.max_pixels), self.policy.max_pixels
         )
         # A request may only lower the server's pixel cap.
-        self._limits = self.policy.replace(max_pixels=self.max_pixels)
+        self._limits = (
+            self.policy
+            if self.max_pixels == self.policy.max_pixels
+            else self.policy.replace(max_pixels=self.max_pixels)
+        )
         self.kwargs = {k: v for k, v in checked.items() if k != "image_mode"}
         self._formats = _enabled_formats()
 
