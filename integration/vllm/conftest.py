@@ -164,6 +164,13 @@ def pytest_collection_modifyitems(
         SWAPPED.add(module.__name__)
 
 
+@pytest.fixture
+def offline_guard() -> OfflineGuard:
+    """The suite's offline guard; ``refused()`` lists what this test tried to reach
+    (the per-test record takes the list only after the test)."""
+    return GUARD
+
+
 @pytest.fixture(autouse=True)
 def _mediagate_usage(
     request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch

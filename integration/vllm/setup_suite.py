@@ -7,7 +7,8 @@ only the standard library is used here. Three steps, each skipped when already d
    page, the link's ``sha256`` fragment checked) into ``integration/vllm/.work/downloads``.
 2. vLLM's ``tests/multimodal/media/*.py`` and the helper modules they import are extracted
    from it into ``integration/vllm/.work/suite``; the helper ``tests/conftest.py`` is this
-   folder's ``vllm_tests_conftest.py`` (vLLM's own imports the whole engine).
+   folder's ``vllm_tests_conftest.py`` (vLLM's own imports the whole engine). The suite's
+   own tests (``own_tests/``) are copied beside them.
 3. ``integration/vllm/.venv`` is built with the reference environment's recipe
    (``benchmarks/_reference.py``): torch 2.13.0 (the local CPU build), ``vllm==0.33.0``
    without dependencies, the packages vLLM's media layer imports; then mediagate (editable,
@@ -50,6 +51,7 @@ from _reference import (  # noqa: E402
 )
 
 __all__ = [
+    "OWN_TESTS",
     "PYTHON",
     "SUITE",
     "TEST_PACKAGES",
@@ -79,6 +81,9 @@ TEST_GLOB = "tests/multimodal/media/test_*.py"
 CONFTEST = "tests/conftest.py"
 #: Data files the test modules open from the sdist (``ASSETS_DIR`` beside them).
 DATA_DIRS = ("tests/multimodal/assets/",)
+#: The suite's own tests (vLLM code paths its media tests do not reach), copied into the
+#: suite folder as ``own_tests/`` so they run under the same rootdir and conftest.
+OWN_TESTS = HERE / "own_tests"
 #: The head of the suite's ``tests/conftest.py``: the imports of the pieces below.
 CONFTEST_STAND_IN = HERE / "vllm_tests_conftest.py"
 #: The top-level definitions of vLLM's ``tests/conftest.py`` the media tests use (names
@@ -255,7 +260,8 @@ def _imported_helpers(source: str, module: str) -> set[str]:
 
 
 def ensure_suite(sdist: Path, log: Callable[[str], None] = print) -> Path:
-    """Extract the media tests and their helpers from ``sdist`` into ``SUITE`` (anew).
+    """Extract the media tests and their helpers from ``sdist`` into ``SUITE`` (anew), and
+    copy the suite's own tests (``OWN_TESTS``) beside them.
 
     ``tests/conftest.py`` is not vLLM's: it is ``vllm_tests_conftest.py`` from this folder
     followed by the ``CONFTEST_PIECES`` of vLLM's file.
@@ -304,6 +310,7 @@ def ensure_suite(sdist: Path, log: Callable[[str], None] = print) -> Path:
             destination.write_bytes(_read_member_bytes(archive, members[path]))
         pieces = _conftest_pieces(_read_member(archive, members[CONFTEST]))
     (SUITE / CONFTEST).write_text(CONFTEST_STAND_IN.read_text() + "\n\n" + pieces)
+    shutil.copytree(OWN_TESTS, SUITE / OWN_TESTS.name, ignore=shutil.ignore_patterns("__pycache__"))
     log(f"extracted {len(tests)} test modules and {len(wanted) - len(tests)} other files")
     return SUITE
 
