@@ -287,3 +287,28 @@ def test_a_refusal_names_the_request_budget_that_ran_out() -> None:
         with pytest.raises(ValueError, match="VLLM_MAX_MEDIA_REQUEST_DECODE_BYTES"):
             conn.fetch_audio(url)
     assert budget.used == 3200 and budget.reserved == 0
+
+
+def test_vllms_budget_shape_works_with_the_plain_connector_and_mediaios() -> None:
+    from mediagate import DecodedBudget, ImageMediaIO
+
+    budget = StandInDecodedBudget(limit=5000)
+    with MediaConnector(decoded_budget=budget) as conn:
+        assert isinstance(conn.decoded_budget, DecodedBudget)
+        conn.fetch_audio(data_url(wav()))
+        with pytest.raises(TooLargeError, match="StandInDecodedBudget"):
+            conn.fetch_audio(data_url(wav()))
+    assert budget.used == 3200 and budget.reserved == 0
+    images = StandInDecodedBudget(limit=10_000)
+    ImageMediaIO(decoded_budget=images).load_bytes(png_bytes())
+    assert images.used == 40 * 30 * 3 and images.reserved == 0
+
+
+@pytest.mark.parametrize("budget", [object(), 5, "budget"])
+def test_anything_else_is_refused_as_a_budget(budget: object) -> None:
+    from mediagate import ImageMediaIO
+
+    with pytest.raises(TypeError, match="decoded_budget"):
+        MediaConnector(decoded_budget=budget)  # type: ignore[arg-type]
+    with pytest.raises(OptionError, match="decoded_budget"):
+        ImageMediaIO(decoded_budget=budget)  # type: ignore[arg-type]

@@ -34,7 +34,7 @@ from ._fetch import run_on_fetch_loop
 from ._local import check_allowed_root
 from ._media._helpers import cpu_count
 from ._media.base import MediaIO, MediaWithBytes
-from ._media.budget import DecodedBudget
+from ._media.budget import DecodedBudget, as_decoded_budget
 from ._media.image import ImageMediaIO
 from ._modalities import (
     SNIFF_BYTES,
@@ -213,7 +213,9 @@ class MediaConnector:
             (``MediaPolicy.max_in_flight``, default 64).
         decoded_budget: a ``DecodedBudget`` shared by every item this connector decodes
             (one connector per request, as inference servers build them): each item
-            reserves its decoded-output budget from it before decoding.
+            reserves its decoded-output budget from it before decoding. Another
+            library's budget with ``reserve``/``settle``/``charge`` (vLLM's
+            ``MediaDecodedBudget``) is used through ``BorrowedBudget``.
         download_budget: an object whose ``charge(num_bytes)`` is called with the size of
             every download this connector makes (not cache hits, ``data:`` or ``file:``),
             and raises to refuse it (vLLM's ``MediaRequestDownloadBudget`` is one).
@@ -239,9 +241,7 @@ class MediaConnector:
     ) -> None:
         if policy is not None and not isinstance(policy, MediaPolicy):
             raise TypeError("policy must be a MediaPolicy")
-        if decoded_budget is not None and not isinstance(decoded_budget, DecodedBudget):
-            raise TypeError("decoded_budget must be a DecodedBudget")
-        self.decoded_budget = decoded_budget
+        self.decoded_budget = as_decoded_budget(decoded_budget)
         if download_budget is not None and not callable(getattr(download_budget, "charge", None)):
             raise TypeError("download_budget must have a charge(num_bytes) method")
         self.download_budget = download_budget

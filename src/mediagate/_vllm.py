@@ -28,8 +28,8 @@ import numpy as np
 from ._cache import MediaCache
 from ._config import vllm_settings_from_env
 from ._connector import MediaConnector
-from ._errors import FetchError, TooLargeError
-from ._media.budget import DecodedBudget
+from ._errors import FetchError
+from ._media.budget import BorrowedBudget, DecodedBudget
 from ._media.results import MediaWithBytes
 from ._media.video.registry import VIDEO_LOADER_REGISTRY, backend_for_video_processor
 from ._policy import MediaPolicy
@@ -45,43 +45,11 @@ logger = logging.getLogger("mediagate")
 NAME = "mediagate"
 
 
-class VllmDecodedBudget(DecodedBudget):
-    """vLLM's per-request ``MediaDecodedBudget`` seen through mediagate's budget.
-
-    vLLM's object keeps its own limit (``VLLM_MAX_MEDIA_REQUEST_DECODE_BYTES``); its
-    refusals become ``TooLargeError(limit="max_decoded_bytes")``.
-    """
+class VllmDecodedBudget(BorrowedBudget):
+    """vLLM's per-request ``MediaDecodedBudget`` seen through mediagate's budget: it
+    keeps its own limit (``VLLM_MAX_MEDIA_REQUEST_DECODE_BYTES``), which refusals name."""
 
     limit_name = "VLLM_MAX_MEDIA_REQUEST_DECODE_BYTES"
-
-    def __init__(self, budget: Any) -> None:
-        super().__init__(1 << 62)
-        self._vllm = budget
-
-    def _translated(self, exc: ValueError) -> TooLargeError:
-        return TooLargeError(str(exc), limit="max_decoded_bytes")
-
-    def reserve(self, max_bytes: int, *, timeout: float | None = None) -> int:
-        try:
-            reserved: int = self._vllm.reserve(max_bytes)
-        except ValueError as exc:
-            raise self._translated(exc) from exc
-        return reserved
-
-    def settle(self, reserved: int, decoded_bytes: int) -> None:
-        try:
-            self._vllm.settle(reserved, decoded_bytes)
-        except ValueError as exc:
-            raise self._translated(exc) from exc
-
-    def release(self, reserved: int) -> None:
-        self._vllm.settle(reserved, 0)
-
-    def charge(self, decoded_bytes: int) -> None:
-        try:
-            self._vllm.charge(decoded_bytes)
-        except ValueError as exc:
-            raise self._translated(exc) from exc
 
 
 def _as_vllm(result: Any) -> Any:
@@ -194,7 +162,7 @@ class VllmMediaConnector(MediaConnector):
         }
         budget = decoded_budget
         if budget is not None and not isinstance(budget, DecodedBudget):
-            budget = VllmDecodedBudget(budget)
+            budget = VllmDecodedBudget(budget)  # vLLM's, named as vLLM names its limit
         #: ``VLLM_VIDEO_LOADER_BACKEND``: the backend when nothing else names one.
         self._default_video_backend: str | None = settings.get("video_backend")
         super().__init__(

@@ -30,7 +30,14 @@ from .._errors import (
 )
 from .._local import read_file_capped
 from .._policy import MediaPolicy
-from .budget import DecodedBudget, DecodeLimits, current_limits, decoded_size, decoding
+from .budget import (
+    DecodedBudget,
+    DecodeLimits,
+    as_decoded_budget,
+    current_limits,
+    decoded_size,
+    decoding,
+)
 from .results import MediaWithBytes
 
 __all__ = [
@@ -301,10 +308,12 @@ class MediaIO(ABC, Generic[T]):
     ) -> None:
         if policy is not None and not isinstance(policy, MediaPolicy):
             raise OptionError("policy must be a MediaPolicy", option="policy")
-        if decoded_budget is not None and not isinstance(decoded_budget, DecodedBudget):
-            raise OptionError("decoded_budget must be a DecodedBudget", option="decoded_budget")
+        try:
+            budget = as_decoded_budget(decoded_budget)
+        except TypeError as exc:
+            raise OptionError(str(exc), option="decoded_budget") from exc
         self.policy = policy if policy is not None else MediaPolicy()
-        self.decoded_budget = decoded_budget
+        self.decoded_budget = budget
 
     @property
     def isolatable(self) -> bool:

@@ -21,12 +21,15 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 from .._errors import TooLargeError
 
 __all__ = [
+    "BorrowedBudget",
     "DecodeLimits",
     "DecodedBudget",
+    "as_decoded_budget",
     "check_deadline",
     "current_limits",
     "decoded_size",
@@ -140,6 +143,65 @@ class DecodedBudget:
 
     def __repr__(self) -> str:
         return f"DecodedBudget(limit={self.limit}, used={self.used})"
+
+
+class BorrowedBudget(DecodedBudget):
+    """Another library's per-request decoded-bytes budget (one with ``reserve(n) -> int``,
+    ``settle(reserved, decoded)`` and ``charge(n)``, such as vLLM's ``MediaDecodedBudget``)
+    used where a ``DecodedBudget`` is expected. It keeps its own limit; the
+    ``ValueError`` it raises to refuse becomes ``TooLargeError(limit="max_decoded_bytes")``.
+    """
+
+    def __init__(self, budget: Any) -> None:
+        super().__init__(1 << 62)
+        self.borrowed = budget
+        if type(self).limit_name == DecodedBudget.limit_name:
+            self.limit_name = f"decoded budget ({type(budget).__name__})"
+
+    @staticmethod
+    def _translated(exc: ValueError) -> TooLargeError:
+        return TooLargeError(str(exc), limit="max_decoded_bytes")
+
+    def reserve(self, max_bytes: int, *, timeout: float | None = None) -> int:
+        try:
+            reserved = self.borrowed.reserve(max_bytes)
+        except ValueError as exc:
+            raise self._translated(exc) from exc
+        if isinstance(reserved, bool) or not isinstance(reserved, int) or reserved < 0:
+            raise TypeError("the borrowed budget's reserve() must return a byte count")
+        return reserved
+
+    def settle(self, reserved: int, decoded_bytes: int) -> None:
+        try:
+            self.borrowed.settle(reserved, decoded_bytes)
+        except ValueError as exc:
+            raise self._translated(exc) from exc
+
+    def release(self, reserved: int) -> None:
+        self.borrowed.settle(reserved, 0)
+
+    def charge(self, decoded_bytes: int) -> None:
+        try:
+            self.borrowed.charge(decoded_bytes)
+        except ValueError as exc:
+            raise self._translated(exc) from exc
+
+    def __repr__(self) -> str:
+        return f"BorrowedBudget({type(self.borrowed).__name__})"
+
+
+def as_decoded_budget(budget: Any) -> DecodedBudget | None:
+    """``budget`` as a ``DecodedBudget``: itself, another library's borrowed (see
+    ``BorrowedBudget``), or ``None``.
+
+    Raises:
+        TypeError: it is neither.
+    """
+    if budget is None or isinstance(budget, DecodedBudget):
+        return budget
+    if all(callable(getattr(budget, name, None)) for name in ("reserve", "settle", "charge")):
+        return BorrowedBudget(budget)
+    raise TypeError("decoded_budget must be a DecodedBudget (or have reserve, settle, charge)")
 
 
 @dataclass(frozen=True)
