@@ -692,18 +692,25 @@ class MediaConnector:
         video_processor: str | None = None,
     ) -> Any:
         from ._media.video.io import VideoMediaIO
-        from ._media.video.registry import backend_for_video_processor
 
         options = VideoMediaIO.merge_kwargs(
             self.media_io_kwargs.get("video"), _request_options("video", request)
         )
-        backend = backend_for_video_processor(video_processor)
-        if backend is not None and "video_backend" not in options:
-            # The model's video processor names the sampler its frames must come from.
+        backend = self._video_backend(options.get("video_backend"), video_processor)
+        if backend is not None:
             options["video_backend"] = backend
         # Frames are RGB arrays whatever the image settings; ``image_mode`` is accepted
         # for the signature vLLM calls.
         return self._budgeted(VideoMediaIO(self._image_io("RGB"), policy=self.policy, **options))
+
+    def _video_backend(self, named: Any, video_processor: str | None) -> Any:
+        """The video backend: the one the options name, else the sampler the model's
+        video processor expects its frames from, else ``None`` (the default)."""
+        if named is not None:
+            return named
+        from ._media.video.registry import backend_for_video_processor
+
+        return backend_for_video_processor(video_processor)
 
     def _audio_io(self, request: Mapping[str, Any] | None = None) -> Any:
         from ._media.audio import AudioMediaIO

@@ -20,7 +20,6 @@ from __future__ import annotations
 import functools
 import logging
 from collections.abc import Awaitable, Callable, Mapping
-from types import EllipsisType
 from typing import Any, ParamSpec, TypeVar
 
 import numpy as np
@@ -31,7 +30,7 @@ from ._connector import MediaConnector
 from ._errors import FetchError
 from ._media.budget import BorrowedBudget, DecodedBudget
 from ._media.results import MediaWithBytes
-from ._media.video.registry import VIDEO_LOADER_REGISTRY, backend_for_video_processor
+from ._media.video.registry import VIDEO_LOADER_REGISTRY
 from ._policy import MediaPolicy
 
 __all__ = ["NAME", "UpstreamClientError", "VllmDecodedBudget", "VllmMediaConnector", "register"]
@@ -175,30 +174,18 @@ class VllmMediaConnector(MediaConnector):
             download_budget=download_budget,
         )
 
-    def _video_io(
-        self,
-        image_mode: str | EllipsisType | None = ...,
-        request: Mapping[str, Any] | None = None,
-        video_processor: str | None = None,
-    ) -> Any:
-        """The video ``MediaIO``, its backend chosen as vLLM chooses: the server's or the
-        request's ``video_backend``, else the sampler of the model's video processor
-        (mediagate's own, or vLLM's handed the bytes), else ``VLLM_VIDEO_LOADER_BACKEND``."""
-        if not isinstance(request, (Mapping, type(None))):
-            return super()._video_io(image_mode, request, video_processor)
-        options = {**self.media_io_kwargs.get("video", {}), **(request or {})}
-        if options.get("video_backend") is None:
-            name = backend_for_video_processor(video_processor)
-            if name is None and video_processor is not None:
-                name = _vllm_backend_for_processor(video_processor)
-            if name is None:
-                name = self._default_video_backend
-            if name is not None:
-                request = {**(request or {}), "video_backend": name}
-        name = (request or {}).get("video_backend", options.get("video_backend"))
+    def _video_backend(self, named: Any, video_processor: str | None) -> Any:
+        """The backend as vLLM chooses it: the options', else the sampler of the model's
+        video processor (mediagate's own, or vLLM's handed the bytes), else
+        ``VLLM_VIDEO_LOADER_BACKEND``."""
+        name = super()._video_backend(named, video_processor)
+        if name is None and video_processor is not None:
+            name = _vllm_backend_for_processor(video_processor)
+        if name is None:
+            name = self._default_video_backend
         if isinstance(name, str):
             _bridge_vllm_loader(name)
-        return super()._video_io(image_mode, request, video_processor)
+        return name
 
     def _timeout(self, modality: str, fetch_timeout: float | None) -> float:
         if fetch_timeout is None and modality in self._fetch_timeouts:
