@@ -200,3 +200,14 @@ def test_load_media_options_must_be_a_mapping(media_root: Path, options: object)
     with MediaConnector(allowed_local_media_path=media_root) as conn:
         with pytest.raises(OptionError, match="media_io_kwargs"):
             conn.load_media((media_root / "clip").as_uri(), media_io_kwargs=options)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("timeout", [0, -1, float("nan"), float("inf"), True, "5"])
+def test_load_media_refuses_a_bad_fetch_timeout(media_root: Path, timeout: object) -> None:
+    with MediaConnector(allowed_local_media_path=media_root) as conn:
+        with pytest.raises(OptionError, match="fetch_timeout"):
+            conn.load_media((media_root / "clip").as_uri(), fetch_timeout=timeout)  # type: ignore[arg-type]
+        with pytest.raises(OptionError, match="fetch_timeout"):
+            asyncio.run(
+                conn.load_media_async((media_root / "clip").as_uri(), fetch_timeout=timeout)  # type: ignore[arg-type]
+            )

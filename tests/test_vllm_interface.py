@@ -312,3 +312,33 @@ def test_anything_else_is_refused_as_a_budget(budget: object) -> None:
         MediaConnector(decoded_budget=budget)  # type: ignore[arg-type]
     with pytest.raises(OptionError, match="decoded_budget"):
         ImageMediaIO(decoded_budget=budget)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("VLLM_MAX_IMAGE_PIXELS", "many"),
+        ("VLLM_MEDIA_URL_ALLOW_REDIRECTS", "maybe"),
+        ("VLLM_IMAGE_FETCH_TIMEOUT", "nan"),
+        ("VLLM_VIDEO_FETCH_TIMEOUT", "-3"),
+        ("VLLM_MEDIA_CACHE_MAX_SIZE_MB", "lots"),
+    ],
+)
+def test_malformed_vllm_flags_are_a_clear_configuration_error(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, name: str, value: str
+) -> None:
+    from mediagate._vllm import VllmMediaConnector
+
+    monkeypatch.setenv("VLLM_MEDIA_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv(name, value)
+    with pytest.raises(ValueError, match=name):
+        VllmMediaConnector()
+
+
+def test_a_non_positive_pixel_cap_flag_is_vllms_off_switch(monkeypatch: pytest.MonkeyPatch) -> None:
+    from mediagate import MediaPolicy
+    from mediagate._vllm import VllmMediaConnector
+
+    monkeypatch.setenv("VLLM_MAX_IMAGE_PIXELS", "0")
+    with VllmMediaConnector() as conn:
+        assert conn.policy.max_pixels == MediaPolicy().max_pixels  # never raised, never zero
