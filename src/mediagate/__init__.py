@@ -26,6 +26,17 @@ from ._media.video.loader import SampledVideoLoader
 from ._media.video.registry import VIDEO_LOADER_REGISTRY
 from ._modalities import guess_modality, sniff_modality
 from ._policy import MediaPolicy
+from ._requests import (
+    MediaPart,
+    RequestLimits,
+    ResolvedItem,
+    ResolvedRequest,
+    content_hash,
+    find_media_parts,
+    openai_error_body,
+    resolve_chat_request,
+    resolve_chat_request_async,
+)
 from ._sources import SOURCE_REGISTRY, Source, SourceResult
 
 __all__ = [
@@ -47,18 +58,27 @@ __all__ = [
     "MediaConnector",
     "MediaError",
     "MediaIO",
+    "MediaPart",
     "MediaPolicy",
     "MediaWithBytes",
     "OptionError",
     "OptionSpec",
     "PolicyError",
+    "RequestLimits",
+    "ResolvedItem",
+    "ResolvedRequest",
     "SampledVideoLoader",
     "Source",
     "SourceResult",
     "TooLargeError",
     "VideoEmbeddingMediaIO",
     "VideoMediaIO",
+    "content_hash",
+    "find_media_parts",
     "guess_modality",
+    "openai_error_body",
+    "resolve_chat_request",
+    "resolve_chat_request_async",
     "sniff_modality",
 ]
 

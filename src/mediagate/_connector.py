@@ -427,9 +427,11 @@ class MediaConnector:
             )
         return fetched
 
-    def _charge_download(self, source: Any, fetched: SourceResult) -> None:
-        """Count a download against the request's ``download_budget``."""
-        budget = self.download_budget
+    @staticmethod
+    def _charge_download(
+        source: Any, fetched: SourceResult, budget: DownloadBudget | None
+    ) -> None:
+        """Count a download against the request's download budget."""
         if budget is None or getattr(source, "local", False):
             return
         try:
@@ -467,27 +469,39 @@ class MediaConnector:
 
     # -- the sync twin ------------------------------------------------------------------
 
+    def _fetch(
+        self, ref: ParsedURL, limit: int, timeout: float, budget: DownloadBudget | None
+    ) -> tuple[SourceResult, bool]:
+        """Rules -> cache -> source for one parsed reference: its bytes, held to ``limit``
+        and charged to ``budget`` when downloaded, and whether the cache had them."""
+        source, cache = self._start(ref)
+        cached = cache.get(self._cache_key(ref)) if cache is not None else None
+        if cached is not None:
+            return SourceResult(data=cached), True
+        with error_boundary(f"fetching the {ref.scheme} reference", default=FetchError):
+            answer = source.fetch(ref, policy=self.policy, limit=limit, timeout=timeout)
+        fetched = self._checked(answer, limit)
+        self._charge_download(source, fetched, budget)
+        return fetched, False
+
+    def _store(self, ref: ParsedURL, fetched: SourceResult) -> None:
+        """File bytes that decoded under ``ref`` in the cache, when its source caches."""
+        cache = self._cache_for(self._source(ref.scheme))
+        if cache is not None:
+            cache.put(self._cache_key(ref), bytes(fetched.data))
+
     def _pipeline(self, ref: ParsedURL, plan: _Plan[_M], timeout: float, report: LoadReport) -> _M:
         """Rules -> cache -> source -> decode for one parsed reference."""
         start = time.perf_counter()
-        source, cache = self._start(ref)
-        key = self._cache_key(ref) if cache is not None else ""
-        cached = cache.get(key) if cache is not None else None
-        if cached is not None:
-            fetched = SourceResult(data=cached)
-        else:
-            with error_boundary(f"fetching the {ref.scheme} reference", default=FetchError):
-                answer = source.fetch(ref, policy=self.policy, limit=plan.limit, timeout=timeout)
-            fetched = self._checked(answer, plan.limit)
-            self._charge_download(source, fetched)
-        report.cached = cached is not None
+        fetched, cached = self._fetch(ref, plan.limit, timeout, self.download_budget)
+        report.cached = cached
         report.num_bytes = fetched.size
         decode_start = time.perf_counter()
         report.stages["fetch"] = decode_start - start
         result = self._decode(plan, fetched, report)
         report.stages["decode"] = time.perf_counter() - decode_start
-        if cache is not None and cached is None:
-            cache.put(key, bytes(fetched.data))
+        if not cached:
+            self._store(ref, fetched)
         return result
 
     @_entry
@@ -543,37 +557,58 @@ class MediaConnector:
             return await run_on_fetch_loop(pipeline)
         return await pipeline
 
+    async def _fetch_async(
+        self, ref: ParsedURL, limit: int, timeout: float, budget: DownloadBudget | None
+    ) -> tuple[SourceResult, bool]:
+        """The async ``_fetch``, for a source with ``fetch_async``; cache reads in the pool."""
+        source, cache = self._start(ref)
+        key = self._cache_key(ref) if cache is not None else ""
+        cached = await self._in_pool(cache.get, key) if cache is not None else None
+        if cached is not None:
+            return SourceResult(data=cached), True
+        with error_boundary(f"fetching the {ref.scheme} reference", default=FetchError):
+            answer = await source.fetch_async(ref, policy=self.policy, limit=limit, timeout=timeout)
+        fetched = self._checked(answer, limit)
+        self._charge_download(source, fetched, budget)
+        return fetched, False
+
+    async def _fetch_anywhere(
+        self, ref: ParsedURL, limit: int, timeout: float, budget: DownloadBudget | None
+    ) -> tuple[SourceResult, bool]:
+        """``_fetch`` awaited from any loop: a blocking source in the pool, the guarded
+        fetcher on the fetch loop, any other async source here."""
+        source = self._source(ref.scheme)
+        if getattr(source, "fetch_async", None) is None:
+            return await self._in_pool(self._fetch, ref, limit, timeout, budget)
+        fetch = self._fetch_async(ref, limit, timeout, budget)
+        if getattr(source, "runs_on_fetch_loop", False):
+            return await run_on_fetch_loop(fetch)
+        return await fetch
+
     async def _pipeline_async(
         self, ref: ParsedURL, plan: _Plan[_M], timeout: float, report: LoadReport
     ) -> _M:
         """The async ``_pipeline``: the same steps, awaited; blocking steps in the pool."""
         start = time.perf_counter()
-        source, cache = self._start(ref)
-        key = self._cache_key(ref) if cache is not None else ""
-        cached = await self._in_pool(cache.get, key) if cache is not None else None
-        if cached is not None:
-            fetched = SourceResult(data=cached)
-        else:
-            with error_boundary(f"fetching the {ref.scheme} reference", default=FetchError):
-                answer = await source.fetch_async(
-                    ref, policy=self.policy, limit=plan.limit, timeout=timeout
-                )
-            fetched = self._checked(answer, plan.limit)
-            self._charge_download(source, fetched)
-        report.cached = cached is not None
+        fetched, cached = await self._fetch_async(ref, plan.limit, timeout, self.download_budget)
+        report.cached = cached
         report.num_bytes = fetched.size
         decode_start = time.perf_counter()
         report.stages["fetch"] = decode_start - start
         result: _M = await self._in_pool(self._decode, plan, fetched, report)
         report.stages["decode"] = time.perf_counter() - decode_start
-        if cache is not None and cached is None:
-            await self._in_pool(cache.put, key, bytes(fetched.data))
+        if not cached and self._cache_for(self._source(ref.scheme)) is not None:
+            await self._in_pool(self._store, ref, fetched)
         return result
 
     # -- any modality -------------------------------------------------------------------
 
     def _auto_plan(
-        self, ref: ParsedURL, modality: str, media_io_kwargs: Mapping[str, Any] | None
+        self,
+        ref: ParsedURL,
+        modality: str,
+        media_io_kwargs: Mapping[str, Any] | None,
+        video_processor: str | None = None,
     ) -> tuple[_Plan[Any], float]:
         """The plan (and fetch deadline) of a reference whose modality is ``modality``, or
         picked from its content for ``"auto"``: fetched under the budget of the modality
@@ -586,7 +621,7 @@ class MediaConnector:
         options = dict(media_io_kwargs or {})
         if modality != "auto":
             name = modality_name(modality)
-            media_io = self.media_io(name, options.get(name))
+            media_io = self.media_io(name, options.get(name), video_processor=video_processor)
             return self._plan(media_io), self.policy.timeout_for(name)
         for key in options:
             modality_name(key)
@@ -597,7 +632,7 @@ class MediaConnector:
 
         def pick(fetched: SourceResult) -> MediaIO[Any]:
             name = guess_modality(ref.url, _head(fetched))
-            return self.media_io(name, options.get(name))
+            return self.media_io(name, options.get(name), video_processor=video_processor)
 
         return _Plan(limit, pick), timeout
 
@@ -644,11 +679,16 @@ class MediaConnector:
     # -- per-modality helpers -----------------------------------------------------------
 
     def media_io(
-        self, modality: str, media_io_kwargs: Mapping[str, Any] | None = None
+        self,
+        modality: str,
+        media_io_kwargs: Mapping[str, Any] | None = None,
+        *,
+        video_processor: str | None = None,
     ) -> MediaIO[Any]:
         """The ``MediaIO`` for ``modality``, with the server defaults merged under
         ``media_io_kwargs`` (this request's options), this connector's policy and its
         request budget; ``image-embedding`` and ``image_embedding`` are the same name.
+        ``video_processor`` is as in ``fetch_video``.
 
         Raises:
             OptionError: an unknown modality, or a bad option.
@@ -659,7 +699,7 @@ class MediaConnector:
         if name == "audio":
             io: MediaIO[Any] = self._audio_io(media_io_kwargs)
         elif name == "video":
-            io = self._video_io(..., media_io_kwargs)
+            io = self._video_io(..., media_io_kwargs, video_processor)
         else:
             io = self._embedding_io(name, media_io_kwargs)
         return io

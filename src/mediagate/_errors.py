@@ -57,6 +57,10 @@ class MediaError(Exception):
 
     http_status: int = 500
 
+    #: Where in a request the offending reference is (``messages[0].content[1].image_url.url``),
+    #: set by the request resolver; ``None`` for a single reference.
+    param: str | None = None
+
     def __init__(self, message: str, *, url: str | None = None, http_status: int | None = None):
         super().__init__(message)
         self.message = message
