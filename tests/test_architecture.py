@@ -162,3 +162,15 @@ def test_importing_the_package_loads_no_test_support_module() -> None:
         "assert 'mediagate._build' not in sys.modules\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_only_the_fetcher_opens_client_connections_and_only_the_proxy_serves() -> None:
+    # aiohttp's client lives in _fetch (media fetches and the proxy's one upstream); the
+    # proxy imports only its server half.
+    graph = import_graph()
+    users = {name for name, deps in graph.items() if any(d.startswith("aiohttp") for d in deps)}
+    assert {name for name in users if not name.startswith("mediagate._fetch")} == {
+        "mediagate._proxy"
+    }
+    proxy = (PACKAGE / "_proxy.py").read_text()
+    assert "from aiohttp import web\n" in proxy and "Client" not in proxy

@@ -1,4 +1,4 @@
-"""The command line: ``mediagate fetch URL`` and ``mediagate demo``.
+"""The command line: ``mediagate fetch URL``, ``mediagate demo`` and ``mediagate proxy``.
 
 A thin face over ``MediaConnector``: it builds one from the options, loads, and prints
 what was loaded, or one line of error and a non-zero exit code (never a traceback).
@@ -41,16 +41,77 @@ def _parser() -> argparse.ArgumentParser:
     fetch = sub.add_parser("fetch", help="load one URL and print what was loaded")
     fetch.add_argument("url", help="http(s)://, data: or file: URL")
     fetch.add_argument("--modality", choices=MODALITIES, default="auto")
-    fetch.add_argument("--allowed-local-media-path", metavar="DIR", default="")
-    fetch.add_argument("--allowed-media-domains", metavar="HOST", nargs="+", default=None)
-    fetch.add_argument("--allow-private-networks", action="store_true")
-    fetch.add_argument("--media-io-kwargs", metavar="JSON", default=None)
-    fetch.add_argument("--timeout", type=float, default=None, help="total seconds per fetch")
-    fetch.add_argument("--max-bytes", type=int, default=None, help="bytes per item")
+    _policy_arguments(fetch)
     fetch.add_argument("--json", action="store_true", help="print one JSON object")
     demo = sub.add_parser("demo", help="run the pipeline on bundled sample media")
     demo.add_argument("--json", action="store_true", help="print one JSON object per line")
+    proxy = sub.add_parser(
+        "proxy",
+        help="serve an OpenAI-compatible proxy that inlines every media URL as base64",
+        description="Resolve the media of each /v1/chat/completions and /v1/responses "
+        "request under the policy, inline them, and forward the request to --upstream; "
+        "the upstream's answer streams back unchanged.",
+    )
+    proxy.add_argument(
+        "--upstream", required=True, metavar="URL", help="e.g. http://127.0.0.1:8080"
+    )
+    proxy.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    proxy.add_argument("--port", type=int, default=8000, help="port to listen on")
+    proxy.add_argument(
+        "--max-image-pixels",
+        type=int,
+        default=None,
+        metavar="N",
+        help="scale larger images down to N pixels",
+    )
+    proxy.add_argument(
+        "--max-image-bytes",
+        type=int,
+        default=20 * 1024 * 1024,
+        metavar="N",
+        help="re-encode smaller until each image is at most N bytes",
+    )
+    proxy.add_argument("--image-format", choices=("jpeg", "png", "webp"), default="jpeg")
+    proxy.add_argument(
+        "--video-as-frames",
+        type=int,
+        default=None,
+        metavar="N",
+        help="send each video as N sampled frames (for image-only models)",
+    )
+    proxy.add_argument(
+        "--max-items",
+        type=int,
+        default=None,
+        metavar="N",
+        help="media parts per request (default 64)",
+    )
+    proxy.add_argument(
+        "--request-timeout",
+        type=float,
+        default=None,
+        metavar="S",
+        help="seconds for all media of one request (default 120)",
+    )
+    proxy.add_argument(
+        "--file-dir",
+        metavar="DIR",
+        default=None,
+        help="answer file_id parts with the file of that name in DIR "
+        "(DIR is then the allowed local media folder unless one is given)",
+    )
+    _policy_arguments(proxy)
+    proxy.add_argument("--json", action="store_true", help="errors as one JSON object")
     return parser
+
+
+def _policy_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--allowed-local-media-path", metavar="DIR", default="")
+    parser.add_argument("--allowed-media-domains", metavar="HOST", nargs="+", default=None)
+    parser.add_argument("--allow-private-networks", action="store_true")
+    parser.add_argument("--media-io-kwargs", metavar="JSON", default=None)
+    parser.add_argument("--timeout", type=float, default=None, help="total seconds per fetch")
+    parser.add_argument("--max-bytes", type=int, default=None, help="bytes per item")
 
 
 def _connector_from_args(args: argparse.Namespace) -> MediaConnector:
@@ -109,11 +170,55 @@ def _fail(exc: BaseException, as_json: bool, code: int, message: str | None = No
     return code
 
 
+def _proxy_command(args: argparse.Namespace) -> int:
+    import logging
+
+    from ._proxy import ProxyConfig, folder_lookup, serve
+    from ._requests import RequestLimits
+
+    try:
+        limits: dict[str, Any] = {}
+        if args.max_items is not None:
+            limits["max_items"] = args.max_items
+        if args.request_timeout is not None:
+            limits["timeout"] = args.request_timeout
+        config = ProxyConfig(
+            args.upstream,
+            limits=RequestLimits(**limits),
+            image_format=args.image_format,
+            max_image_pixels=args.max_image_pixels,
+            max_image_bytes=args.max_image_bytes,
+            video_as_frames=args.video_as_frames,
+            file_lookup=folder_lookup(args.file_dir) if args.file_dir else None,
+        )
+        if args.file_dir and not args.allowed_local_media_path:
+            args.allowed_local_media_path = args.file_dir
+        connector = _connector_from_args(args)
+    except MediaError as exc:
+        return _fail(exc, args.json, 2)
+    except ValueError as exc:
+        return _fail(exc, args.json, 2, message=str(exc))
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    try:
+        serve(config, connector, args.host, args.port)
+    except KeyboardInterrupt:
+        pass
+    except OSError as exc:
+        return _fail(
+            exc, args.json, 2, message=f"cannot listen on {args.host}:{args.port}: {exc.strerror}"
+        )
+    finally:
+        connector.close()
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``mediagate`` command."""
     args = _parser().parse_args(argv)
     if args.command == "fetch":
         return _fetch_command(args)
+    if args.command == "proxy":
+        return _proxy_command(args)
     from ._demo import run_demo
 
     try:

@@ -182,6 +182,7 @@ class MediaPart:
     Attributes:
         index: the part's place among the request's media parts.
         message: the index of its message (``messages[i]``) or input item (``input[i]``).
+        content: the index of the part in that message's ``content`` list.
         location: the JSON location of the part's media in the request.
         part_type: the part's ``type`` (``image_url``, ``input_audio``, ...).
         modality: the modality the part type names (``auto`` for files).
@@ -193,6 +194,7 @@ class MediaPart:
 
     index: int
     message: int
+    content: int
     location: str
     part_type: str
     modality: str
@@ -315,9 +317,11 @@ class _Walk:
         if not isinstance(content, Sequence):
             raise _malformed(f"{location}.content", "content must be a string or a list of parts")
         for position, part in enumerate(content):
-            self.part(part, f"{location}.content[{position}]", index, segments)
+            self.part(part, f"{location}.content[{position}]", (index, position), segments)
 
-    def part(self, part: Any, location: str, message: int, segments: list[str | int]) -> None:
+    def part(
+        self, part: Any, location: str, where: tuple[int, int], segments: list[str | int]
+    ) -> None:
         if isinstance(part, str):
             segments.append(part)
             return
@@ -342,7 +346,8 @@ class _Walk:
         self.parts.append(
             MediaPart(
                 index=len(self.parts),
-                message=message,
+                message=where[0],
+                content=where[1],
                 part_type=kind,
                 modality=PART_MODALITIES[kind],
                 uuid=uuid,
