@@ -127,8 +127,12 @@ def _encode(array: np.ndarray[Any, Any], fmt: str, quality: int) -> bytes:
             gray = np.ascontiguousarray(array[:, :, None])
             data: bytes = simplejpeg.encode_jpeg(gray, quality=quality, colorspace="GRAY")
             return data
+        # 4:2:0 chroma, as photo encoders write by default: a third smaller and faster.
         data = simplejpeg.encode_jpeg(
-            np.ascontiguousarray(array[:, :, :3]), quality=quality, colorspace="RGB"
+            np.ascontiguousarray(array[:, :, :3]),
+            quality=quality,
+            colorspace="RGB",
+            colorsubsampling="420",
         )
         return data
     out = io.BytesIO()
