@@ -346,8 +346,9 @@ def test_a_body_that_is_not_json_is_a_400_error_body(upstream: RecordingUpstream
         )
         with pytest.raises(urllib.error.HTTPError) as caught:
             urllib.request.urlopen(request, timeout=30)
-    assert caught.value.code == 400
-    assert json.loads(caught.value.read())["error"]["type"] == "invalid_request_error"
+    with caught.value as error:
+        assert error.code == 400
+        assert json.loads(error.read())["error"]["type"] == "invalid_request_error"
     assert upstream.received == []
 
 
@@ -441,3 +442,57 @@ def test_re_encoding_fits_max_image_bytes(upstream: RecordingUpstream) -> None:
     url = upstream.last()["messages"][0]["content"][0]["image_url"]["url"]
     assert len(base64.b64decode(url.split(",", 1)[1])) <= 60_000
     assert _image_of(url).size[0] / _image_of(url).size[1] == pytest.approx(800 / 600, rel=0.01)
+
+
+def test_json_nested_past_the_parser_is_a_400_error_body(upstream: RecordingUpstream) -> None:
+    with _proxy(upstream) as proxy:
+        request = urllib.request.Request(
+            f"{proxy.url}/v1/chat/completions", data=b"[" * 200_000, method="POST"
+        )
+        with pytest.raises(urllib.error.HTTPError) as caught:
+            urllib.request.urlopen(request, timeout=30)
+    with caught.value as error:
+        assert error.code == 400
+    assert upstream.received == []
+
+
+def test_a_compressed_request_reaches_the_upstream_as_plain_json(
+    upstream: RecordingUpstream, media: LoopbackServer
+) -> None:
+    import gzip
+
+    body = {
+        "model": "m",
+        "messages": [
+            {
+                "role": "user",
+                "content": [{"type": "image_url", "image_url": {"url": media.url("/big.jpg")}}],
+            }
+        ],
+    }
+    with _proxy(upstream) as proxy:
+        request = urllib.request.Request(
+            f"{proxy.url}/v1/chat/completions",
+            data=gzip.compress(json.dumps(body).encode()),
+            headers={"Content-Type": "application/json", "Content-Encoding": "gzip"},
+        )
+        with urllib.request.urlopen(request, timeout=30) as reply:
+            assert json.loads(reply.read())["object"] == "chat.completion"
+    received = upstream.received[-1]
+    assert "Content-Encoding" not in received.headers
+    assert received.json()["messages"][0]["content"][0]["image_url"]["url"].startswith("data:")
+
+
+def test_a_body_over_the_size_limit_is_a_413_error_body(upstream: RecordingUpstream) -> None:
+    with _proxy(upstream, max_request_bytes=1000) as proxy:
+        request = urllib.request.Request(
+            f"{proxy.url}/v1/chat/completions",
+            data=json.dumps({"messages": [], "pad": "x" * 5000}).encode(),
+            method="POST",
+        )
+        with pytest.raises(urllib.error.HTTPError) as caught:
+            urllib.request.urlopen(request, timeout=30)
+    with caught.value as error:
+        assert error.code == 413
+        assert json.loads(error.read())["error"]["code"] == "max_request_bytes"
+    assert upstream.received == []

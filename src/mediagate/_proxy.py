@@ -296,7 +296,8 @@ class _Proxy:
                     maximum=self.config.max_request_bytes,
                 )
             )
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, RecursionError):
+            # RecursionError: JSON nested deeper than the parser goes.
             return _error(PolicyError("the request body is not valid JSON", http_status=400))
         if not isinstance(body, dict) or root not in body:
             return await self.forward(request, raw, start)

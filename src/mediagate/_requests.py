@@ -86,6 +86,7 @@ TEXT_PARTS = frozenset({"text", "input_text", "output_text", "refusal"})
 _AUDIO_FORMAT = re.compile(r"[a-z0-9][a-z0-9.+-]{0,15}")
 _MAX_UUID = 256
 _MAX_FILE_ID = 1024
+_MAX_TENSORS = 64
 
 
 @dataclass(frozen=True)
@@ -449,6 +450,8 @@ def _find_embeds(part: Mapping[str, Any], location: str, kind: str) -> dict[str,
     if isinstance(value, Mapping):
         if not value:
             raise _malformed(where, f"{kind} must name at least one tensor")
+        if len(value) > _MAX_TENSORS:
+            raise _malformed(where, f"{kind} names more than {_MAX_TENSORS} tensors")
         for name, data in value.items():
             _string(name, where, "a tensor name", limit=256)
             _string(data, f"{where}.{name}", "a base64 tensor")

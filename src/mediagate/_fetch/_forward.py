@@ -95,10 +95,15 @@ class Upstream:
             FetchTimeout: it did not answer in time (504).
         """
         try:
+            # The server half has already undone any Content-Encoding of the body.
+            sent = passed_headers(headers)
+            sent = {
+                name: value for name, value in sent.items() if name.lower() != "content-encoding"
+            }
             response = await self._client().request(
                 method,
                 self.base_url + path,
-                headers=passed_headers(headers),
+                headers=sent,
                 data=body,
                 allow_redirects=False,
             )
