@@ -428,9 +428,7 @@ class MediaConnector:
         return fetched
 
     @staticmethod
-    def _charge_download(
-        source: Any, fetched: SourceResult, budget: DownloadBudget | None
-    ) -> None:
+    def _charge_download(source: Any, fetched: SourceResult, budget: DownloadBudget | None) -> None:
         """Count a download against the request's download budget."""
         if budget is None or getattr(source, "local", False):
             return
