@@ -121,11 +121,13 @@ class LoopbackServer:
         self._httpd = _Server(self)
         self.port: int = self._httpd.server_address[1]
         self.base = f"http://127.0.0.1:{self.port}"
-        self._thread = threading.Thread(
-            target=self._httpd.serve_forever, name="mediagate-loopback", daemon=True
-        )
+        self._thread = threading.Thread(target=self._serve, name="mediagate-loopback", daemon=True)
         self._thread.start()
         self._stopped = False
+
+    def _serve(self) -> None:
+        # A short poll, so stop() returns at once rather than after half a second.
+        self._httpd.serve_forever(poll_interval=0.05)
 
     def url(self, path: str) -> str:
         """The URL of ``path`` (which starts with ``/``) on this server."""

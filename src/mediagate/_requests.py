@@ -315,7 +315,7 @@ class _Walk:
         if isinstance(content, str):
             segments.append(content)
             return
-        if not isinstance(content, Sequence):
+        if isinstance(content, (bytes, bytearray)) or not isinstance(content, Sequence):
             raise _malformed(f"{location}.content", "content must be a string or a list of parts")
         for position, part in enumerate(content):
             self.part(part, f"{location}.content[{position}]", (index, position), segments)
@@ -490,10 +490,10 @@ def _walk(request: Any, api: Literal["auto", "chat", "responses"], unknown_parts
             )
     else:
         items, root = request, "input" if api == "responses" else "messages"
-    if isinstance(items, str):
+    if isinstance(items, str) and root == "input":
         walk.segments.append([items])  # Responses: a plain text input
         return walk
-    if not isinstance(items, Sequence):
+    if isinstance(items, (str, bytes)) or not isinstance(items, Sequence):
         raise _malformed(root, f"{root} must be a list")
     for index, item in enumerate(items):
         walk.message(item, f"{root}[{index}]", index)
@@ -783,7 +783,9 @@ class _Resolution:
     async def _fetch(self, ref: ParsedURL, timeout: float) -> tuple[SourceResult, bool, float]:
         start = time.perf_counter()
         limit = self.fetch_limits[ref.url]
-        left = self.downloads.remaining()
+        # Only downloads count: a data: or file: reference is never capped by the total.
+        local = getattr(self.connector._source(ref.scheme), "local", False)
+        left = None if local else self.downloads.remaining()
         lowered = left is not None and left < limit
         if lowered:
             if left == 0:
