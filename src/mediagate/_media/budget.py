@@ -243,7 +243,8 @@ class DecodeLimits:
         return TooLargeError(
             f"{what} would decode to {nbytes} bytes, over the decoded-output budget of "
             f"{self.max_output} bytes for {self.modality} ({source})",
-            limit="max_decoded_bytes",
+            # Named after what ran out: the request's budget when it lowered the item's.
+            limit="request_decoded_bytes" if self.lowered_by else "max_decoded_bytes",
             value=nbytes,
             maximum=self.max_output,
         )
