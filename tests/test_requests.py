@@ -828,3 +828,22 @@ def test_cached_request_makes_no_new_request(
     assert all(item.report is not None and item.report.cached for item in second.items)
     assert second.downloaded_bytes == 0
     assert np.array_equal(np.asarray(second.items[0].media), np.asarray(first.items[0].media))
+
+
+def test_the_first_error_cancels_the_rest_and_nothing_outlives_the_request(
+    server: LoopbackServer, connector: MediaConnector
+) -> None:
+    server.routes["/slow.jpg"] = Route(jpeg_bytes(), delay=3.0)
+    request = chat(image_part(server.url("/slow.jpg")), image_part(server.url("/missing.jpg")))
+
+    async def run() -> tuple[float, set[asyncio.Task[Any]]]:
+        started = time.monotonic()
+        with pytest.raises(FetchError) as caught:
+            await resolve_chat_request_async(request, connector)
+        assert caught.value.param == at(1)
+        left = {task for task in asyncio.all_tasks() if task is not asyncio.current_task()}
+        return time.monotonic() - started, left
+
+    elapsed, left = asyncio.run(run())
+    assert elapsed < 2.0  # the slow part was not waited for
+    assert left == set()
