@@ -5,9 +5,9 @@
 
 The reference is vLLM's media layer (``vllm.multimodal.utils.MediaConnector``), installed
 on first use into ``benchmarks/.ref-venv`` (see ``_reference.ensure_reference_venv``).
-Image workloads run here; video, audio, cache and concurrency come from the
-``bench_*.py`` modules' ``run(quick)``. A module that is missing or fails is recorded as
-"not run" and the rest go on. Results go to ``benchmarks/RESULTS.md`` and
+Image workloads run here; whole requests, video, audio, cache, concurrency and isolation
+come from the ``bench_*.py`` modules' ``run(quick)``. A module that is missing or fails
+is recorded as "not run" and the rest go on. Results go to ``benchmarks/RESULTS.md`` and
 ``benchmarks/results.png`` (``_report``), each row judged against its target
 (``_judging``).
 
@@ -81,7 +81,7 @@ def _last_run(out: Path) -> Path:
 
 # -- other modules ---------------------------------------------------------------------
 
-OTHER_MODULES = ("video", "audio", "cache", "concurrency", "isolation")
+OTHER_MODULES = ("requests", "video", "audio", "cache", "concurrency", "isolation")
 GROUPS = ("images", *OTHER_MODULES)
 
 
