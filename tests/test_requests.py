@@ -847,3 +847,15 @@ def test_the_first_error_cancels_the_rest_and_nothing_outlives_the_request(
     elapsed, left = asyncio.run(run())
     assert elapsed < 2.0  # the slow part was not waited for
     assert left == set()
+
+
+def test_counting_a_decoded_image_against_the_request_budget_builds_no_pil_copy(
+    server: LoopbackServer, connector: MediaConnector
+) -> None:
+    # The array a JPEG decodes into is what the model needs; the PIL image is built only
+    # when asked for, and measuring the item for the budget must not ask.
+    server.routes["/a.jpg"] = Route(jpeg_bytes(640, 480))
+    resolved = resolve_chat_request(chat(image_part(server.url("/a.jpg"))), connector)
+    result = resolved.items[0].media
+    assert "media" not in result.__dict__
+    assert resolved.decoded_bytes == 640 * 480 * 3

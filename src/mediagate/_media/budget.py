@@ -315,6 +315,12 @@ def decoded_size(obj: object, _depth: int = 0) -> int:
     tuples, lists, dicts and ``MediaWithBytes`` results that hold them."""
     if _depth > 4:
         return 0
+    state = getattr(obj, "__dict__", None)
+    if isinstance(state, dict) and "original_bytes" in state:  # MediaWithBytes
+        # Read first, from its own fields: any other attribute is delegated to the media,
+        # and asking for one would build the PIL image of an array-backed result.
+        held = state.get("_array", state.get("media"))
+        return decoded_size(held, _depth + 1)
     nbytes = getattr(obj, "nbytes", None)
     if isinstance(nbytes, int) and not isinstance(obj, (bytes, bytearray, memoryview)):
         return nbytes
@@ -322,10 +328,6 @@ def decoded_size(obj: object, _depth: int = 0) -> int:
         return sum(decoded_size(item, _depth + 1) for item in obj)
     if isinstance(obj, dict):
         return sum(decoded_size(item, _depth + 1) for item in obj.values())
-    state = getattr(obj, "__dict__", None)
-    if isinstance(state, dict) and "original_bytes" in state:  # MediaWithBytes
-        held = state.get("_array", state.get("media"))
-        return decoded_size(held, _depth + 1)
     numel, element_size = getattr(obj, "numel", None), getattr(obj, "element_size", None)
     if callable(numel) and callable(element_size):  # torch.Tensor
         return int(numel()) * int(element_size())

@@ -17,7 +17,7 @@ _PENDING = ("_array", "_to_media", "_known")
 _OWN_FIELDS = frozenset({"media", "original_bytes", "io_config", *_PENDING})
 
 
-@dataclass
+@dataclass(repr=False)
 class MediaWithBytes(Generic[_M]):
     """Decoded media together with the bytes it came from.
 
@@ -85,6 +85,16 @@ class MediaWithBytes(Generic[_M]):
         if name.startswith("__") or name in _OWN_FIELDS:
             raise AttributeError(name)
         return getattr(self.media, name)
+
+    def __repr__(self) -> str:
+        # A repr (a log line, a debugger, asyncio's own reprs) must not build the media.
+        state = self.__dict__
+        if "media" not in state and "_array" in state:
+            array = state["_array"]
+            shown = f"<not built: array {list(array.shape)} {array.dtype}>"
+        else:
+            shown = repr(state.get("media"))
+        return f"MediaWithBytes(media={shown}, io_config={state.get('io_config')!r})"
 
     def __iter__(self) -> Iterator[Any]:
         media: Any = self.media
