@@ -140,10 +140,18 @@ class WorkerError(RuntimeError):
 class Worker:
     """A ``reference_worker.py`` process for one side, driven one JSON line at a time."""
 
-    def __init__(self, side: str, python: Path | str) -> None:
+    def __init__(
+        self,
+        side: str,
+        python: Path | str,
+        *,
+        script: Path = WORKER_SCRIPT,
+        side_flag: str = "--side",
+        log_name: str = "worker",
+    ) -> None:
         self.side = side
         WORK.mkdir(parents=True, exist_ok=True)
-        self.log_path = WORK / f"worker-{side}.log"
+        self.log_path = WORK / f"{log_name}-{side}.log"
         env = {k: v for k, v in os.environ.items() if not k.lower().endswith("_proxy")}
         env.update(NO_PROXY="127.0.0.1,localhost", no_proxy="127.0.0.1,localhost")
         env.pop("VLLM_MEDIA_CACHE", None)  # the reference's download cache stays off
@@ -152,7 +160,7 @@ class Worker:
         env.setdefault("TOKENIZERS_PARALLELISM", "false")
         self._log = self.log_path.open("w", encoding="utf-8")
         self._proc = subprocess.Popen(
-            [str(python), str(WORKER_SCRIPT), "--side", side],
+            [str(python), str(script), side_flag, side],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=self._log,

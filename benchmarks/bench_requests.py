@@ -38,7 +38,6 @@ import importlib.machinery
 import json
 import os
 import statistics
-import subprocess
 import sys
 import time
 import traceback
@@ -58,7 +57,6 @@ from reference_worker import PeakRSS
 __all__ = ["IMAGES", "SIDES", "TARGET", "build_request", "image_urls", "run"]
 
 BENCH = Path(__file__).resolve().parent
-WORK = BENCH / ".work"
 SIDES = ("reference", "mediagate", "floor")
 #: Image parts in the request.
 IMAGES = 16
@@ -382,33 +380,14 @@ def _media() -> list[Path]:
 
 def _worker_class() -> type:
     """``bench_images.Worker`` started on this file instead of ``reference_worker.py``."""
-    from bench_images import Worker, WorkerError
+    from bench_images import Worker
 
     class RequestWorker(Worker):
         def __init__(self, side: str, python: Path | str) -> None:
-            self.side = side
-            WORK.mkdir(parents=True, exist_ok=True)
-            self.log_path = WORK / f"requests-worker-{side}.log"
-            env = {k: v for k, v in os.environ.items() if not k.lower().endswith("_proxy")}
-            env.update(NO_PROXY="127.0.0.1,localhost", no_proxy="127.0.0.1,localhost")
-            env.pop("VLLM_MEDIA_CACHE", None)  # neither side keeps downloads
-            env.pop("MEDIAGATE_MEDIA_CACHE", None)
-            env.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
-            env.setdefault("TOKENIZERS_PARALLELISM", "false")
-            self._log = self.log_path.open("w", encoding="utf-8")
-            self._proc = subprocess.Popen(
-                [str(python), str(Path(__file__).resolve()), "--worker", side],
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                stderr=self._log,
-                text=True,
-                env=env,
-                cwd=str(BENCH.parent),
+            script = Path(__file__).resolve()
+            super().__init__(
+                side, python, script=script, side_flag="--worker", log_name="requests-worker"
             )
-            hello = self._read()
-            if not hello.get("ok"):
-                self.close()
-                raise WorkerError(f"{side} worker failed to start: {hello.get('error')}")
 
     return RequestWorker
 
