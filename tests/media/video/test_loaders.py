@@ -50,6 +50,13 @@ def test_metadata(loader: Any, clip: Callable[[str], bytes]) -> None:
         "video_backend": loader.name,
         "frames_indices": [0, 19, 39, 59],
         "do_sample_frames": False,
+        "timestamps": [0.0, 19 / 30, 39 / 30, 59 / 30],
+        "width": 64,
+        "height": 48,
+        "coded_width": 64,
+        "coded_height": 48,
+        "rotation": 0,
+        "mirrored": False,
     }
     _, everything = loader.load_bytes(clip("h264-mp4"), -1)
     assert everything["do_sample_frames"] is True

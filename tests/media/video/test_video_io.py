@@ -301,6 +301,9 @@ def test_encode_then_load_jpeg_sequence_round_trips(image_io: ImageMediaIO) -> N
         "video_backend": "jpeg_sequence",
         "frames_indices": [0, 1, 2, 3, 4],
         "do_sample_frames": False,
+        "timestamps": [0.0, 1.0, 2.0, 3.0, 4.0],
+        "width": 64,
+        "height": 48,
     }
 
 

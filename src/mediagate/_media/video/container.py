@@ -14,7 +14,8 @@ The rules, in the order they apply:
    decoder gets ``max_pixels`` too, so a stream that grows mid-way is refused by
    FFmpeg itself.
 4. **Index** the stream by demuxing packets (no decoding): one presentation timestamp
-   per frame, which frames are keyframes, and the real frame count.
+   per frame, which frames are keyframes, the real frame count (whatever the header
+   declares), where the last frame ends, and the stream's legacy ``rotate`` tag.
 
 What PyAV, FFmpeg or numpy raise on hostile bytes becomes a ``MediaError`` in one
 place, ``av_errors``, which the loaders wrap around every call into them.
@@ -23,12 +24,14 @@ place, ``av_errors``, which the loaders wrap around every call into them.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import itertools
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from fractions import Fraction
 
+import numpy as np
 from av.container import InputContainer
 from av.video.stream import VideoStream
 
@@ -36,6 +39,8 @@ from ..._errors import DecodeError, TooLargeError
 from ..._policy import check_pixels
 from .._ffmpeg import LIBRARY_ERRORS, StreamRules, ffmpeg_errors, open_stream, refuse_nested_open
 from ..budget import check_deadline
+from .orientation import IDENTITY, FrameGeometry, Orientation, tag_orientation
+from .sampling import regular_timestamps
 
 __all__ = [
     "ALLOWED_CODECS",
@@ -247,6 +252,12 @@ class StreamIndex:
             numbered by counting decoder output from the start.
         fps: the stream's frame rate (frames per second, > 0).
         time_base: the unit of ``pts``.
+        end: where the last frame stops being shown, in ``time_base`` units (its
+            timestamp plus its duration); ``None`` when unknown.
+        rotate_tag: what the stream's legacy ``rotate`` tag asks for; frames without a
+            display matrix are shown so.
+        geometry: the size and orientation the returned frames came out with; set by
+            the loader once they are decoded.
     """
 
     pts: list[int]
@@ -254,6 +265,9 @@ class StreamIndex:
     exact: bool
     fps: float
     time_base: Fraction
+    end: Fraction | None = None
+    rotate_tag: Orientation = IDENTITY
+    geometry: FrameGeometry | None = None
 
     @property
     def total(self) -> int:
@@ -262,8 +276,32 @@ class StreamIndex:
 
     @property
     def duration(self) -> float:
-        """Seconds of video: frames divided by the frame rate."""
+        """Seconds of video as frames divided by the frame rate (vLLM's reckoning, which
+        the model samplers follow; ``seconds`` is the presented duration)."""
         return self.total / self.fps
+
+    @property
+    def seconds(self) -> float:
+        """Seconds of video as presented: from the first frame's timestamp to the end of
+        the last frame. ``duration`` when the timestamps cannot be trusted."""
+        if not self.exact or self.end is None or self.end <= self.pts[0]:
+            return self.duration
+        return float((self.end - self.pts[0]) * self.time_base)
+
+    @functools.cached_property
+    def regular(self) -> bool:
+        """Whether the frames are evenly spaced in time (a constant frame rate, up to
+        timestamp rounding): ``sampling.regular_timestamps``."""
+        return self.exact and regular_timestamps(np.asarray(self.pts, dtype=np.float64))
+
+    def timestamps(self, frames: Sequence[int]) -> list[float]:
+        """Seconds from the first frame to each of ``frames`` (frame numbers), from their
+        presentation timestamps; frame number over frame rate when the timestamps
+        cannot be trusted (``exact`` is false)."""
+        if not self.exact:
+            return [float(i) / self.fps for i in frames]
+        first = self.pts[0]
+        return [float((self.pts[i] - first) * self.time_base) for i in frames]
 
 
 def index_stream(
@@ -279,7 +317,9 @@ def index_stream(
             (``limit="decode_timeout"``).
     """
     with av_errors("reading the video packets"):
-        stamps, packets, missing, last_corrupt = _demux_stamps(container, stream, max_packets)
+        stamps, packets, missing, last_corrupt, last_duration = _demux_stamps(
+            container, stream, max_packets
+        )
         if not stamps:
             raise DecodeError("the video stream has no frames (empty or truncated file)")
         declared = int(stream.frames or 0)
@@ -292,21 +332,54 @@ def index_stream(
         keyframes = [rank for rank, i in enumerate(order) if stamps[i][1]]
         exact = not missing and all(a < b for a, b in itertools.pairwise(pts))
         time_base = stream.time_base or Fraction(1, 1)
+        fps = _frame_rate(stream, pts, time_base)
         return StreamIndex(
             pts=pts,
             keyframes=keyframes or [0],
             exact=exact and bool(keyframes),
-            fps=_frame_rate(stream, pts, time_base),
+            fps=fps,
             time_base=time_base,
+            end=_end(stream, pts, last_duration, fps, time_base),
+            rotate_tag=tag_orientation(_metadata(stream)),
         )
+
+
+def _metadata(stream: VideoStream) -> dict[str, str]:
+    try:
+        return dict(stream.metadata or {})
+    except (TypeError, ValueError, UnicodeError):
+        return {}
+
+
+def _end(
+    stream: VideoStream, pts: list[int], last_duration: int, fps: float, time_base: Fraction
+) -> Fraction:
+    """Where the last frame stops being shown, in ``time_base`` units: its timestamp
+    plus its packet's duration; else plus the end the stream declares, when that lies
+    within two frames after it; else plus the mean step between frames (one frame
+    period for a single frame)."""
+    last = pts[-1]
+    if last_duration > 0:
+        return Fraction(last + last_duration)
+    step = (
+        Fraction(last - pts[0], len(pts) - 1)
+        if len(pts) > 1 and last > pts[0]
+        else Fraction(1) / (Fraction(fps).limit_denominator(1 << 20) * time_base)
+    )
+    if stream.duration and stream.duration > 0:
+        declared = int(stream.start_time or 0) + int(stream.duration)
+        if last < declared <= last + 2 * step:
+            return Fraction(declared)
+    return last + step
 
 
 def _demux_stamps(
     container: InputContainer, stream: VideoStream, max_packets: int
-) -> tuple[list[tuple[int, bool]], int, bool, bool]:
+) -> tuple[list[tuple[int, bool]], int, bool, bool, int]:
     """``(timestamp, keyframe)`` of each kept packet, the packets read, whether any
-    lacked a presentation timestamp, and whether the last one was corrupt. The decode
-    deadline is checked between packets.
+    lacked a presentation timestamp, whether the last one was corrupt, and the duration
+    of the kept packet with the latest timestamp (0 when unknown). The decode deadline
+    is checked between packets.
 
     Raises:
         TooLargeError: over ``max_packets`` packets, or past the deadline.
@@ -315,6 +388,8 @@ def _demux_stamps(
     packets = 0
     missing = False
     last_corrupt = False
+    latest: int | None = None
+    last_duration = 0
     for packet in container.demux(stream):
         if packet.size == 0 and packet.pts is None and packet.dts is None:
             continue  # the demuxer's end-of-stream marker
@@ -335,8 +410,11 @@ def _demux_stamps(
         ts = packet.pts if packet.pts is not None else packet.dts
         if packet.pts is None:
             missing = True
-        stamps.append((len(stamps) if ts is None else ts, packet.is_keyframe))
-    return stamps, packets, missing, last_corrupt
+        stamp = len(stamps) if ts is None else ts
+        if latest is None or stamp >= latest:
+            latest, last_duration = stamp, int(packet.duration or 0)
+        stamps.append((stamp, packet.is_keyframe))
+    return stamps, packets, missing, last_corrupt, last_duration
 
 
 def _frame_rate(stream: VideoStream, pts: list[int], time_base: Fraction) -> float:

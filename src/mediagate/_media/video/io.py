@@ -109,8 +109,11 @@ class VideoMediaIO(MediaIO[MediaWithBytes[VideoResult]]):
             the frame rate reported (default 1).
         video_backend: a ``VIDEO_LOADER_REGISTRY`` name (default ``"pyav"``).
         policy: the limits (``max_bytes``, ``max_pixels``, ``max_video_frames``).
-        **loader_options: the backend's own options, plus ``frames_indices``,
-            ``total_num_frames`` and ``duration`` for ``video/jpeg`` payloads.
+        **loader_options: the backend's own options (the builtin ``pyav`` and
+            ``opencv`` take ``sampling``: ``"time"``, the default, spreads the frames
+            over the presentation time, ``"index"`` over the frame numbers), plus
+            ``frames_indices``, ``total_num_frames`` and ``duration`` for
+            ``video/jpeg`` payloads.
 
     Raises:
         OptionError: an unknown option, a value of the wrong type or range, or an
@@ -224,8 +227,12 @@ class VideoMediaIO(MediaIO[MediaWithBytes[VideoResult]]):
             raise OptionError(
                 f"video option {key!r} only applies to video/jpeg frame sequences", option=key
             )
-        loader = VIDEO_LOADER_REGISTRY.load(self.video_backend)
         kwargs = dict(self.loader_options)
+        # Options the loader takes when it is built (the builtin loaders' ``sampling``).
+        built_with = getattr(self._loader_cls, "constructor_options", ())
+        loader = VIDEO_LOADER_REGISTRY.load(
+            self.video_backend, **{k: kwargs.pop(k) for k in list(kwargs) if k in built_with}
+        )
         if self.fps is not None:
             kwargs["fps"] = self.fps
         if getattr(self._loader_cls, "wants_policy", False):
@@ -306,8 +313,9 @@ class VideoMediaIO(MediaIO[MediaWithBytes[VideoResult]]):
         if frames.shape[0] > cap:
             frames = frames[:cap]
             metadata = dict(metadata)
-            indices = metadata.get("frames_indices")
-            if isinstance(indices, list):
-                metadata["frames_indices"] = indices[:cap]
+            for key in ("frames_indices", "timestamps"):
+                values = metadata.get(key)
+                if isinstance(values, list):
+                    metadata[key] = values[:cap]
         metadata.setdefault("video_backend", self.video_backend)
         return frames, metadata

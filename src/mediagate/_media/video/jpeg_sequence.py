@@ -7,7 +7,9 @@ header) is held against the decoded-output budget before any frame is decoded, a
 again from the first decoded frame before the frames array is allocated; the decode
 deadline is checked between frames. The frames were chosen by the client, so nothing
 is sampled: metadata numbers them ``0..n-1`` at ``fps`` (default 1) unless the client
-says otherwise.
+says otherwise, times them at frame number over ``fps`` (``timestamps``) and gives
+their ``width`` and ``height``. They are not turned here: a container's display matrix
+does not apply to JPEG frames (any EXIF orientation is the image decoder's affair).
 """
 
 from __future__ import annotations
@@ -150,7 +152,9 @@ def load_jpeg_sequence(
         )
     parts = [part.strip() for part in data.split(",", num_frames)[:num_frames]]
     frames = _decode_frames(parts, image_io, max_bytes, max_decoded_bytes)
-    return frames, _metadata(len(frames), fps, frames_indices, total_num_frames, duration)
+    metadata = _metadata(len(frames), fps, frames_indices, total_num_frames, duration)
+    metadata["width"], metadata["height"] = int(frames.shape[2]), int(frames.shape[1])
+    return frames, metadata
 
 
 def _decode_frames(
@@ -200,7 +204,7 @@ def _metadata(
 
     Raises:
         OptionError: the client's metadata does not fit the frames, or ``fps`` is so
-            low that the duration is not a finite number.
+            low that the duration or a frame's timestamp is not a finite number.
     """
     rate = 1.0 if fps is None or fps <= 0 else float(fps)
     if frames_indices is None:
@@ -224,6 +228,9 @@ def _metadata(
             "video option 'fps' is too low for a finite duration; give 'duration'",
             option="fps",
         )
+    timestamps = [i / rate for i in indices]
+    if not math.isfinite(timestamps[-1]):
+        raise OptionError("video option 'fps' is too low for finite frame timestamps", option="fps")
     return build_metadata(
         total_num_frames=total,
         fps=rate,
@@ -231,4 +238,5 @@ def _metadata(
         video_backend=_BACKEND,
         frames_indices=indices,
         do_sample_frames=False,
+        timestamps=timestamps,
     )

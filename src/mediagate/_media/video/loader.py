@@ -2,17 +2,19 @@
 
 ``SampledVideoLoader.load_sampled`` opens the bytes with ``container.open_video``
 (sniffing, allowlists, ``max_pixels``), indexes the stream, picks the frames to return
-with a sampling rule (``load_bytes`` passes the uniform one; a model's sampler passes
-its own), reserves the decoded-output budget for them from the stream's declared frame
-size (``reserve_frames``) and builds the metadata (``describe``); a subclass only
-decodes the chosen frames.
+with a sampling rule (``load_bytes`` passes the uniform one, by presentation time or by
+frame number; a model's sampler passes its own), reserves the decoded-output budget for
+them from the stream's declared frame size (``reserve_frames``) and builds the metadata
+(``describe``); a subclass only decodes the chosen frames, turned the way they are shown
+(``orientation``).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from collections.abc import Callable, Mapping
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 
 import numpy as np
 import numpy.typing as npt
@@ -21,21 +23,72 @@ from av.video.stream import VideoStream
 
 from ..._errors import DecodeError
 from ..._policy import MediaPolicy
-from ..base import OptionSpec
+from ..base import OptionSpec, opt_choice
 from .container import StreamIndex, av_errors, index_stream, open_video
 from .limits import VideoLimits
-from .sampling import build_metadata, cap_num_frames, finite_number, sample_frame_indices
+from .orientation import FrameGeometry, Orientation
+from .sampling import (
+    build_metadata,
+    cap_num_frames,
+    finite_number,
+    sample_frame_indices,
+    sample_frame_times,
+)
 
-__all__ = ["SAMPLING_OPTIONS", "SampledVideoLoader", "SamplingRule", "reserve_frames"]
+__all__ = [
+    "SAMPLING_OPTIONS",
+    "SAMPLING_RULES",
+    "Decoded",
+    "SampledVideoLoader",
+    "SamplingRule",
+    "reserve_frames",
+    "uniform_frames",
+]
 
 _FPS = finite_number(0.0, allow_none=True)
+
+#: The values of the ``sampling`` option: spread the frames evenly over the video's
+#: presentation time (the default) or over its frame numbers.
+SAMPLING_RULES = ("time", "index")
+_SAMPLING = opt_choice(SAMPLING_RULES, allow_none=True)
 
 #: Options every builtin loader takes besides ``num_frames``.
 SAMPLING_OPTIONS: Mapping[str, OptionSpec] = {
     "fps": OptionSpec(
         _FPS, "sample at most this many frames per second of video (0 or unset: no cap)"
     ),
+    "sampling": OptionSpec(
+        _SAMPLING,
+        "'time' (default): the frames shown at evenly spaced instants; 'index': evenly "
+        "spaced frame numbers (the same frames at a constant frame rate)",
+    ),
 }
+
+
+class Decoded(NamedTuple):
+    """What ``decode_targets`` returns: the frames as shown, and how they were turned."""
+
+    frames: npt.NDArray[np.uint8]
+    orientation: Orientation
+
+
+def uniform_frames(
+    index: StreamIndex, *, num_frames: int, fps: float | None, sampling: str = "time"
+) -> list[int]:
+    """The frames uniform sampling returns from the stream ``index`` describes.
+
+    ``"index"`` spreads them over the frame numbers (``sample_frame_indices``, with
+    ``fps`` against frames / frame rate); ``"time"`` over the presentation time
+    (``sample_frame_times``, with ``fps`` against the presented seconds). Timestamps
+    that cannot be trusted (missing or repeated) fall back to the frame numbers.
+    """
+    if sampling == "index" or not index.exact:
+        return sample_frame_indices(
+            index.total, num_frames=num_frames, fps=fps, duration=index.duration
+        )
+    return sample_frame_times(
+        index.pts, num_frames=num_frames, fps=fps, duration=index.seconds, regular=index.regular
+    )
 
 
 #: A sampling rule: the stream's packet index in, the frame numbers to return out
@@ -67,6 +120,18 @@ class SampledVideoLoader:
     #: sets its own count (a model's sampler) sets it to ``False``: ``VideoMediaIO``
     #: then passes the policy's ``max_video_frames`` as ``num_frames`` instead.
     takes_num_frames: ClassVar[bool] = True
+    #: Options of ``options`` given to the constructor rather than to ``load_bytes``
+    #: (``VideoMediaIO`` builds the loader with them).
+    constructor_options: ClassVar[tuple[str, ...]] = ("sampling",)
+
+    def __init__(self, *, sampling: str | None = None) -> None:
+        """``sampling``: how ``load_bytes`` spreads its frames, ``"time"`` (default) or
+        ``"index"`` (``uniform_frames``).
+
+        Raises:
+            OptionError: ``sampling`` is neither.
+        """
+        self.sampling: str = _SAMPLING("video", "sampling", sampling) or "time"
 
     def load_bytes(
         self,
@@ -76,7 +141,7 @@ class SampledVideoLoader:
         fps: float | None = None,
         policy: MediaPolicy | None = None,
     ) -> tuple[npt.NDArray[np.uint8], dict[str, Any]]:
-        """Decode the uniformly sampled frames of ``data``.
+        """Decode the uniformly sampled frames of ``data``, turned as they are shown.
 
         Args:
             data: the container bytes.
@@ -98,11 +163,10 @@ class SampledVideoLoader:
         policy = policy or MediaPolicy()
         cap = cap_num_frames(num_frames, policy.max_video_frames)
         fps = _FPS("video", "fps", fps)
+        sampling = self.sampling
 
         def uniform(index: StreamIndex) -> list[int]:
-            return sample_frame_indices(
-                index.total, num_frames=cap, fps=fps, duration=index.duration
-            )
+            return uniform_frames(index, num_frames=cap, fps=fps, sampling=sampling)
 
         return self.load_sampled(data, uniform, policy)
 
@@ -137,21 +201,29 @@ class SampledVideoLoader:
             with av_errors("probing the video stream"):
                 width, height = int(stream.codec_context.width), int(stream.codec_context.height)
             reserve_frames(len(targets), width, height, policy)
-            frames = self.decode_targets(data, container, stream, index, targets, policy)
+            frames, orientation = self.decode_targets(
+                data, container, stream, index, targets, policy
+            )
         finally:
             container.close()
+        index = dataclasses.replace(index, geometry=FrameGeometry.of(frames, orientation))
         return frames, self.describe(index, targets)
 
     def describe(self, index: StreamIndex, targets: list[int]) -> dict[str, Any]:
         """The metadata returned next to the frames numbered ``targets`` of the stream
-        ``index`` describes (``sampling.build_metadata``, reported as this backend)."""
+        ``index`` describes (``sampling.build_metadata``, reported as this backend):
+        ``duration`` is the presented one (``StreamIndex.seconds``), ``timestamps`` the
+        returned frames' presentation times, and the sizes and orientation those of
+        ``index.geometry``."""
         return build_metadata(
             total_num_frames=index.total,
             fps=index.fps,
-            duration=index.duration,
+            duration=index.seconds,
             video_backend=self.name,
             frames_indices=targets,
             do_sample_frames=len(targets) == index.total,
+            timestamps=index.timestamps(targets),
+            geometry=index.geometry.metadata() if index.geometry is not None else None,
         )
 
     def decode_targets(
@@ -162,8 +234,9 @@ class SampledVideoLoader:
         index: StreamIndex,
         targets: list[int],
         policy: MediaPolicy,
-    ) -> npt.NDArray[np.uint8]:
-        """The frames numbered ``targets`` (ascending) as uint8 RGB ``[N, H, W, 3]``.
+    ) -> Decoded:
+        """The frames numbered ``targets`` (ascending) as uint8 RGB ``[N, H, W, 3]``,
+        turned as they are shown (``orientation``), and the orientation applied.
 
         ``container`` is open on ``data`` and not yet decoded from; ``stream`` is its
         checked video stream and ``index`` that stream's packet index.

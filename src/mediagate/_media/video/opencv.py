@@ -4,6 +4,11 @@ The bytes are first sniffed and probed with PyAV under the same rules as the ``p
 loader (container and codec allowlists, ``max_pixels``, the frame count from the
 packet index), then decoded from memory by OpenCV's FFmpeg backend: every frame up to
 the last sampled one is grabbed, only the sampled ones are retrieved and converted.
+
+Frames come out turned as they are shown, as the ``pyav`` loader turns them: the
+orientation is read with PyAV from the first frame's display matrix (else the stream's
+``rotate`` tag), OpenCV's own turning (``CAP_PROP_ORIENTATION_AUTO``, which knows
+rotations but not mirrors) is switched off, and each retrieved frame is turned here.
 Needs ``opencv-python`` (``pip install 'mediagate[opencv]'``).
 """
 
@@ -22,13 +27,17 @@ from ..._errors import DecodeError, MediaError, TooLargeError
 from ..._policy import MediaPolicy
 from .._isolation import shared_empty
 from ..budget import check_deadline
-from .container import LIBRARY_ERRORS, StreamIndex
-from .loader import SampledVideoLoader, reserve_frames
+from .container import LIBRARY_ERRORS, StreamIndex, av_errors, open_video
+from .loader import Decoded, SampledVideoLoader, reserve_frames
+from .orientation import IDENTITY, Orientation, frame_orientation
 from .sampling import short_tail_tolerated
 
 __all__ = ["OpenCVVideoLoader"]
 
 _LIBRARY_ERRORS: tuple[type[Exception], ...] = (cv2.error, *LIBRARY_ERRORS)
+
+# Packets read at most while looking for the first frame's display matrix.
+_PROBE_PACKETS = 64
 
 
 class OpenCVVideoLoader(SampledVideoLoader):
@@ -49,16 +58,58 @@ class OpenCVVideoLoader(SampledVideoLoader):
         index: StreamIndex,
         targets: list[int],
         policy: MediaPolicy,
-    ) -> npt.NDArray[np.uint8]:
+    ) -> Decoded:
         width, height = stream.codec_context.width, stream.codec_context.height
         container.close()  # OpenCV decodes from its own reader
-        return _grab_walk(data, index.total, targets, width, height, policy)
+        orientation = first_frame_orientation(data, policy, index.rotate_tag)
+        frames = _grab_walk(data, index.total, targets, width, height, policy, orientation)
+        return Decoded(frames, orientation)
+
+
+def first_frame_orientation(
+    data: bytes, policy: MediaPolicy, fallback: Orientation = IDENTITY
+) -> Orientation:
+    """How the stream's first frame is shown, decoded with PyAV: its display matrix, else
+    ``fallback``. At most ``_PROBE_PACKETS`` packets are read; a stream that yields no
+    frame by then is shown by ``fallback``.
+
+    Raises:
+        TooLargeError: past the decode deadline.
+        DecodeError: the video cannot be opened or its first packets decoded.
+    """
+    container, stream = open_video(data, max_pixels=policy.max_pixels)
+    try:
+        with av_errors("reading the display matrix"):
+            ctx = stream.codec_context
+            ctx.thread_count = 1
+            for count, packet in enumerate(container.demux(stream)):
+                check_deadline()
+                if count >= _PROBE_PACKETS:
+                    break
+                if packet.size == 0:
+                    continue  # the end-of-stream marker: drained below
+                frames = ctx.decode(packet)
+                if frames:
+                    return frame_orientation(frames[0], fallback)
+            frames = ctx.decode(None)
+            if frames:
+                return frame_orientation(frames[0], fallback)
+    finally:
+        container.close()
+    return fallback
 
 
 def _grab_walk(
-    data: bytes, total: int, targets: list[int], width: int, height: int, policy: MediaPolicy
+    data: bytes,
+    total: int,
+    targets: list[int],
+    width: int,
+    height: int,
+    policy: MediaPolicy,
+    orientation: Orientation = IDENTITY,
 ) -> npt.NDArray[np.uint8]:
-    """Grab every frame up to the last target and retrieve the targets, into one array.
+    """Grab every frame up to the last target and retrieve the targets, into one array,
+    each turned by ``orientation`` (frames of ``width`` x ``height`` as stored).
 
     Raises:
         TooLargeError: the frames are over the decoded-output budget, a frame over
@@ -67,8 +118,9 @@ def _grab_walk(
     """
     reserve_frames(len(targets), width, height, policy)
     source = io.BytesIO(data)  # must outlive the capture, which reads from it
+    shown_width, shown_height = orientation.shown_size(width, height)
     try:
-        out = shared_empty((len(targets), height, width, 3), np.uint8)
+        out = shared_empty((len(targets), shown_height, shown_width, 3), np.uint8)
         # OpenCV reads any io.BufferedIOBase; its stubs only name IStreamReader.
         capture = cv2.VideoCapture(source, cv2.CAP_FFMPEG, [])  # type: ignore[call-overload]
     except MemoryError as exc:
@@ -78,7 +130,8 @@ def _grab_walk(
     try:
         if not capture.isOpened():
             raise DecodeError("the video could not be opened by OpenCV")
-        _fill(capture, out, total, targets, policy)
+        _stored_orientation(capture, orientation)
+        _fill(capture, out, total, targets, policy, orientation)
     except MediaError:
         raise
     except MemoryError as exc:
@@ -88,6 +141,24 @@ def _grab_walk(
     finally:
         capture.release()
     return out
+
+
+def _stored_orientation(capture: cv2.VideoCapture, orientation: Orientation) -> None:
+    """Have ``capture`` hand frames over as stored (they are turned here).
+
+    Raises:
+        DecodeError: this OpenCV turns frames itself and cannot be told not to, and the
+            frames need turning.
+    """
+    auto = getattr(cv2, "CAP_PROP_ORIENTATION_AUTO", None)
+    if auto is None:
+        return  # an OpenCV that predates turning frames at all
+    capture.set(auto, 0)
+    if capture.get(auto) and not orientation.identity:
+        raise DecodeError(
+            "this OpenCV build turns rotated videos itself and cannot be told not to; "
+            "use the pyav video backend"
+        )
 
 
 def _out_of_memory() -> TooLargeError:
@@ -104,14 +175,16 @@ def _fill(
     total: int,
     targets: list[int],
     policy: MediaPolicy,
+    orientation: Orientation = IDENTITY,
 ) -> None:
-    """Grab frames in order, retrieving the ones in ``targets`` into ``out``.
+    """Grab frames in order, retrieving the ones in ``targets`` into ``out``, turned by
+    ``orientation``.
 
     Raises:
         TooLargeError: past the decode deadline, or a frame over ``max_pixels``.
         DecodeError: a target frame cannot be decoded, or the stream ends early.
     """
-    height, width = out.shape[1:3]
+    width, height = orientation.stored_size(out.shape[2], out.shape[1])
     slot = 0
     number = -1
     last: npt.NDArray[np.uint8] | None = None
@@ -125,7 +198,7 @@ def _fill(
         ok, bgr = capture.retrieve()
         if not ok or bgr is None:
             raise DecodeError(f"frame {number} of the video could not be decoded")
-        last = _to_rgb(np.asarray(bgr, dtype=np.uint8), width, height, policy)
+        last = _to_rgb(np.asarray(bgr, dtype=np.uint8), width, height, policy, orientation)
         while slot < len(targets) and targets[slot] == number:
             out[slot] = last
             slot += 1
@@ -139,8 +212,14 @@ def _fill(
 
 
 def _to_rgb(
-    bgr: npt.NDArray[np.uint8], width: int, height: int, policy: MediaPolicy
+    bgr: npt.NDArray[np.uint8],
+    width: int,
+    height: int,
+    policy: MediaPolicy,
+    orientation: Orientation = IDENTITY,
 ) -> npt.NDArray[np.uint8]:
+    """``bgr`` as RGB, resized to the stored ``width`` x ``height`` if it differs, then
+    turned by ``orientation``."""
     h, w = bgr.shape[:2]
     policy.check_pixels(w, h, what="a video frame")
     if bgr.ndim != 3 or bgr.shape[2] != 3:
@@ -149,4 +228,5 @@ def _to_rgb(
         bgr = np.asarray(
             cv2.resize(bgr, (width, height), interpolation=cv2.INTER_AREA), dtype=np.uint8
         )
-    return np.asarray(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), dtype=np.uint8)
+    rgb = np.asarray(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), dtype=np.uint8)
+    return orientation.apply(rgb)

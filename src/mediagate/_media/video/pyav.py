@@ -15,7 +15,9 @@ Runs start at keyframes, so they decode independently: for frames of at least
 320x240, runs are handed to one single-threaded decoder per core (each on its own
 container over the same bytes) when there is enough work; a lone run gets FFmpeg's
 frame and slice threading instead. Smaller frames are decoded on the calling thread
-with no thread pool. Only the returned frames are converted to RGB.
+with no thread pool. Only the returned frames are converted to RGB, and turned the
+way they are shown (each by its own display matrix, else the stream's ``rotate`` tag:
+``orientation``); the frames array is shaped by the first frame stored.
 
 Frames are identified by presentation timestamp against the packet index (see
 ``container.index_stream``), so variable frame rates and B-frames number correctly. When
@@ -45,7 +47,8 @@ from .. import _helpers
 from .._isolation import shared_empty
 from ..budget import check_deadline
 from .container import StreamIndex, av_errors, open_video
-from .loader import SAMPLING_OPTIONS, SampledVideoLoader, reserve_frames
+from .loader import SAMPLING_OPTIONS, Decoded, SampledVideoLoader, reserve_frames
+from .orientation import IDENTITY, Orientation, frame_orientation
 from .sampling import short_tail_tolerated
 
 __all__ = ["SAMPLING_OPTIONS", "SEEK_COST_FRAMES", "PyAVVideoLoader", "plan_runs"]
@@ -89,7 +92,7 @@ class PyAVVideoLoader(SampledVideoLoader):
         index: StreamIndex,
         targets: list[int],
         policy: MediaPolicy,
-    ) -> npt.NDArray[np.uint8]:
+    ) -> Decoded:
         return _decode_targets(data, container, stream, index, targets, policy)
 
 
@@ -100,8 +103,8 @@ def _decode_targets(
     index: StreamIndex,
     targets: list[int],
     policy: MediaPolicy,
-) -> npt.NDArray[np.uint8]:
-    out = _Frames(len(targets), policy)
+) -> Decoded:
+    out = _Frames(len(targets), policy, fallback=index.rotate_tag)
     big = _big_frames(stream)
     if index.exact:
         runs = plan_runs(index, targets, SEEK_COST_FRAMES)
@@ -117,7 +120,7 @@ def _decode_targets(
                     walker = _Walker(container, stream, index, targets, out, threads=int(not big))
                     for run in runs:
                         walker.walk(run)
-            return out.array()
+            return Decoded(out.array(), out.orientation)
         except _Missed:
             pass
     # Start over on a fresh container and number frames by counting them.
@@ -128,7 +131,7 @@ def _decode_targets(
             _counting_walk(fresh, fresh_stream, index.total, targets, out, int(not big))
     finally:
         fresh.close()
-    return out.array()
+    return Decoded(out.array(), out.orientation)
 
 
 def _big_frames(stream: VideoStream) -> bool:
@@ -154,34 +157,47 @@ def _configure_decoder(stream: VideoStream, *, threads: int) -> None:
 
 
 class _Frames:
-    """The returned frames, sized by the first one stored; threads fill distinct slots."""
+    """The returned frames, as shown, sized by the first one stored; threads fill
+    distinct slots.
 
-    def __init__(self, count: int, policy: MediaPolicy) -> None:
+    Each frame is turned by its own display matrix, else by ``fallback`` (the stream's
+    ``rotate`` tag); ``orientation`` is the first slot's.
+    """
+
+    def __init__(
+        self, count: int, policy: MediaPolicy, *, fallback: Orientation = IDENTITY
+    ) -> None:
         self._count = count
         self._policy = policy
+        self._fallback = fallback
         self._lock = threading.Lock()
         self._out: npt.NDArray[np.uint8] | None = None
         self.filled = [False] * count
+        self.orientation = fallback
 
     def store(
         self, frame: VideoFrame, slot: int, converter: VideoReformatter, threads: int
     ) -> None:
-        """Convert ``frame`` to RGB into ``slot``, resized to the first frame's size if needed.
+        """Convert ``frame`` to RGB into ``slot``, turned as it is shown and resized to
+        the first frame's size if needed.
 
         Raises:
             TooLargeError: the frame exceeds ``max_pixels``, or the first frame's size
                 times the frame count the decoded-output budget.
         """
         self._policy.check_pixels(frame.width, frame.height, what="a video frame")
+        orientation = frame_orientation(frame, self._fallback)
         with self._lock:
             if self._out is None:
                 reserve_frames(self._count, frame.width, frame.height, self._policy)
-                shape = (self._count, frame.height, frame.width, 3)
-                self._out = shared_empty(shape, np.uint8)
+                width, height = orientation.shown_size(frame.width, frame.height)
+                self._out = shared_empty((self._count, height, width, 3), np.uint8)
             out = self._out
-        height, width = out.shape[1:3]
+        width, height = orientation.stored_size(out.shape[2], out.shape[1])
         rgb = converter.reformat(frame, width=width, height=height, format="rgb24", threads=threads)
-        out[slot] = rgb.to_ndarray()
+        out[slot] = orientation.apply(rgb.to_ndarray())
+        if slot == 0:
+            self.orientation = orientation
         self.filled[slot] = True
 
     def array(self) -> npt.NDArray[np.uint8]:

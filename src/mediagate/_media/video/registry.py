@@ -1,9 +1,11 @@
 """VIDEO_LOADER_REGISTRY: video loaders by name.
 
 A loader is any class offering ``load_bytes(data, num_frames=-1, **options) ->
-(frames, metadata)``; ``VideoMediaIO`` builds it with no arguments. Optional class
-attributes: ``options`` (a mapping of option name to ``OptionSpec``, checked before
-loading) and ``wants_policy`` (receive the ``MediaPolicy`` as ``policy=``).
+(frames, metadata)``; ``VideoMediaIO`` builds it with no arguments but those its
+``constructor_options`` name. Optional class attributes: ``options`` (a mapping of
+option name to ``OptionSpec``, checked before loading), ``wants_policy`` (receive the
+``MediaPolicy`` as ``policy=``) and ``constructor_options`` (names of ``options`` given
+to the constructor instead of ``load_bytes``).
 
 Example::
 
