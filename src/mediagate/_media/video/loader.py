@@ -66,10 +66,14 @@ SAMPLING_OPTIONS: Mapping[str, OptionSpec] = {
 
 
 class Decoded(NamedTuple):
-    """What ``decode_targets`` returns: the frames as shown, and how they were turned."""
+    """What ``decode_targets`` returns: the frames as shown, how they were turned, and
+    whether they were numbered in the decoder's output order because the timestamps
+    disagree with it (the metadata then times them by frame number, as for a stream
+    whose timestamps are missing)."""
 
     frames: npt.NDArray[np.uint8]
     orientation: Orientation
+    counted: bool = False
 
 
 def uniform_frames(
@@ -201,12 +205,16 @@ class SampledVideoLoader:
             with av_errors("probing the video stream"):
                 width, height = int(stream.codec_context.width), int(stream.codec_context.height)
             reserve_frames(len(targets), width, height, policy)
-            frames, orientation = self.decode_targets(
+            frames, orientation, counted = self.decode_targets(
                 data, container, stream, index, targets, policy
             )
         finally:
             container.close()
-        index = dataclasses.replace(index, geometry=FrameGeometry.of(frames, orientation))
+        index = dataclasses.replace(
+            index,
+            exact=index.exact and not counted,
+            geometry=FrameGeometry.of(frames, orientation),
+        )
         return frames, self.describe(index, targets)
 
     def describe(self, index: StreamIndex, targets: list[int]) -> dict[str, Any]:

@@ -9,6 +9,10 @@ Frames come out turned as they are shown, as the ``pyav`` loader turns them: the
 orientation is read with PyAV from the first frame's display matrix (else the stream's
 ``rotate`` tag), OpenCV's own turning (``CAP_PROP_ORIENTATION_AUTO``, which knows
 rotations but not mirrors) is switched off, and each retrieved frame is turned here.
+OpenCV numbers frames in the order its decoder hands them over; when the time it gives
+a frame (``CAP_PROP_POS_MSEC``) disagrees with the packet index's timestamp for that
+number, the timestamps do not say when frames are shown, and the metadata times the
+frames by number instead.
 Needs ``opencv-python`` (``pip install 'mediagate[opencv]'``).
 """
 
@@ -62,8 +66,10 @@ class OpenCVVideoLoader(SampledVideoLoader):
         width, height = stream.codec_context.width, stream.codec_context.height
         container.close()  # OpenCV decodes from its own reader
         orientation = first_frame_orientation(data, policy, index.rotate_tag)
-        frames = _grab_walk(data, index.total, targets, width, height, policy, orientation)
-        return Decoded(frames, orientation)
+        frames, agreed = _grab_walk(
+            data, index.total, targets, width, height, policy, orientation, index
+        )
+        return Decoded(frames, orientation, counted=not agreed)
 
 
 def first_frame_orientation(
@@ -107,9 +113,11 @@ def _grab_walk(
     height: int,
     policy: MediaPolicy,
     orientation: Orientation = IDENTITY,
-) -> npt.NDArray[np.uint8]:
+    index: StreamIndex | None = None,
+) -> tuple[npt.NDArray[np.uint8], bool]:
     """Grab every frame up to the last target and retrieve the targets, into one array,
-    each turned by ``orientation`` (frames of ``width`` x ``height`` as stored).
+    each turned by ``orientation`` (frames of ``width`` x ``height`` as stored), and
+    whether OpenCV timed every frame grabbed as ``index`` does (``_fill``).
 
     Raises:
         TooLargeError: the frames are over the decoded-output budget, a frame over
@@ -131,7 +139,7 @@ def _grab_walk(
         if not capture.isOpened():
             raise DecodeError("the video could not be opened by OpenCV")
         _stored_orientation(capture, orientation)
-        _fill(capture, out, total, targets, policy, orientation)
+        agreed = _fill(capture, out, total, targets, policy, orientation, index)
     except MediaError:
         raise
     except MemoryError as exc:
@@ -140,7 +148,7 @@ def _grab_walk(
         raise DecodeError("the video could not be decoded by OpenCV") from exc
     finally:
         capture.release()
-    return out
+    return out, agreed
 
 
 def _stored_orientation(capture: cv2.VideoCapture, orientation: Orientation) -> None:
@@ -176,9 +184,15 @@ def _fill(
     targets: list[int],
     policy: MediaPolicy,
     orientation: Orientation = IDENTITY,
-) -> None:
+    index: StreamIndex | None = None,
+) -> bool:
     """Grab frames in order, retrieving the ones in ``targets`` into ``out``, turned by
     ``orientation``.
+
+    Returns:
+        Whether each frame grabbed came out at the time, from the first frame, that
+        ``index`` gives its number (to a millisecond and a time-base unit); ``False``
+        without an index whose timestamps can be trusted.
 
     Raises:
         TooLargeError: past the decode deadline, or a frame over ``max_pixels``.
@@ -188,11 +202,20 @@ def _fill(
     slot = 0
     number = -1
     last: npt.NDArray[np.uint8] | None = None
+    agreed = index is not None and index.exact
+    tolerance = 0.001 + float(index.time_base) if index is not None else 0.0
+    first_ms = 0.0
     while slot < len(targets) and number + 1 < total:
         check_deadline()
         if not capture.grab():
             break
         number += 1
+        if agreed and index is not None:
+            ms = float(capture.get(cv2.CAP_PROP_POS_MSEC))
+            if number == 0:
+                first_ms = ms
+            expected = float((index.pts[number] - index.pts[0]) * index.time_base)
+            agreed = abs((ms - first_ms) / 1000 - expected) <= tolerance
         if targets[slot] != number:
             continue
         ok, bgr = capture.retrieve()
@@ -209,6 +232,8 @@ def _fill(
                 "(damaged or truncated file)"
             )
         out[slot:] = last
+        return False
+    return agreed
 
 
 def _to_rgb(

@@ -21,9 +21,11 @@ way they are shown (each by its own display matrix, else the stream's ``rotate``
 
 Frames are identified by presentation timestamp against the packet index (see
 ``container.index_stream``), so variable frame rates and B-frames number correctly. When
-timestamps are missing or a seek does not land where it should, the walk starts over
-from the first frame and numbers frames by counting them; it never loops: every pass
-reads each packet at most once per run.
+timestamps are missing, a seek does not land where it should, or the decoder hands
+frames out of timestamp order (timestamps that do not say when frames are shown: an
+AVI's, which count packets, on a stream with B-frames), the walk starts over from the
+first frame and numbers frames by counting them, in the order the decoder gives them;
+it never loops: every pass reads each packet at most once per run.
 """
 
 from __future__ import annotations
@@ -128,10 +130,10 @@ def _decode_targets(
     try:
         _configure_decoder(fresh_stream, threads=0 if big else 1)
         with av_errors("decoding"):
-            _counting_walk(fresh, fresh_stream, index.total, targets, out, int(not big))
+            agreed = _counting_walk(fresh, fresh_stream, index, targets, out, int(not big))
     finally:
         fresh.close()
-    return Decoded(out.array(), out.orientation)
+    return Decoded(out.array(), out.orientation, counted=not agreed)
 
 
 def _big_frames(stream: VideoStream) -> bool:
@@ -254,7 +256,8 @@ class _Walker:
         """Decode the frames of the slots in ``run``.
 
         Raises:
-            _Missed: a seek landed past a target twice.
+            _Missed: a seek landed past a target twice, or the decoder handed frames out
+                of timestamp order.
         """
         index, targets, out = self._index, self._targets, self._out
         key = _key_before(index, targets[run[0]])
@@ -264,8 +267,16 @@ class _Walker:
                 key = index.keyframes[max(0, bisect.bisect_left(index.keyframes, key) - 1)]
             self._container.seek(index.pts[key], stream=self._stream, backward=True)
             slots = {index.pts[targets[slot]]: slot for slot in run if not out.filled[slot]}
+            shown: int | None = None
             for frame in _decoded(self._container, self._stream, set(slots)):
-                slot = slots.get(frame.pts) if frame.pts is not None else None
+                if frame.pts is None:
+                    continue
+                if shown is not None and frame.pts <= shown:
+                    # Frames come out in the order they are shown: these timestamps
+                    # do not say when that is.
+                    raise _Missed
+                shown = frame.pts
+                slot = slots.get(frame.pts)
                 if slot is not None:
                     out.store(frame, slot, self._converter, self._threads)
             if all(out.filled[slot] for slot in run):
@@ -368,32 +379,39 @@ def _decoded(
 def _counting_walk(
     container: InputContainer,
     stream: VideoStream,
-    total: int,
+    index: StreamIndex,
     targets: list[int],
     out: _Frames,
     threads: int,
-) -> None:
+) -> bool:
     """Decode from the start, numbering frames by counting them, and store the targets.
+
+    Returns:
+        Whether every frame walked had the timestamp the index gives its number (the
+        index's timestamps then time the frames returned).
 
     Raises:
         DecodeError: the stream ended too early.
         TooLargeError: the decode deadline passed.
     """
+    total = index.total
     converter = VideoReformatter()
     number = -1
     slot = 0
+    agreed = index.exact
     last_frame: VideoFrame | None = None
     for frame in container.decode(stream):
         check_deadline()
         number += 1
         if number >= total:
             break
+        agreed = agreed and frame.pts == index.pts[number]
         last_frame = frame
         while slot < len(targets) and targets[slot] == number:
             out.store(frame, slot, converter, threads)
             slot += 1
         if slot == len(targets):
-            return
+            return agreed
     if last_frame is None or not short_tail_tolerated(total, number + 1):
         raise DecodeError(
             f"the video stream ended after {number + 1} of its {total} frames "
@@ -401,3 +419,4 @@ def _counting_walk(
         )
     for missing in range(slot, len(targets)):
         out.store(last_frame, missing, converter, threads)
+    return False
