@@ -354,13 +354,16 @@ def _metadata(stream: VideoStream) -> dict[str, str]:
 def _end(
     stream: VideoStream, pts: list[int], last_duration: int, fps: float, time_base: Fraction
 ) -> Fraction:
-    """Where the last frame stops being shown, in ``time_base`` units: its timestamp
-    plus its packet's duration; else plus the end the stream declares, when that lies
-    within two frames after it; else plus the mean step between frames (one frame
-    period for a single frame)."""
+    """Where the last frame stops being shown, in ``time_base`` units: where the stream
+    declares it ends, when that lies after the last frame's timestamp and within two
+    mean frame steps of it; else the last frame's timestamp plus its packet's duration;
+    else plus the mean step between frames (one frame period for a single frame).
+
+    A packet's duration is the gap to the next packet in decoding order in some
+    containers (MP4 with B-frames), not how long the frame is shown: the stream's own
+    end comes first.
+    """
     last = pts[-1]
-    if last_duration > 0:
-        return Fraction(last + last_duration)
     step = (
         Fraction(last - pts[0], len(pts) - 1)
         if len(pts) > 1 and last > pts[0]
@@ -370,6 +373,8 @@ def _end(
         declared = int(stream.start_time or 0) + int(stream.duration)
         if last < declared <= last + 2 * step:
             return Fraction(declared)
+    if last_duration > 0:
+        return Fraction(last + last_duration)
     return last + step
 
 
