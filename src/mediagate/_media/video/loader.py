@@ -26,7 +26,7 @@ from ..._policy import MediaPolicy
 from ..base import OptionSpec, opt_choice
 from .container import StreamIndex, av_errors, index_stream, open_video
 from .limits import VideoLimits
-from .orientation import FrameGeometry, Orientation
+from .orientation import IDENTITY, FrameGeometry, Orientation
 from .sampling import (
     build_metadata,
     cap_num_frames,
@@ -205,11 +205,13 @@ class SampledVideoLoader:
             with av_errors("probing the video stream"):
                 width, height = int(stream.codec_context.width), int(stream.codec_context.height)
             reserve_frames(len(targets), width, height, policy)
-            frames, orientation, counted = self.decode_targets(
-                data, container, stream, index, targets, policy
-            )
+            decoded: Any = self.decode_targets(data, container, stream, index, targets, policy)
         finally:
             container.close()
+        if not isinstance(decoded, Decoded):
+            # A subclass written before orientations: its frames, as it decoded them.
+            decoded = Decoded(decoded, IDENTITY)
+        frames, orientation, counted = decoded
         index = dataclasses.replace(
             index,
             exact=index.exact and not counted,
