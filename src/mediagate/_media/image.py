@@ -60,6 +60,7 @@ Hostile input is bounded before any pixel is decoded:
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib
 import importlib.util
 import io
@@ -604,6 +605,27 @@ _ORIENTATION_VIEWS: dict[int, Callable[[npt.NDArray[np.uint8]], npt.NDArray[np.u
 }
 
 
+@functools.cache
+def _cv2_turns() -> dict[int, Callable[[Any], Any]]:
+    """The same turns by OpenCV's blocked copies (about 3x faster than numpy's) when the
+    optional ``opencv`` extra is installed; empty otherwise."""
+    if importlib.util.find_spec("cv2") is None:
+        return {}
+    try:
+        import cv2
+    except ImportError:  # installed but not loadable here
+        return {}
+    return {
+        2: lambda a: cv2.flip(a, 1),
+        3: lambda a: cv2.rotate(a, cv2.ROTATE_180),
+        4: lambda a: cv2.flip(a, 0),
+        5: lambda a: cv2.transpose(a),
+        6: lambda a: cv2.rotate(a, cv2.ROTATE_90_CLOCKWISE),
+        7: lambda a: cv2.transpose(cv2.flip(a, -1)),
+        8: lambda a: cv2.rotate(a, cv2.ROTATE_90_COUNTERCLOCKWISE),
+    }
+
+
 def _oriented(array: npt.NDArray[np.uint8], orientation: int) -> npt.NDArray[np.uint8]:
     """Apply an EXIF orientation (2..8) to an HxW[xC] array, as Pillow's exif_transpose.
 
@@ -615,6 +637,10 @@ def _oriented(array: npt.NDArray[np.uint8], orientation: int) -> npt.NDArray[np.
     view = _ORIENTATION_VIEWS.get(orientation)
     if view is None:
         return array
+    turn = _cv2_turns().get(orientation)
+    if turn is not None and array.flags.c_contiguous and array.shape[-1:] != (0,):
+        turned: npt.NDArray[np.uint8] = turn(array)
+        return turned
     moved = view(array)
     if array.ndim == 2 or orientation == 4:
         return np.ascontiguousarray(moved)
