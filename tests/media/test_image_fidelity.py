@@ -234,7 +234,19 @@ def array_path_only(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(ImageMediaIO, "_load_pillow", refuse)
 
 
-@pytest.mark.usefixtures("array_path_only")
+@pytest.fixture(params=["opencv", "numpy"])
+def turner(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Turn with OpenCV (the opencv extra) and with numpy alone (a plain install)."""
+    if request.param == "numpy":
+        monkeypatch.setattr("mediagate._media.image._cv2_turns", lambda: {})
+    else:
+        from mediagate._media.image import _cv2_turns
+
+        assert _cv2_turns(), "opencv is installed by make install"
+    return str(request.param)
+
+
+@pytest.mark.usefixtures("array_path_only", "turner")
 @pytest.mark.parametrize("orientation", range(1, 9))
 @pytest.mark.parametrize("image_mode", ["RGB", "L"])
 def test_every_orientation_decodes_on_the_array_path(orientation: int, image_mode: str) -> None:
