@@ -41,7 +41,19 @@ def modality_name(name: object) -> Modality:
 
 
 _EXTENSIONS: dict[Modality, set[str]] = {
-    "image": {".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff", ".avif"},
+    "image": {
+        ".jpg",
+        ".jpeg",
+        ".png",
+        ".webp",
+        ".gif",
+        ".bmp",
+        ".tif",
+        ".tiff",
+        ".avif",
+        ".heic",
+        ".heif",
+    },
     "audio": {".wav", ".flac", ".mp3", ".ogg", ".oga", ".opus", ".m4a", ".aac"},
     "video": {".mp4", ".webm", ".mkv", ".avi", ".mov", ".m4v"},
     "image_embedding": {".npy", ".safetensors", ".pt", ".pth"},
