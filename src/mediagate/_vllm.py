@@ -31,6 +31,7 @@ from ._errors import FetchError
 from ._media.budget import BorrowedBudget, DecodedBudget
 from ._media.results import MediaWithBytes
 from ._media.video.registry import VIDEO_LOADER_REGISTRY
+from ._media.video.sampling import VLLM_METADATA_KEYS
 from ._policy import MediaPolicy
 
 __all__ = ["NAME", "UpstreamClientError", "VllmDecodedBudget", "VllmMediaConnector", "register"]
@@ -51,13 +52,24 @@ class VllmDecodedBudget(BorrowedBudget):
     limit_name = "VLLM_MAX_MEDIA_REQUEST_DECODE_BYTES"
 
 
+def _vllm_media(media: Any) -> Any:
+    """Video ``(frames, metadata)`` with only the metadata keys vLLM's loaders return:
+    model code builds ``transformers.VideoMetadata(**metadata)`` from the dict, which
+    refuses the others (``timestamps``, the frame sizes, the orientation)."""
+    if isinstance(media, tuple) and len(media) == 2 and isinstance(media[1], dict):
+        frames, metadata = media
+        return frames, {key: metadata[key] for key in VLLM_METADATA_KEYS if key in metadata}
+    return media
+
+
 def _as_vllm(result: Any) -> Any:
     """mediagate's ``MediaWithBytes`` as vLLM's own type (anything else unchanged)."""
     if not isinstance(result, MediaWithBytes):
         return result
     from vllm.multimodal.media import MediaWithBytes as VllmMediaWithBytes
 
-    return VllmMediaWithBytes(result.media, result.original_bytes, result.io_config)
+    media = _vllm_media(result.media)
+    return VllmMediaWithBytes(media, result.original_bytes, result.io_config)
 
 
 class UpstreamClientError(FetchError, ValueError):
