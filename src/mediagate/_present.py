@@ -45,9 +45,17 @@ def describe(modality: str, result: Any) -> dict[str, Any]:
             "duration": metadata.get("duration"),
             "video_backend": metadata.get("video_backend"),
             "frames_indices": indices,
-            "timestamps": [round(i / fps, 3) for i in indices] if fps else None,
+            "timestamps": _timestamps(metadata, indices, fps),
         }
     return {"shape": list(result.shape), "dtype": str(result.dtype).replace("torch.", "")}
+
+
+def _timestamps(metadata: dict[str, Any], indices: list[int], fps: float) -> list[float] | None:
+    """Each sampled frame's presentation time: the loader's own, else index / fps."""
+    times = metadata.get("timestamps")
+    if isinstance(times, (list, tuple)) and len(times) == len(indices):
+        return [round(float(t), 3) for t in times]
+    return [round(i / fps, 3) for i in indices] if fps else None
 
 
 def text(record: dict[str, Any]) -> str:
