@@ -815,6 +815,25 @@ class MediaConnector:
         )
         return result
 
+    def _video_or_audiovisual_io(
+        self,
+        image_mode: str | EllipsisType | None,
+        media_io_kwargs: Mapping[str, Any] | None,
+        video_processor: str | None,
+        with_audio: bool,
+        audio_kwargs: Mapping[str, Any] | None,
+    ) -> Any:
+        io = self._video_io(image_mode, media_io_kwargs, video_processor)
+        if with_audio is not True and with_audio is not False:
+            raise OptionError("with_audio must be True or False", option="with_audio")
+        if not with_audio:
+            if audio_kwargs is not None:
+                raise OptionError("audio_kwargs need with_audio=True", option="audio_kwargs")
+            return io
+        from ._media.audiovisual import VideoAudioMediaIO
+
+        return self._budgeted(VideoAudioMediaIO(io, self._audio_io(audio_kwargs)))
+
     @_entry
     def fetch_video(
         self,
@@ -823,7 +842,9 @@ class MediaConnector:
         image_mode: str | EllipsisType | None = ...,
         video_processor: str | None = None,
         media_io_kwargs: Mapping[str, Any] | None = None,
-    ) -> MediaWithBytes[VideoFrames]:
+        with_audio: bool = False,
+        audio_kwargs: Mapping[str, Any] | None = None,
+    ) -> MediaWithBytes[Any]:
         """Load sampled video frames ``[N, H, W, 3]`` and their metadata, with the
         container bytes (``frames, metadata = result`` unpacks it).
 
@@ -832,10 +853,18 @@ class MediaConnector:
         name, samples the frames unless the server set a ``video_backend``.
         Frames are always RGB; ``image_mode`` is accepted and has no effect.
 
+        ``with_audio=True`` decodes the clip's audio track from the same download too
+        (``audio_kwargs`` are its audio options, e.g. ``{"sample_rate": 16000}``) and
+        returns ``frames, metadata, audio, sample_rate`` (a ``VideoWithAudio``; audio
+        ``None`` for a silent clip); ``metadata["audio_offset"]`` places the audio on the
+        frames' time axis.
+
         Raises: as ``load_from_url``, plus ``OptionError`` for bad options.
         """
-        io = self._video_io(image_mode, media_io_kwargs, video_processor)
-        result: MediaWithBytes[VideoFrames] = self.load_from_url(video_url, io)
+        io = self._video_or_audiovisual_io(
+            image_mode, media_io_kwargs, video_processor, with_audio, audio_kwargs
+        )
+        result: MediaWithBytes[Any] = self.load_from_url(video_url, io)
         return result
 
     @_entry_async
@@ -846,10 +875,14 @@ class MediaConnector:
         image_mode: str | EllipsisType | None = ...,
         video_processor: str | None = None,
         media_io_kwargs: Mapping[str, Any] | None = None,
-    ) -> MediaWithBytes[VideoFrames]:
+        with_audio: bool = False,
+        audio_kwargs: Mapping[str, Any] | None = None,
+    ) -> MediaWithBytes[Any]:
         """The async twin of ``fetch_video``."""
-        io = self._video_io(image_mode, media_io_kwargs, video_processor)
-        result: MediaWithBytes[VideoFrames] = await self.load_from_url_async(video_url, io)
+        io = self._video_or_audiovisual_io(
+            image_mode, media_io_kwargs, video_processor, with_audio, audio_kwargs
+        )
+        result: MediaWithBytes[Any] = await self.load_from_url_async(video_url, io)
         return result
 
     def _embedding(self, modality: str, data: str) -> torch.Tensor:

@@ -160,6 +160,7 @@ _SAFE_GLOBALS = frozenset(
         ("numpy._core.numeric", "_frombuffer"),
         ("mediagate._errors", "_rebuild"),
         ("mediagate._media.results", "MediaWithBytes"),
+        ("mediagate._media.audiovisual", "VideoWithAudio"),
     }
 )
 
