@@ -81,7 +81,7 @@ def _last_run(out: Path) -> Path:
 
 # -- other modules ---------------------------------------------------------------------
 
-OTHER_MODULES = ("requests", "proxy", "video", "audio", "cache", "concurrency", "isolation")
+OTHER_MODULES = ("requests", "proxy", "exif", "video", "audio", "cache", "concurrency", "isolation")
 GROUPS = ("images", *OTHER_MODULES)
 
 
