@@ -15,6 +15,7 @@ from ..._policy import MediaPolicy
 from ..base import MediaIO, OptionSpec, decode_base64, opt_int, validate_options
 from ..budget import DecodedBudget
 from ..results import MediaWithBytes
+from .frame_size import FRAME_SIZE_OPTIONS, FrameSize, frame_size_from_options, resize_rgb
 from .jpeg_sequence import JPEG_SEQUENCE_OPTIONS, load_jpeg_sequence
 from .registry import VIDEO_LOADER_REGISTRY
 from .sampling import cap_num_frames, check_num_frames, finite_number
@@ -90,7 +91,7 @@ DECODER_OPTIONS: Mapping[str, OptionSpec] = {
 }
 
 #: The options ``VideoMediaIO`` itself takes.
-_OWN_OPTIONS = ("num_frames", "fps", "video_backend")
+_OWN_OPTIONS = ("num_frames", "fps", "video_backend", *FRAME_SIZE_OPTIONS)
 
 
 class VideoMediaIO(MediaIO[MediaWithBytes[VideoResult]]):
@@ -108,6 +109,15 @@ class VideoMediaIO(MediaIO[MediaWithBytes[VideoResult]]):
         fps: sample at most this many frames per second of video; for ``video/jpeg``,
             the frame rate reported (default 1).
         video_backend: a ``VIDEO_LOADER_REGISTRY`` name (default ``"pyav"``).
+        max_frame_size: decode the frames to fit within ``[width, height]``, or within a
+            pixel budget (an integer: ``width * height <= N``), aspect ratio kept, never
+            enlarged (``frame_size``).
+        resize_to: decode the frames to exactly ``[width, height]`` (not together with
+            ``max_frame_size``). Either hint refers to the frame as shown (turned by its
+            display matrix); the frames are scaled while they are converted to RGB, and
+            the decoded-output budget counts them at that size. The metadata then gives
+            ``width`` and ``height`` of the frames returned and ``original_width`` and
+            ``original_height`` of the frames as shown.
         policy: the limits (``max_bytes``, ``max_pixels``, ``max_video_frames``).
         **loader_options: the backend's own options (the builtin ``pyav`` and
             ``opencv`` take ``sampling``: ``"time"``, the default, spreads the frames
@@ -116,8 +126,9 @@ class VideoMediaIO(MediaIO[MediaWithBytes[VideoResult]]):
             ``video/jpeg`` payloads.
 
     Raises:
-        OptionError: an unknown option, a value of the wrong type or range, or an
-            unknown or unavailable backend (the message lists the available ones).
+        OptionError: an unknown option, a value of the wrong type or range, both frame
+            sizes, a ``resize_to`` over ``max_pixels``, or an unknown or unavailable
+            backend (the message lists the available ones).
     """
 
     modality = "video"
@@ -130,6 +141,8 @@ class VideoMediaIO(MediaIO[MediaWithBytes[VideoResult]]):
         *,
         fps: float | None = None,
         video_backend: str | None = None,
+        max_frame_size: Any = None,
+        resize_to: Any = None,
         policy: MediaPolicy | None = None,
         decoded_budget: DecodedBudget | None = None,
         **loader_options: Any,
@@ -138,6 +151,10 @@ class VideoMediaIO(MediaIO[MediaWithBytes[VideoResult]]):
         self.image_io = image_io
         self.num_frames: int = check_num_frames(num_frames)
         self.fps: float | None = _FPS("video", "fps", fps)
+        #: The size frames are decoded to (``None``: as shown).
+        self.frame_size: FrameSize | None = frame_size_from_options(
+            max_frame_size, resize_to, max_pixels=self.policy.max_pixels
+        )
         backend = DEFAULT_VIDEO_BACKEND if video_backend is None else video_backend
         if not isinstance(backend, str):
             raise OptionError(
@@ -199,7 +216,8 @@ class VideoMediaIO(MediaIO[MediaWithBytes[VideoResult]]):
         runtime_kwargs: Mapping[str, Any] | None,
     ) -> dict[str, Any]:
         """Shallow merge, request values win; a request that sets only one of ``fps`` and
-        ``num_frames`` drops the other from the defaults.
+        ``num_frames`` drops the other from the defaults, and so does one that sets only
+        one of ``max_frame_size`` and ``resize_to``.
 
         Raises:
             OptionError: either input is not a mapping.
@@ -208,6 +226,8 @@ class VideoMediaIO(MediaIO[MediaWithBytes[VideoResult]]):
         runtime = runtime_kwargs or {}
         if ("fps" in runtime) != ("num_frames" in runtime):
             merged.pop("num_frames" if "fps" in runtime else "fps", None)
+        if ("max_frame_size" in runtime) != ("resize_to" in runtime):
+            merged.pop("resize_to" if "max_frame_size" in runtime else "max_frame_size", None)
         return merged
 
     def load_bytes(self, data: bytes) -> MediaWithBytes[VideoResult]:
@@ -230,9 +250,10 @@ class VideoMediaIO(MediaIO[MediaWithBytes[VideoResult]]):
         kwargs = dict(self.loader_options)
         # Options the loader takes when it is built (the builtin loaders' ``sampling``).
         built_with = getattr(self._loader_cls, "constructor_options", ())
-        loader = VIDEO_LOADER_REGISTRY.load(
-            self.video_backend, **{k: kwargs.pop(k) for k in list(kwargs) if k in built_with}
-        )
+        built = {k: kwargs.pop(k) for k in list(kwargs) if k in built_with}
+        if self.frame_size is not None and self._sizes_frames:
+            built["frame_size"] = self.frame_size
+        loader = VIDEO_LOADER_REGISTRY.load(self.video_backend, **built)
         if self.fps is not None:
             kwargs["fps"] = self.fps
         if getattr(self._loader_cls, "wants_policy", False):
@@ -262,6 +283,7 @@ class VideoMediaIO(MediaIO[MediaWithBytes[VideoResult]]):
                 max_bytes=self.max_bytes,
                 fps=self.fps,
                 max_decoded_bytes=self.policy.max_decoded_bytes_for("video"),
+                frame_size=self.frame_size,
                 **self._jpeg_options,
             )
             text = data.encode("ascii") if isinstance(data, str) else bytes(data)
@@ -318,4 +340,29 @@ class VideoMediaIO(MediaIO[MediaWithBytes[VideoResult]]):
                 if isinstance(values, list):
                     metadata[key] = values[:cap]
         metadata.setdefault("video_backend", self.video_backend)
+        if self.frame_size is not None and not self._sizes_frames:
+            frames, metadata = _resized(frames, metadata, self.frame_size)
         return frames, metadata
+
+    @property
+    def _sizes_frames(self) -> bool:
+        """Whether the backend decodes to ``frame_size`` itself (``takes_frame_size``)."""
+        return bool(getattr(self._loader_cls, "takes_frame_size", False))
+
+
+def _resized(
+    frames: npt.NDArray[np.uint8], metadata: dict[str, Any], frame_size: FrameSize
+) -> VideoResult:
+    """Full-size frames from a backend that does not size them, resized to ``frame_size``
+    one at a time, and their metadata with both sizes."""
+    shown = (int(frames.shape[2]), int(frames.shape[1]))
+    output = frame_size.output_size(*shown)
+    if output != shown:
+        resized = np.empty((len(frames), output[1], output[0], 3), np.uint8)
+        for slot, frame in enumerate(frames):
+            resized[slot] = resize_rgb(frame, output)
+        frames = resized
+    metadata = dict(metadata)
+    metadata["width"], metadata["height"] = output
+    metadata["original_width"], metadata["original_height"] = shown
+    return frames, metadata

@@ -10,6 +10,16 @@ is sampled: metadata numbers them ``0..n-1`` at ``fps`` (default 1) unless the c
 says otherwise, times them at frame number over ``fps`` (``timestamps``) and gives
 their ``width`` and ``height``. They are not turned here: a container's display matrix
 does not apply to JPEG frames (any EXIF orientation is the image decoder's affair).
+
+With a frame-size hint (``frame_size``), the hint sizes the frames in place of the image
+decoder's own ``max_image_size``: each JPEG frame is decoded by ``ImageMediaIO`` at the
+smallest DCT scale at or above the output size (its ``max_image_size`` path, EXIF
+orientation included), then resized exactly to it; the budget is held at the output
+size, and the metadata also gives ``original_width`` and ``original_height``, the size
+the frames are shown at. A frame whose shown size (from its header and EXIF
+orientation) differs from frame 0's is refused, as without the hint. An image decoder
+other than ``ImageMediaIO`` decodes each frame at full size, one at a time, and the frame
+is resized before the next is decoded.
 """
 
 from __future__ import annotations
@@ -27,6 +37,7 @@ from ..._errors import DecodeError, OptionError, TooLargeError
 from .._isolation import shared_empty
 from ..base import OptionSpec, decode_base64, opt_int
 from ..budget import check_deadline, reserve_output
+from .frame_size import FrameSize, resize_rgb
 from .sampling import build_metadata, finite_number
 
 __all__ = ["JPEG_SEQUENCE_OPTIONS", "MAX_FRAME_NUMBER", "load_jpeg_sequence"]
@@ -118,6 +129,7 @@ def load_jpeg_sequence(
     total_num_frames: int | None = None,
     duration: float | None = None,
     max_decoded_bytes: int | None = None,
+    frame_size: FrameSize | None = None,
 ) -> tuple[npt.NDArray[np.uint8], dict[str, Any]]:
     """Decode the first ``num_frames`` frames of a ``b64,b64,...`` JPEG sequence.
 
@@ -130,6 +142,8 @@ def load_jpeg_sequence(
         frames_indices, total_num_frames, duration: metadata the client supplied.
         max_decoded_bytes: the decoded-output budget used outside a guarded decode
             (``None``: only the current decode's budget applies).
+        frame_size: the size the frames are decoded to (``None``: as the image
+            decoder gives them).
 
     Raises:
         TooLargeError: the sequence exceeds ``max_bytes``, its frames the
@@ -151,9 +165,14 @@ def load_jpeg_sequence(
             maximum=max_bytes,
         )
     parts = [part.strip() for part in data.split(",", num_frames)[:num_frames]]
-    frames = _decode_frames(parts, image_io, max_bytes, max_decoded_bytes)
+    if frame_size is None:
+        frames = _decode_frames(parts, image_io, max_bytes, max_decoded_bytes)
+    else:
+        frames, source = _decode_sized(parts, image_io, max_bytes, max_decoded_bytes, frame_size)
     metadata = _metadata(len(frames), fps, frames_indices, total_num_frames, duration)
     metadata["width"], metadata["height"] = int(frames.shape[2]), int(frames.shape[1])
+    if frame_size is not None:
+        metadata["original_width"], metadata["original_height"] = source
     return frames, metadata
 
 
@@ -191,6 +210,108 @@ def _decode_frames(
     if frames is None:
         raise DecodeError("the JPEG frame sequence is empty")
     return frames
+
+
+def _shown_size(raw: bytes) -> tuple[int, int] | None:
+    """``(width, height)`` of a JPEG as ``ImageMediaIO`` shows it (its EXIF orientation
+    applied), from the header; ``None`` when it is not a JPEG simplejpeg can read.
+
+    Raises:
+        DecodeError: a JPEG structure over ``ImageMediaIO``'s limits.
+    """
+    from ..image import _exif_from_bytes, _read_orientation, _walk_jpeg
+
+    try:
+        height, width, _, _ = simplejpeg.decode_jpeg_header(raw)
+    except (ValueError, TypeError, OverflowError):
+        return None
+    exif = _walk_jpeg(raw).exif
+    orientation = 1 if exif is None else _read_orientation(lambda: _exif_from_bytes(exif))
+    return (int(height), int(width)) if orientation in (5, 6, 7, 8) else (int(width), int(height))
+
+
+def _reduced_decoder(image_io: Any, source: tuple[int, int], target: tuple[int, int]) -> Any:
+    """An ``ImageMediaIO`` like ``image_io`` whose ``max_image_size`` makes a frame shown
+    at ``source`` decode at ``target`` or just above (a box covering it at the source's
+    aspect ratio), where the exact resize to ``target`` finishes it; ``None`` when
+    ``image_io`` is not a plain ``ImageMediaIO``."""
+    from ..image import ImageMediaIO
+
+    if type(image_io) is not ImageMediaIO:
+        return None
+    options = {k: v for k, v in image_io.kwargs.items() if k != "max_image_size"}
+    scale = max(target[0] / source[0], target[1] / source[1])
+    if scale < 1:
+        options["max_image_size"] = tuple(
+            min(side, max(1, math.ceil(side * scale - 1e-9))) for side in source
+        )
+    return ImageMediaIO(image_io.image_mode, policy=image_io.policy, **options)
+
+
+def _decode_sized(
+    parts: list[str],
+    image_io: _ImageLoader,
+    max_bytes: int,
+    fallback: int | None,
+    frame_size: FrameSize,
+) -> tuple[npt.NDArray[np.uint8], tuple[int, int]]:
+    """The frames at the size ``frame_size`` gives for frame 0, stacked ``[N, H, W, 3]``,
+    and frame 0's shown size; budgeted at the output size before any frame is decoded.
+
+    Raises:
+        TooLargeError: over the decoded-output budget or past the deadline.
+        DecodeError: an empty, undecodable or non-RGB frame, or one whose shown size
+            differs from frame 0's.
+    """
+    if not parts or not parts[0]:
+        raise DecodeError("frame 0 of the JPEG frame sequence is empty")
+    declared = _header_size(parts[0], max_bytes)
+    if declared is not None:
+        _reserve(len(parts), *frame_size.largest_output(*declared), fallback)
+    reduced: Any = None
+    source: tuple[int, int] | None = None
+    target = (0, 0)
+    frames: npt.NDArray[np.uint8] | None = None
+    for slot, part in enumerate(parts):
+        check_deadline()
+        if not part:
+            raise DecodeError(f"frame {slot} of the JPEG frame sequence is empty")
+        raw = decode_base64(part, limit=max_bytes, what="a video/jpeg frame")
+        shown = _shown_size(raw)
+        if slot == 0 and shown is not None:
+            reduced = _reduced_decoder(image_io, shown, frame_size.output_size(*shown))
+            if reduced is not None:
+                source, target = shown, frame_size.output_size(*shown)
+        elif reduced is not None and shown is not None and shown != source:
+            raise _unlike(slot, shown, source or shown)
+        # Frames the reduced decoder takes are judged by their header above, the others
+        # by the size they decode to.
+        by_header = reduced is not None and shown is not None
+        if by_header:
+            array = np.asarray(reduced.load_bytes(raw))
+        else:
+            array = np.asarray(image_io.load_base64("image/jpeg", part))
+        if array.dtype != np.uint8 or array.ndim != 3 or array.shape[2] != 3:
+            raise DecodeError(f"frame {slot} of the JPEG frame sequence did not decode to RGB")
+        decoded = (int(array.shape[1]), int(array.shape[0]))
+        if source is None:  # frame 0, sized by what it decoded to
+            source, target = decoded, frame_size.output_size(*decoded)
+        elif not by_header and decoded != source:
+            raise _unlike(slot, decoded, source)
+        if frames is None:
+            _reserve(len(parts), *target, fallback)
+            frames = shared_empty((len(parts), target[1], target[0], 3), np.uint8)
+        frames[slot] = resize_rgb(array, target)
+    if frames is None or source is None:
+        raise DecodeError("the JPEG frame sequence is empty")
+    return frames, source
+
+
+def _unlike(slot: int, size: tuple[int, int], first: tuple[int, int]) -> DecodeError:
+    return DecodeError(
+        f"frame {slot} of the JPEG frame sequence is {size[0]}x{size[1]}, "
+        f"unlike frame 0 ({first[0]}x{first[1]})"
+    )
 
 
 def _metadata(

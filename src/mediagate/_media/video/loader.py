@@ -4,9 +4,10 @@
 (sniffing, allowlists, ``max_pixels``), indexes the stream, picks the frames to return
 with a sampling rule (``load_bytes`` passes the uniform one, by presentation time or by
 frame number; a model's sampler passes its own), reserves the decoded-output budget for
-them from the stream's declared frame size (``reserve_frames``) and builds the metadata
+them from the stream's declared frame size (``reserve_frames``; with a frame-size hint,
+``frame_size``, from the size they are decoded to) and builds the metadata
 (``describe``); a subclass only decodes the chosen frames, turned the way they are shown
-(``orientation``).
+(``orientation``) and, with a hint, at the size it gives.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from ..._errors import DecodeError
 from ..._policy import MediaPolicy
 from ..base import OptionSpec, opt_choice
 from .container import StreamIndex, av_errors, index_stream, open_video
+from .frame_size import FrameSize, resize_rgb
 from .limits import VideoLimits
 from .orientation import IDENTITY, FrameGeometry, Orientation
 from .sampling import (
@@ -66,14 +68,17 @@ SAMPLING_OPTIONS: Mapping[str, OptionSpec] = {
 
 
 class Decoded(NamedTuple):
-    """What ``decode_targets`` returns: the frames as shown, how they were turned, and
+    """What ``decode_targets`` returns: the frames as shown, how they were turned,
     whether they were numbered in the decoder's output order because the timestamps
     disagree with it (the metadata then times them by frame number, as for a stream
-    whose timestamps are missing)."""
+    whose timestamps are missing), and ``(width, height)`` of the frames as stored
+    before a frame-size hint resized them (``None``: the frames are at that size; a
+    loader that gives ``None`` under a hint has its frames resized afterwards)."""
 
     frames: npt.NDArray[np.uint8]
     orientation: Orientation
     counted: bool = False
+    coded_size: tuple[int, int] | None = None
 
 
 def uniform_frames(
@@ -127,15 +132,23 @@ class SampledVideoLoader:
     #: Options of ``options`` given to the constructor rather than to ``load_bytes``
     #: (``VideoMediaIO`` builds the loader with them).
     constructor_options: ClassVar[tuple[str, ...]] = ("sampling",)
+    #: ``VideoMediaIO`` builds the loader with its frame-size hint as ``frame_size=``
+    #: (a loader without it gets full-size frames resized after loading).
+    takes_frame_size: ClassVar[bool] = True
 
-    def __init__(self, *, sampling: str | None = None) -> None:
+    def __init__(self, *, sampling: str | None = None, frame_size: FrameSize | None = None) -> None:
         """``sampling``: how ``load_bytes`` spreads its frames, ``"time"`` (default) or
-        ``"index"`` (``uniform_frames``).
+        ``"index"`` (``uniform_frames``); ``frame_size``: the size frames are decoded to
+        (``frame_size.FrameSize``; ``None``: as shown).
 
         Raises:
             OptionError: ``sampling`` is neither.
+            TypeError: ``frame_size`` is not a ``FrameSize``.
         """
         self.sampling: str = _SAMPLING("video", "sampling", sampling) or "time"
+        if frame_size is not None and not isinstance(frame_size, FrameSize):
+            raise TypeError("frame_size must be a FrameSize or None")
+        self.frame_size: FrameSize | None = frame_size
 
     def load_bytes(
         self,
@@ -204,6 +217,9 @@ class SampledVideoLoader:
                 )
             with av_errors("probing the video stream"):
                 width, height = int(stream.codec_context.width), int(stream.codec_context.height)
+            if self.frame_size is not None:
+                # Budgeted at the size they come out at, turned either way.
+                width, height = self.frame_size.largest_output(width, height)
             reserve_frames(len(targets), width, height, policy)
             decoded: Any = self.decode_targets(data, container, stream, index, targets, policy)
         finally:
@@ -211,20 +227,28 @@ class SampledVideoLoader:
         if not isinstance(decoded, Decoded):
             # A subclass written before orientations: its frames, as it decoded them.
             decoded = Decoded(decoded, IDENTITY)
-        frames, orientation, counted = decoded
-        index = dataclasses.replace(
-            index,
-            exact=index.exact and not counted,
-            geometry=FrameGeometry.of(frames, orientation),
-        )
-        return frames, self.describe(index, targets)
+        frames, orientation, counted, coded_size = decoded
+        geometry = FrameGeometry.of(frames, orientation)
+        if self.frame_size is not None:
+            frames, geometry = _sized(frames, geometry, coded_size, self.frame_size)
+        index = dataclasses.replace(index, exact=index.exact and not counted, geometry=geometry)
+        metadata = self.describe(index, targets)
+        if self.frame_size is not None:
+            # Also where ``describe`` leaves the sizes out (a model's sampler).
+            sizes = geometry.metadata()
+            metadata.update(
+                {k: sizes[k] for k in ("width", "height", "original_width", "original_height")}
+            )
+        return frames, metadata
 
     def describe(self, index: StreamIndex, targets: list[int]) -> dict[str, Any]:
         """The metadata returned next to the frames numbered ``targets`` of the stream
         ``index`` describes (``sampling.build_metadata``, reported as this backend):
         ``duration`` is the presented one (``StreamIndex.seconds``), ``timestamps`` the
         returned frames' presentation times, and the sizes and orientation those of
-        ``index.geometry``."""
+        ``index.geometry`` (with a frame-size hint, ``width`` and ``height`` are those
+        of the frames returned, ``original_width`` and ``original_height`` those shown
+        before resizing)."""
         return build_metadata(
             total_num_frames=index.total,
             fps=index.fps,
@@ -246,7 +270,9 @@ class SampledVideoLoader:
         policy: MediaPolicy,
     ) -> Decoded:
         """The frames numbered ``targets`` (ascending) as uint8 RGB ``[N, H, W, 3]``,
-        turned as they are shown (``orientation``), and the orientation applied.
+        turned as they are shown (``orientation``), and the orientation applied. With a
+        frame-size hint (``self.frame_size``) the frames are at the size it gives for the
+        shown frame, and ``Decoded.coded_size`` says the size they were stored at.
 
         ``container`` is open on ``data`` and not yet decoded from; ``stream`` is its
         checked video stream and ``index`` that stream's packet index.
@@ -257,3 +283,28 @@ class SampledVideoLoader:
             DecodeError: the frames cannot be decoded.
         """
         raise NotImplementedError
+
+
+def _sized(
+    frames: npt.NDArray[np.uint8],
+    geometry: FrameGeometry,
+    coded_size: tuple[int, int] | None,
+    frame_size: FrameSize,
+) -> tuple[npt.NDArray[np.uint8], FrameGeometry]:
+    """The frames at the size ``frame_size`` gives, and their geometry saying both sizes.
+
+    ``coded_size`` is the stored size of frames a decoder already resized; ``None``
+    means ``frames`` are as shown at full size, and they are resized here.
+    """
+    orientation = geometry.orientation
+    if coded_size is not None:
+        output = (int(frames.shape[2]), int(frames.shape[1]))
+        return frames, FrameGeometry(*coded_size, orientation, output_size=output)
+    shown = orientation.shown_size(geometry.coded_width, geometry.coded_height)
+    output = frame_size.output_size(*shown)
+    if output != shown:
+        resized = np.empty((len(frames), output[1], output[0], 3), np.uint8)
+        for slot, frame in enumerate(frames):
+            resized[slot] = resize_rgb(frame, output)
+        frames = resized
+    return frames, dataclasses.replace(geometry, output_size=output)

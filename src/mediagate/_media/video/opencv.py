@@ -13,6 +13,10 @@ OpenCV numbers frames in the order its decoder hands them over; when the time it
 a frame (``CAP_PROP_POS_MSEC``) disagrees with the packet index's timestamp for that
 number, the timestamps do not say when frames are shown, and the metadata times the
 frames by number instead.
+A frame-size hint (``frame_size``) is applied right after each sampled frame is
+retrieved (``cv2.resize`` with ``INTER_AREA``, before the colour conversion and the
+turn), to the size it gives for the frame as shown; the frames array is allocated, and
+budgeted, at that size.
 Needs ``opencv-python`` (``pip install 'mediagate[opencv]'``).
 """
 
@@ -66,10 +70,13 @@ class OpenCVVideoLoader(SampledVideoLoader):
         width, height = stream.codec_context.width, stream.codec_context.height
         container.close()  # OpenCV decodes from its own reader
         orientation = first_frame_orientation(data, policy, index.rotate_tag)
+        output = None
+        if self.frame_size is not None:
+            output = self.frame_size.output_size(*orientation.shown_size(width, height))
         frames, agreed = _grab_walk(
-            data, index.total, targets, width, height, policy, orientation, index
+            data, index.total, targets, width, height, policy, orientation, index, output=output
         )
-        return Decoded(frames, orientation, counted=not agreed)
+        return Decoded(frames, orientation, counted=not agreed, coded_size=(width, height))
 
 
 def first_frame_orientation(
@@ -114,9 +121,12 @@ def _grab_walk(
     policy: MediaPolicy,
     orientation: Orientation = IDENTITY,
     index: StreamIndex | None = None,
+    *,
+    output: tuple[int, int] | None = None,
 ) -> tuple[npt.NDArray[np.uint8], bool]:
     """Grab every frame up to the last target and retrieve the targets, into one array,
-    each turned by ``orientation`` (frames of ``width`` x ``height`` as stored), and
+    each turned by ``orientation`` (frames of ``width`` x ``height`` as stored) and
+    resized to ``output`` (``(width, height)`` as shown; ``None``: the shown size), and
     whether OpenCV timed every frame grabbed as ``index`` does (``_fill``).
 
     Raises:
@@ -124,9 +134,9 @@ def _grab_walk(
             ``max_pixels``, the decode past its deadline, or memory ran out.
         DecodeError: OpenCV cannot open or decode the bytes, or the stream ends early.
     """
-    reserve_frames(len(targets), width, height, policy)
+    shown_width, shown_height = output or orientation.shown_size(width, height)
+    reserve_frames(len(targets), shown_width, shown_height, policy)
     source = io.BytesIO(data)  # must outlive the capture, which reads from it
-    shown_width, shown_height = orientation.shown_size(width, height)
     try:
         out = shared_empty((len(targets), shown_height, shown_width, 3), np.uint8)
         # OpenCV reads any io.BufferedIOBase; its stubs only name IStreamReader.

@@ -78,11 +78,14 @@ IDENTITY = Orientation()
 
 @dataclass(frozen=True)
 class FrameGeometry:
-    """The size frames were decoded at and how they were turned to be shown."""
+    """The size frames were decoded at, how they were turned to be shown and, when a
+    frame-size hint resized them (``frame_size``), the size they were resized to."""
 
     coded_width: int
     coded_height: int
     orientation: Orientation = IDENTITY
+    #: ``(width, height)`` of the frames returned, when a hint resized them.
+    output_size: tuple[int, int] | None = None
 
     @classmethod
     def of(cls, frames: npt.NDArray[Any], orientation: Orientation) -> FrameGeometry:
@@ -91,12 +94,21 @@ class FrameGeometry:
         return cls(width, height, orientation)
 
     def metadata(self) -> dict[str, Any]:
-        """``width`` and ``height`` as shown, ``coded_width`` and ``coded_height`` as
-        stored, ``rotation`` (degrees clockwise) and ``mirrored`` as applied."""
+        """``width`` and ``height`` of the frames returned (as shown), ``coded_width`` and
+        ``coded_height`` as stored, ``rotation`` (degrees clockwise) and ``mirrored`` as
+        applied; when a hint resized the frames, also ``original_width`` and
+        ``original_height``, the size they are shown at before resizing."""
         width, height = self.orientation.shown_size(self.coded_width, self.coded_height)
+        shown = {"width": width, "height": height}
+        if self.output_size is not None:
+            shown = {
+                "width": self.output_size[0],
+                "height": self.output_size[1],
+                "original_width": width,
+                "original_height": height,
+            }
         return {
-            "width": width,
-            "height": height,
+            **shown,
             "coded_width": self.coded_width,
             "coded_height": self.coded_height,
             "rotation": self.orientation.rotation,

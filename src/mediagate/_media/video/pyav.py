@@ -17,7 +17,10 @@ container over the same bytes) when there is enough work; a lone run gets FFmpeg
 frame and slice threading instead. Smaller frames are decoded on the calling thread
 with no thread pool. Only the returned frames are converted to RGB, and turned the
 way they are shown (each by its own display matrix, else the stream's ``rotate`` tag:
-``orientation``); the frames array is shaped by the first frame stored.
+``orientation``); the frames array is shaped by the first frame stored. A frame-size
+hint (``frame_size``) is applied in the same swscale pass that converts to RGB (``AREA``
+interpolation), to the size it gives for the frame as shown: no full-size RGB frame is
+made, and the frames array is allocated, and budgeted, at the output size.
 
 Frames are identified by presentation timestamp against the packet index (see
 ``container.index_stream``), so variable frame rates and B-frames number correctly. When
@@ -49,6 +52,7 @@ from .. import _helpers
 from .._isolation import shared_empty
 from ..budget import check_deadline
 from .container import StreamIndex, av_errors, open_video
+from .frame_size import FrameSize
 from .loader import SAMPLING_OPTIONS, Decoded, SampledVideoLoader, reserve_frames
 from .orientation import IDENTITY, Orientation, frame_orientation
 from .sampling import short_tail_tolerated
@@ -95,7 +99,7 @@ class PyAVVideoLoader(SampledVideoLoader):
         targets: list[int],
         policy: MediaPolicy,
     ) -> Decoded:
-        return _decode_targets(data, container, stream, index, targets, policy)
+        return _decode_targets(data, container, stream, index, targets, policy, self.frame_size)
 
 
 def _decode_targets(
@@ -105,8 +109,9 @@ def _decode_targets(
     index: StreamIndex,
     targets: list[int],
     policy: MediaPolicy,
+    frame_size: FrameSize | None = None,
 ) -> Decoded:
-    out = _Frames(len(targets), policy, fallback=index.rotate_tag)
+    out = _Frames(len(targets), policy, fallback=index.rotate_tag, frame_size=frame_size)
     big = _big_frames(stream)
     if index.exact:
         runs = plan_runs(index, targets, SEEK_COST_FRAMES)
@@ -122,7 +127,7 @@ def _decode_targets(
                     walker = _Walker(container, stream, index, targets, out, threads=int(not big))
                     for run in runs:
                         walker.walk(run)
-            return Decoded(out.array(), out.orientation)
+            return Decoded(out.array(), out.orientation, coded_size=out.coded_size)
         except _Missed:
             pass
     # Start over on a fresh container and number frames by counting them.
@@ -133,7 +138,7 @@ def _decode_targets(
             agreed = _counting_walk(fresh, fresh_stream, index, targets, out, int(not big))
     finally:
         fresh.close()
-    return Decoded(out.array(), out.orientation, counted=not agreed)
+    return Decoded(out.array(), out.orientation, counted=not agreed, coded_size=out.coded_size)
 
 
 def _big_frames(stream: VideoStream) -> bool:
@@ -159,44 +164,65 @@ def _configure_decoder(stream: VideoStream, *, threads: int) -> None:
 
 
 class _Frames:
-    """The returned frames, as shown, sized by the first one stored; threads fill
-    distinct slots.
+    """The returned frames, as shown, sized by the first one stored (or by what
+    ``frame_size`` gives for it); threads fill distinct slots.
 
     Each frame is turned by its own display matrix, else by ``fallback`` (the stream's
-    ``rotate`` tag); ``orientation`` is the first slot's.
+    ``rotate`` tag); ``orientation`` is the first slot's, and ``coded_size`` the size
+    the first frame stored was decoded at.
     """
 
     def __init__(
-        self, count: int, policy: MediaPolicy, *, fallback: Orientation = IDENTITY
+        self,
+        count: int,
+        policy: MediaPolicy,
+        *,
+        fallback: Orientation = IDENTITY,
+        frame_size: FrameSize | None = None,
     ) -> None:
         self._count = count
         self._policy = policy
         self._fallback = fallback
+        self._frame_size = frame_size
+        # swscale's default (bilinear) unless a hint scales: then area averaging, which
+        # weighs every source pixel as a downscale should.
+        self._interpolation = None if frame_size is None else "AREA"
         self._lock = threading.Lock()
         self._out: npt.NDArray[np.uint8] | None = None
         self.filled = [False] * count
         self.orientation = fallback
+        self.coded_size: tuple[int, int] | None = None
 
     def store(
         self, frame: VideoFrame, slot: int, converter: VideoReformatter, threads: int
     ) -> None:
         """Convert ``frame`` to RGB into ``slot``, turned as it is shown and resized to
-        the first frame's size if needed.
+        the first frame's output size if needed (one swscale pass).
 
         Raises:
-            TooLargeError: the frame exceeds ``max_pixels``, or the first frame's size
-                times the frame count the decoded-output budget.
+            TooLargeError: the frame exceeds ``max_pixels``, or the first frame's output
+                size times the frame count the decoded-output budget.
         """
         self._policy.check_pixels(frame.width, frame.height, what="a video frame")
         orientation = frame_orientation(frame, self._fallback)
         with self._lock:
             if self._out is None:
-                reserve_frames(self._count, frame.width, frame.height, self._policy)
                 width, height = orientation.shown_size(frame.width, frame.height)
+                if self._frame_size is not None:
+                    width, height = self._frame_size.output_size(width, height)
+                reserve_frames(self._count, width, height, self._policy)
                 self._out = shared_empty((self._count, height, width, 3), np.uint8)
+                self.coded_size = (int(frame.width), int(frame.height))
             out = self._out
         width, height = orientation.stored_size(out.shape[2], out.shape[1])
-        rgb = converter.reformat(frame, width=width, height=height, format="rgb24", threads=threads)
+        rgb = converter.reformat(
+            frame,
+            width=width,
+            height=height,
+            format="rgb24",
+            interpolation=self._interpolation,
+            threads=threads,
+        )
         out[slot] = orientation.apply(rgb.to_ndarray())
         if slot == 0:
             self.orientation = orientation
