@@ -23,7 +23,7 @@ Needs ``opencv-python`` (``pip install 'mediagate[opencv]'``).
 from __future__ import annotations
 
 import io
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import cv2
 import numpy as np
@@ -212,6 +212,8 @@ def _fill(
     slot = 0
     number = -1
     last: npt.NDArray[np.uint8] | None = None
+    # Each retrieve writes into the previous frame's buffer: one BGR frame at a time.
+    bgr: Any = None
     agreed = index is not None and index.exact
     tolerance = 0.001 + float(index.time_base) if index is not None else 0.0
     first_ms = 0.0
@@ -228,7 +230,7 @@ def _fill(
             agreed = abs((ms - first_ms) / 1000 - expected) <= tolerance
         if targets[slot] != number:
             continue
-        ok, bgr = capture.retrieve()
+        ok, bgr = capture.retrieve(bgr)
         if not ok or bgr is None:
             raise DecodeError(f"frame {number} of the video could not be decoded")
         last = _to_rgb(np.asarray(bgr, dtype=np.uint8), width, height, policy, orientation)
