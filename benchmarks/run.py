@@ -81,7 +81,17 @@ def _last_run(out: Path) -> Path:
 
 # -- other modules ---------------------------------------------------------------------
 
-OTHER_MODULES = ("requests", "proxy", "exif", "video", "audio", "cache", "concurrency", "isolation")
+OTHER_MODULES = (
+    "requests",
+    "proxy",
+    "exif",
+    "video",
+    "frame_size",
+    "audio",
+    "cache",
+    "concurrency",
+    "isolation",
+)
 GROUPS = ("images", *OTHER_MODULES)
 
 
