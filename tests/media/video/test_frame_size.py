@@ -38,6 +38,7 @@ from mediagate import (
 from mediagate._media import image as image_module
 from mediagate._media.budget import DecodedBudget
 from mediagate._media.video.frame_size import MAX_FRAME_SIDE, FrameSize
+from mediagate._media.video.loader import SampledVideoLoader
 
 WIDTH, HEIGHT = 640, 360
 FRAMES = 8
@@ -484,6 +485,25 @@ def test_frames_of_a_backend_that_does_not_size_them_are_resized_after(
     assert (meta["width"], meta["height"]) == (32, 24)
     assert (meta["original_width"], meta["original_height"]) == (64, 48)
     assert corners(frames[1]) == STORED
+
+
+class UnsizedDecoder(SampledVideoLoader):
+    """A loader built on the shared base whose decoder knows nothing of frame sizes."""
+
+    name = "unsized"
+
+    def decode_targets(self, data: bytes, container: Any, *args: Any) -> Any:
+        targets = args[2]
+        return np.stack([picture(number) for number in targets])
+
+
+def test_frames_of_a_decoder_that_ignores_the_hint_are_resized_after() -> None:
+    loader = UnsizedDecoder(frame_size=FrameSize(box=(160, 160)))
+    frames, meta = loader.load_bytes(clip(), 2, policy=IN_PROCESS)
+    assert frames.shape == (2, 90, 160, 3)
+    assert (meta["width"], meta["height"]) == (160, 90)
+    assert (meta["original_width"], meta["original_height"]) == (WIDTH, HEIGHT)
+    assert mean_abs_diff(frames[1], pillow_resized(picture(7), (160, 90))) < 3.0
 
 
 # -- options -----------------------------------------------------------------------------
