@@ -49,6 +49,7 @@ __all__ = [
     "MAX_FRAME_SIDE",
     "FrameSize",
     "frame_size_from_options",
+    "resize_frames",
     "resize_rgb",
 ]
 
@@ -245,3 +246,14 @@ def resize_rgb(frame: npt.NDArray[np.uint8], size: tuple[int, int]) -> npt.NDArr
         cv2.resize(np.ascontiguousarray(frame), size, interpolation=cv2.INTER_AREA),
         dtype=np.uint8,
     )
+
+
+def resize_frames(frames: npt.NDArray[np.uint8], size: tuple[int, int]) -> npt.NDArray[np.uint8]:
+    """``[N, H, W, 3]`` frames resized to ``size`` (``(width, height)``) one at a time
+    (the same array when they have that size already)."""
+    if (int(frames.shape[2]), int(frames.shape[1])) == size:
+        return frames
+    resized = np.empty((len(frames), size[1], size[0], 3), np.uint8)
+    for slot, frame in enumerate(frames):
+        resized[slot] = resize_rgb(frame, size)
+    return resized

@@ -15,7 +15,7 @@ from ..._policy import MediaPolicy
 from ..base import MediaIO, OptionSpec, decode_base64, opt_int, validate_options
 from ..budget import DecodedBudget
 from ..results import MediaWithBytes
-from .frame_size import FRAME_SIZE_OPTIONS, FrameSize, frame_size_from_options, resize_rgb
+from .frame_size import FRAME_SIZE_OPTIONS, FrameSize, frame_size_from_options, resize_frames
 from .jpeg_sequence import JPEG_SEQUENCE_OPTIONS, load_jpeg_sequence
 from .registry import VIDEO_LOADER_REGISTRY
 from .sampling import cap_num_frames, check_num_frames, finite_number
@@ -357,11 +357,7 @@ def _resized(
     one at a time, and their metadata with both sizes."""
     shown = (int(frames.shape[2]), int(frames.shape[1]))
     output = frame_size.output_size(*shown)
-    if output != shown:
-        resized = np.empty((len(frames), output[1], output[0], 3), np.uint8)
-        for slot, frame in enumerate(frames):
-            resized[slot] = resize_rgb(frame, output)
-        frames = resized
+    frames = resize_frames(frames, output)
     metadata = dict(metadata)
     metadata["width"], metadata["height"] = output
     metadata["original_width"], metadata["original_height"] = shown

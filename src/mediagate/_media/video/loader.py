@@ -26,7 +26,7 @@ from ..._errors import DecodeError
 from ..._policy import MediaPolicy
 from ..base import OptionSpec, opt_choice
 from .container import StreamIndex, av_errors, index_stream, open_video
-from .frame_size import FrameSize, resize_rgb
+from .frame_size import FrameSize, resize_frames
 from .limits import VideoLimits
 from .orientation import IDENTITY, FrameGeometry, Orientation
 from .sampling import (
@@ -302,9 +302,5 @@ def _sized(
         return frames, FrameGeometry(*coded_size, orientation, output_size=output)
     shown = orientation.shown_size(geometry.coded_width, geometry.coded_height)
     output = frame_size.output_size(*shown)
-    if output != shown:
-        resized = np.empty((len(frames), output[1], output[0], 3), np.uint8)
-        for slot, frame in enumerate(frames):
-            resized[slot] = resize_rgb(frame, output)
-        frames = resized
+    frames = resize_frames(frames, output)
     return frames, dataclasses.replace(geometry, output_size=output)
