@@ -102,7 +102,7 @@ def test_every_sampled_frame_is_ffmpegs_frame_at_its_timestamp(
     name, data, truth = clip
     if backend == "opencv" and name.startswith("av1"):
         # OpenCV's bundled FFmpeg has no AV1 software decoder: a typed error, not frames.
-        with pytest.raises(DecodeError):
+        with pytest.raises(DecodeError, match="video_backend='pyav'"):
             _load(data, backend, **options)
         return
     frames, metadata = _load(data, backend, **options)

@@ -238,6 +238,13 @@ def _fill(
             out[slot] = last
             slot += 1
     if slot < len(targets):
+        if number < 0:
+            # Nothing at all: a damaged start, or a codec OpenCV's own FFmpeg lacks (AV1
+            # in the opencv-python wheels) that the container allowlist accepts.
+            raise DecodeError(
+                "OpenCV decoded no frame of the video (a damaged file, or a codec its "
+                "FFmpeg lacks; video_backend='pyav' has its own decoders)"
+            )
         if last is None or not short_tail_tolerated(total, number + 1):
             raise DecodeError(
                 f"the video stream ended after {number + 1} of its {total} frames "
