@@ -1,7 +1,7 @@
 """Whole requests: one Chat Completions request with 16 images, resolved to RGB arrays.
 
 The request is one user message with a text part and 16 ``image_url`` parts, each a
-distinct 1920x1080 JPEG (quality 90). Three persistent worker processes, one per side,
+distinct 1920x1080 JPEG (quality 90). Four persistent worker processes, one per side,
 resolve it in alternation (reference, mediagate, floor, reference, ...) after one
 warm-up each:
 
@@ -12,6 +12,9 @@ warm-up each:
   stand-in supplies those two answers (no limit, ``<image>``) and everything else (the
   part walk, the per-request connector and budgets, the concurrent ``fetch_image_async``
   calls its tracker gathers, the decodes on vLLM's media thread pool) is vLLM's.
+* ``sequential``: the loop custom servers write, in the same environment: vLLM's
+  ``MediaConnector.fetch_image_async`` awaited for one part after another (the issue's
+  fallback reference; shown beside the table's columns, not judged).
 * ``mediagate``: ``resolve_chat_request_async(request, connector)`` with a connector
   allowed to reach ``127.0.0.1/32`` only, then ``np.asarray(item.media)`` for every item.
 * ``floor``: the raw work with no framework: one aiohttp session fetching the 16 URLs at
@@ -57,7 +60,7 @@ from reference_worker import PeakRSS
 __all__ = ["IMAGES", "SIDES", "TARGET", "build_request", "image_urls", "run"]
 
 BENCH = Path(__file__).resolve().parent
-SIDES = ("reference", "mediagate", "floor")
+SIDES = ("reference", "sequential", "mediagate", "floor")
 #: Image parts in the request.
 IMAGES = 16
 #: The issue's target for a whole request on 2 cores.
@@ -92,7 +95,7 @@ def image_urls(request: dict[str, Any]) -> list[str]:
     ]
 
 
-# -- the three sides (run inside a worker) ---------------------------------------------
+# -- the sides (run inside a worker) ---------------------------------------------------
 
 
 class _Side:
@@ -232,6 +235,22 @@ class _ReferenceSide(_Side):
         return [np.asarray(image) for image in (mm_data or {}).get("image", [])]
 
 
+class _SequentialSide(_Side):
+    """The loop custom servers write: vLLM's ``MediaConnector.fetch_image_async`` awaited
+    for one part after another (what the issue's fallback reference describes)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        _metrics_stand_in()
+        from vllm.multimodal.utils import MediaConnector
+
+        self._connector = MediaConnector()
+
+    async def resolve(self, request: dict[str, Any]) -> list[np.ndarray]:
+        images = [await self._connector.fetch_image_async(url) for url in image_urls(request)]
+        return [np.asarray(image) for image in images]
+
+
 class _MediagateSide(_Side):
     """``resolve_chat_request_async`` with a connector allowed to reach 127.0.0.1 only."""
 
@@ -299,6 +318,7 @@ class _FloorSide(_Side):
 def _make_side(name: str) -> _Side:
     sides: dict[str, type[_Side]] = {
         "reference": _ReferenceSide,
+        "sequential": _SequentialSide,
         "mediagate": _MediagateSide,
         "floor": _FloorSide,
     }
@@ -424,7 +444,8 @@ def run_requests(
     worker_class = _worker_class()
     workers: dict[str, Any] = {}
     startup: list[str] = []
-    plan = [("reference", reference_python), ("mediagate", sys.executable)]
+    plan = [("reference", reference_python), ("sequential", reference_python)]
+    plan.append(("mediagate", sys.executable))
     plan.append(("floor", sys.executable))
     results: list[Result] = []
     try:
