@@ -188,6 +188,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.child:
         return _child(args.child[0], Path(args.child[1]), args.quick)
+    if (args.merge or args.render_only) and not _last_run(args.out).is_file():
+        flag = "--merge" if args.merge else "--render-only"
+        print(
+            f"{flag} needs an earlier run's timings in {_last_run(args.out)}; run without it first",
+            file=sys.stderr,
+        )
+        return 2
     if args.render_only:
         saved = json.loads(_last_run(args.out).read_text(encoding="utf-8"))
         return _write(args.out, [Result(**r) for r in saved["results"]], saved["meta"])

@@ -152,3 +152,28 @@ def test_a_merged_re_run_replaces_only_its_groups_and_says_so(tmp_path: Path) ->
     assert merged["date"] == "d1" and merged["groups"] == "images,audio"
     assert merged["re-run"] == "audio at d2 (load average 0.1)"
     assert "re-run: audio at d2" in run.readme_table(results, merged)
+
+
+@pytest.mark.parametrize("flag", ["--merge", "--render-only"])
+def test_merging_or_redrawing_without_an_earlier_run_says_so_before_running(
+    tmp_path: Path, flag: str
+) -> None:
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(RUN),
+            flag,
+            "--no-reference",
+            "--only",
+            "proxy",
+            "--out",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 2
+    assert "needs an earlier run" in done.stderr and "Traceback" not in done.stderr
+    assert not (tmp_path / "RESULTS.md").exists()
