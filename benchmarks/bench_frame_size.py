@@ -27,7 +27,6 @@ Run: ``python benchmarks/bench_frame_size.py [--quick]``.
 from __future__ import annotations
 
 import gc
-import io
 import math
 import sys
 import tracemalloc
@@ -35,13 +34,13 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import av
 import cv2
 import numpy as np
 import numpy.typing as npt
 from PIL import Image
 
 from _common import Result, alternate
+from bench_video import encode_h264_cached
 from mediagate import ImageMediaIO, MediaPolicy, VideoMediaIO
 from reference_worker import PeakRSS
 
@@ -58,22 +57,7 @@ POLICY = MediaPolicy(isolation=False)
 def make_clip() -> bytes:
     """The 4K H.264 mp4 of ``scene``, cached under ``benchmarks/.work``."""
     path = WORK / f"{CLIP_VERSION}_2160p_{SECONDS}s.mp4"
-    if path.exists():
-        return path.read_bytes()
-    buffer = io.BytesIO()
-    with av.open(buffer, "w", format="mp4") as container:
-        stream = container.add_stream("libx264", rate=FPS)
-        stream.width, stream.height, stream.pix_fmt = WIDTH, HEIGHT, "yuv420p"
-        stream.options = {"preset": "veryfast", "crf": "23"}
-        stream.codec_context.thread_type = "FRAME"
-        for image in scene(FPS * SECONDS):
-            container.mux(stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")))
-        container.mux(stream.encode())
-    WORK.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_bytes(buffer.getvalue())
-    tmp.replace(path)
-    return buffer.getvalue()
+    return encode_h264_cached(path, scene(FPS * SECONDS), size=(WIDTH, HEIGHT), preset="veryfast")
 
 
 def scene(frames: int, *, seed: int = 0) -> Iterator[npt.NDArray[np.uint8]]:

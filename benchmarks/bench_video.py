@@ -53,20 +53,35 @@ def make_clip(gop: int | None, *, seconds: int = SECONDS) -> bytes:
     scene-cut detection); otherwise a keyframe every ``gop`` frames.
     """
     path = WORK / f"{CLIP_VERSION}_720p_{seconds}s_gop{gop or 'default'}.mp4"
+    return encode_h264_cached(
+        path, scene(FPS * seconds), size=(WIDTH, HEIGHT), preset="medium", gop=gop
+    )
+
+
+def encode_h264_cached(
+    path: Path,
+    frames: Iterator[npt.NDArray[np.uint8]],
+    *,
+    size: tuple[int, int],
+    preset: str,
+    gop: int | None = None,
+) -> bytes:
+    """``frames`` as an H.264 mp4 at ``FPS`` (CRF 23, x264's own frame threading), kept
+    at ``path`` and read from there when it exists."""
     if path.exists():
         return path.read_bytes()
     buf = io.BytesIO()
     with av.open(buf, "w", format="mp4") as container:
         stream = container.add_stream("libx264", rate=FPS)
-        stream.width, stream.height, stream.pix_fmt = WIDTH, HEIGHT, "yuv420p"
-        stream.options = {"preset": "medium", "crf": "23"}
+        stream.width, stream.height, stream.pix_fmt = size[0], size[1], "yuv420p"
+        stream.options = {"preset": preset, "crf": "23"}
         # x264's own threading (frame threads, one slice per frame), as its command
         # line encodes; PyAV's default asks for sliced threads, which split every
         # frame into slices that decoders then decode in parallel.
         stream.codec_context.thread_type = "FRAME"
         if gop is not None:
             stream.codec_context.gop_size = gop
-        for image in scene(FPS * seconds):
+        for image in frames:
             container.mux(stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")))
         container.mux(stream.encode())
     WORK.mkdir(parents=True, exist_ok=True)
