@@ -496,3 +496,33 @@ def test_a_body_over_the_size_limit_is_a_413_error_body(upstream: RecordingUpstr
         assert error.code == 413
         assert json.loads(error.read())["error"]["code"] == "max_request_bytes"
     assert upstream.received == []
+
+
+@pytest.mark.parametrize(
+    "config",
+    [
+        {"max_image_pixels": 0},
+        {"max_image_pixels": -5},
+        {"max_image_bytes": True},
+        {"video_as_frames": 0},
+        {"image_quality": 0},
+        {"image_quality": 101},
+        {"image_format": "gif"},
+        {"upstream": "file:///etc/passwd"},
+    ],
+)
+def test_bad_proxy_settings_are_refused(config: dict[str, Any]) -> None:
+    settings = {"upstream": "http://127.0.0.1:1", **config}
+    with pytest.raises(ValueError):
+        ProxyConfig(**settings)
+
+
+@pytest.mark.parametrize("flags", [["--max-image-pixels", "-1"], ["--video-as-frames", "0"]])
+def test_the_command_refuses_bad_settings_as_usage_errors(flags: list[str]) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "mediagate", "proxy", "--upstream", "http://127.0.0.1:1", *flags],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2 and "Traceback" not in done.stderr
