@@ -87,6 +87,7 @@ OTHER_MODULES = (
     "exif",
     "video",
     "frame_size",
+    "ranges",
     "audio",
     "cache",
     "concurrency",

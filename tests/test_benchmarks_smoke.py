@@ -177,3 +177,46 @@ def test_merging_or_redrawing_without_an_earlier_run_says_so_before_running(
     assert done.returncode == 2
     assert "needs an earlier run" in done.stderr and "Traceback" not in done.stderr
     assert not (tmp_path / "RESULTS.md").exists()
+
+
+def test_the_range_group_builds_checks_and_times_a_clip(tmp_path: Path) -> None:
+    sys.path.insert(0, str(RUN.parent))
+    try:
+        import bench_ranges
+    finally:
+        sys.path.remove(str(RUN.parent))
+    from mediagate._build import paint
+
+    segment, clip, tail = tmp_path / "s.mp4", tmp_path / "c.mp4", tmp_path / "t.mp4"
+    frames = (paint(i % 256, 192, 108) for i in range(60))
+    bench_ranges.encode_segment(segment, frames, size=(192, 108), gop=30, bit_rate=200_000)
+    bench_ranges.repeat_segment(segment, 3, clip)
+    bench_ranges.repeat_segment(segment, 3, tail, faststart=False)
+    data = clip.read_bytes()
+    described = bench_ranges.check_clip(data, frames=180, gop=30, index_first=True)
+    assert described == "180 frames, 6 s, a keyframe every 30 frames, index at the front"
+    with pytest.raises(bench_ranges.ClipError, match="index is at the end"):
+        bench_ranges.check_clip(tail.read_bytes(), frames=180, gop=30, index_first=True)
+    with pytest.raises(bench_ranges.ClipError, match=r"\[30\] frames apart, not every 60"):
+        bench_ranges.check_clip(data, frames=180, gop=60)
+    with pytest.raises(bench_ranges.ClipError, match="not 240"):
+        bench_ranges.check_clip(data, frames=240, gop=30)
+
+    rows = [
+        bench_ranges.Workload("c", 2e6, 8, "full download/mediagate >= 10x", max_share=0.05),
+        bench_ranges.Workload("c", None, 4, "full download/mediagate >= 0.83x"),
+    ]
+    results = bench_ranges.measure(
+        {"c": data}, rows, runs=1, notes={"c": "tiny"}, policy_fields={"range_reads_above": 0}
+    )
+    assert [r.workload for r in results] == [
+        "8 frames, 2 MB/s, c",
+        "8 frames, 2 MB/s, c: MB fetched",
+        "4 frames, unpaced, c",
+    ]
+    assert results[1].times["full download"] == [len(data) / 1e9]
+    assert results[0].note.endswith("; tiny") and "tiny" not in results[2].note
+    if "mediagate" in results[0].times:  # the connector reads ranges
+        assert "identical frames and metadata" in results[0].note
+    else:
+        assert results[0].note.startswith("range side not run")
