@@ -220,3 +220,25 @@ def test_the_range_group_builds_checks_and_times_a_clip(tmp_path: Path) -> None:
         assert "identical frames and metadata" in results[0].note
     else:
         assert results[0].note.startswith("range side not run")
+
+
+@pytest.mark.parametrize(("fetched", "met"), [(20_000_000, True), (60_000_000, False)])
+def test_range_rows_judge_time_and_the_share_of_the_file_fetched(fetched: int, met: bool) -> None:
+    run, _ = _bench_modules()
+    sys.path.insert(0, str(RUN.parent))
+    try:
+        import bench_ranges
+    finally:
+        sys.path.remove(str(RUN.parent))
+    size = 1_000_000_000
+    full = [bench_ranges._Load(20.0, size, "full", 0, "")] * 3
+    ranged = [bench_ranges._Load(1.0, fetched, "ranges", 11, "")] * 3
+    row = bench_ranges.Workload("c", 50e6, 8, "full download/mediagate >= 10x", max_share=0.05)
+    timed, counted = bench_ranges._rows(
+        row, {"full download": full, "mediagate": ranged}, size, "identical frames", ""
+    )
+    assert run.judge(timed).met is True  # 20x faster
+    assert run.judge(counted).met is met  # 2% or 6% of the file
+    share = f"{100 * fetched / size:.2f}%"
+    assert timed.note.startswith("mediagate = range mode (read_mode ranges, 11 requests, ")
+    assert share in timed.note and "identical frames" in timed.note
