@@ -153,7 +153,7 @@ def test_without_safetensors_the_error_names_the_extra(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setitem(sys.modules, "safetensors.numpy", None)
-    with pytest.raises(OptionError, match=r"mediagate\[torch\]") as info:
+    with pytest.raises(ImportError, match=r"mediagate\[torch\]") as info:
         check_save_path(tmp_path / "t.safetensors")
     assert str(info.value) == SAFETENSORS_HINT
     check_save_path(tmp_path / "t.npz")  # the others need nothing more

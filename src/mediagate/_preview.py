@@ -39,7 +39,7 @@ from PIL import Image, ImageDraw, ImageFont
 from ._errors import OptionError
 from ._media.results import MediaWithBytes
 from ._modalities import modality_name
-from ._save import check_target, write_atomically
+from ._save import check_save_path, check_target, save_media, write_atomically
 
 __all__ = [
     "DEFAULT_WIDTH",
@@ -48,6 +48,7 @@ __all__ = [
     "MAX_SIDE",
     "MAX_TILES",
     "Box",
+    "OutputFiles",
     "Preview",
     "check_preview_path",
     "render_preview",
@@ -135,6 +136,51 @@ def write_preview(
     """
     target = check_preview_path(path)
     return render_preview(modality, result, max_width=max_width).save(target)
+
+
+@dataclass(frozen=True)
+class OutputFiles:
+    """The files ``mediagate fetch --preview FILE.png --save FILE`` writes of a load.
+
+    Example::
+
+        outputs = OutputFiles.checked("clip.png", "clip.npz")  # before loading
+        outputs.write("video", connector.load_media(url, "video").media)
+    """
+
+    preview: Path | None = None
+    save: Path | None = None
+
+    @classmethod
+    def checked(
+        cls, preview: str | os.PathLike[str] | None, save: str | os.PathLike[str] | None
+    ) -> OutputFiles:
+        """Both targets checked, so a bad one is refused before anything is loaded.
+
+        Raises:
+            OptionError: as ``check_preview_path`` and ``check_save_path``.
+            ImportError: ``.safetensors`` without the ``safetensors`` package.
+        """
+        return cls(
+            check_preview_path(preview) if preview is not None else None,
+            check_save_path(save) if save is not None else None,
+        )
+
+    def write(self, modality: str, result: Any) -> None:
+        """Write the files asked for of ``result``, loaded as ``modality``.
+
+        Raises:
+            OptionError: a file cannot be written.
+        """
+        if self.preview is not None:
+            write_preview(self.preview, modality, result)
+        if self.save is not None:
+            save_media(self.save, modality, result)
+
+    def written(self) -> dict[str, str]:
+        """``preview`` and ``saved``: the paths asked for, for the printed record."""
+        paths = {"preview": self.preview, "saved": self.save}
+        return {key: str(path) for key, path in paths.items() if path is not None}
 
 
 def render_preview(modality: str, result: Any, *, max_width: int = DEFAULT_WIDTH) -> Preview:

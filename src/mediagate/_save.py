@@ -7,7 +7,8 @@ The suffix picks the format:
 - ``.npz``: the arrays by name (``image``, ``frames``, ``audio`` or ``embedding``) and
   ``metadata``, the metadata as a JSON string;
 - ``.safetensors``: the same arrays, the JSON string under ``metadata`` in the header's
-  ``__metadata__``; needs the ``safetensors`` package (``mediagate[torch]``). A torch
+  ``__metadata__``; needs the ``safetensors`` package (``mediagate[torch]``; without
+  it an ``ImportError`` names the extra before anything is loaded). A torch
   tensor is written as torch writes it, every dtype kept.
 
 The metadata is ``modality`` plus, for a video, the loader's metadata dict as it is; for
@@ -59,9 +60,10 @@ def check_save_path(path: str | os.PathLike[str]) -> Path:
     """The file ``--save`` writes, checked before anything is loaded.
 
     Raises:
-        OptionError: a suffix other than ``.npy``, ``.npz`` or ``.safetensors``;
-            ``.safetensors`` without the ``safetensors`` package; an existing folder;
-            a missing folder.
+        OptionError: a suffix other than ``.npy``, ``.npz`` or ``.safetensors``, an
+            existing folder, or a missing folder.
+        ImportError: ``.safetensors`` without the ``safetensors`` package (the message
+            names ``mediagate[torch]``).
     """
     target = Path(path)
     suffix = target.suffix.lower()
@@ -217,7 +219,7 @@ def _safetensors_numpy() -> Callable[..., None]:
     try:
         from safetensors.numpy import save_file
     except ImportError as exc:
-        raise OptionError(SAFETENSORS_HINT, option="save") from exc
+        raise ImportError(SAFETENSORS_HINT, name="safetensors") from exc
     writer: Callable[..., None] = save_file
     return writer
 
