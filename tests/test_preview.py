@@ -196,7 +196,7 @@ def test_a_resized_video_names_both_sizes() -> None:
 def test_a_thousand_frames_make_a_bounded_sheet_with_the_first_and_last() -> None:
     count = 1024
     colours = [(i % 256, (i * 7) % 256, 255 - i % 256) for i in range(count)]
-    frames = solid_frames(colours, (448, 448))
+    frames = solid_frames(colours, (32, 32))
     preview = render_preview("video", (frames, video_metadata(count, step=1)))
     assert len(preview.frames) == MAX_TILES
     assert preview.frames[0] == 0 and preview.frames[-1] == count - 1
@@ -207,7 +207,7 @@ def test_a_thousand_frames_make_a_bounded_sheet_with_the_first_and_last() -> Non
     header = preview.regions["header"]
     lines = [
         "video: 1024 frames sampled of 1024 (pyav)",
-        "source 64x48, frames 448x448, 30 fps, 34.13 s",
+        "source 64x48, frames 32x32, 30 fps, 34.13 s",
         "showing 64 of the 1024 frames, evenly spread",
     ]
     assert np.array_equal(region(preview, "header"), lettering(lines, 15, header))
