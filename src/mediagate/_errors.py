@@ -176,6 +176,12 @@ class DecodeError(MediaError, ValueError):
     http_status = 422
 
 
+class RangeReadUnsupported(DecodeError):
+    """The media cannot be decoded from part of a remote file (it needs a linear read, or
+    the server does not serve ranges consistently): the whole file is read instead. The
+    connector handles it; it reaches a caller only from a decoder used directly."""
+
+
 def as_media_error(
     exc: BaseException, what: str, *, default: type[MediaError] = DecodeError
 ) -> MediaError:

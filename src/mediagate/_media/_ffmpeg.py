@@ -34,6 +34,7 @@ from av.container import InputContainer
 from av.video.stream import VideoStream
 
 from .._errors import DecodeError, MediaError, TooLargeError
+from .seekable import RandomAccess, RangeFile
 
 __all__ = [
     "LIBRARY_ERRORS",
@@ -150,7 +151,7 @@ class StreamRules(Generic[S]):
 
 
 def open_stream(
-    data: bytes,
+    data: bytes | RandomAccess,
     demuxer: str,
     rules: StreamRules[S],
     *,
@@ -162,7 +163,9 @@ def open_stream(
     The caller closes the returned container; it is closed here when a check fails.
 
     Args:
-        data: the payload.
+        data: the payload, in memory or read by position (each open gets its own
+            cursor, a ``RangeFile``; one made from a ``RangeFile`` shares its hollow
+            spans).
         demuxer: the FFmpeg demuxer, chosen from the payload's leading bytes.
         rules: the modality's demuxers, codecs and messages.
         options: more FFmpeg options for the container and its streams.
@@ -185,9 +188,14 @@ def open_stream(
         "codec_whitelist": ",".join(sorted(rules.probe_decoders)) or "none",
         "protocol_whitelist": "none",
     }
+    source: io.RawIOBase | io.BytesIO
+    if isinstance(data, bytes):
+        source = io.BytesIO(data)
+    else:
+        source = data.cursor() if isinstance(data, RangeFile) else RangeFile(data)
     with errors("opening the container"):
         container = av.open(
-            io.BytesIO(data),
+            source,
             mode="r",
             format=demuxer,
             options=settings,

@@ -15,9 +15,10 @@ import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from ..._errors import DecodeError, MediaError, TooLargeError
+from ..._errors import DecodeError, FetchError, MediaError, TooLargeError
 from .._helpers import cpu_count
 from ..budget import current_limits
+from ..seekable import RandomAccess
 from ._replies import _read_reply
 from ._segments import (
     _WORKER_NAME,
@@ -31,7 +32,15 @@ from ._segments import (
     _unlink,
     in_worker,
 )
-from ._worker import _Staged, _worker_main
+from ._worker import (
+    READ_DATA,
+    READ_FAILED,
+    READ_FORMAT,
+    READ_REQUEST,
+    _Served,
+    _Staged,
+    _worker_main,
+)
 
 R = TypeVar("R")
 
@@ -206,7 +215,10 @@ class DecoderPool:
         """Call ``fn(*args)`` in a worker process and return its result.
 
         ``fn`` must be a module-level function and ``args`` picklable. The current
-        ``DecodeLimits`` (if any) are current in the worker too.
+        ``DecodeLimits`` (if any) are current in the worker too. A ``RandomAccess``
+        argument stays here: the worker gets a stand-in whose reads this call answers
+        from it (so the worker never fetches anything itself); when a read fails, the
+        call raises that read's ``MediaError``.
 
         Raises:
             DecodeError: the worker crashed, or ``fn`` raised something other than a
@@ -224,8 +236,11 @@ class DecoderPool:
         deadline = time.monotonic() + timeout
         while True:
             worker, deadline = self._acquire(deadline, timeout, what)
+            served = next((a for a in args if isinstance(a, RandomAccess)), None)
+            stand_in = _Served(int(served.size)) if served is not None else None
+            sent = tuple(stand_in if a is served else a for a in args)
             try:
-                message_parts = (fn, worker.stage(args), timeout, memory_limit, limits)
+                message_parts = (fn, worker.stage(sent), timeout, memory_limit, limits)
                 message = pickle.dumps(message_parts, protocol=pickle.HIGHEST_PROTOCOL)
             except (pickle.PicklingError, AttributeError, TypeError) as exc:
                 self._release(worker)
@@ -238,7 +253,7 @@ class DecoderPool:
             except OSError:
                 self._discard(worker)
                 continue
-            return self._await(worker, args, deadline, timeout, memory_limit, what)  # type: ignore[no-any-return]
+            return self._await(worker, args, deadline, timeout, memory_limit, what, served)  # type: ignore[no-any-return]
 
     def _await(
         self,
@@ -248,23 +263,37 @@ class DecoderPool:
         timeout: float,
         memory_limit: int | None,
         what: str,
+        served: RandomAccess | None = None,
     ) -> Any:
-        left = deadline - time.monotonic() if math.isfinite(deadline) else None
-        try:
-            ready = worker.conn.poll(None if left is None else max(0.0, left))
-            reply = worker.conn.recv_bytes() if ready else None
-        except (EOFError, OSError) as exc:
-            self._discard(worker)
-            raise DecodeError(f"the {what} decoder crashed on this input", http_status=422) from exc
+        failed: list[MediaError] = []
+        while True:
+            left = deadline - time.monotonic() if math.isfinite(deadline) else None
+            try:
+                ready = worker.conn.poll(None if left is None else max(0.0, left))
+                reply = worker.conn.recv_bytes() if ready else None
+                if reply is not None and reply[:2] == READ_REQUEST and served is not None:
+                    worker.conn.send_bytes(_answer_read(served, reply, failed))
+                    continue
+            except (EOFError, OSError) as exc:
+                self._discard(worker)
+                if failed:
+                    raise failed[0] from None
+                raise DecodeError(
+                    f"the {what} decoder crashed on this input", http_status=422
+                ) from exc
+            break
         if reply is None:
             self._discard(worker)
-            raise _overran(what, timeout)
+            raise failed[0] if failed else _overran(what, timeout)
         try:
             status, value = _read_reply(reply, worker.prefix, args)
         except Exception as exc:
             self._discard(worker)
             raise DecodeError(f"the {what} decoder returned an unreadable result") from exc
         self._release(worker)
+        if failed:
+            # The decode failed because a read did: that read's error is the answer.
+            raise failed[0]
         return _outcome(status, value, what, memory_limit)
 
     def _acquire(self, deadline: float, timeout: float, what: str) -> tuple[_Worker, float]:
@@ -378,6 +407,28 @@ class DecoderPool:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _answer_read(source: RandomAccess, request: bytes, failed: list[MediaError]) -> bytes:
+    """The answer to a worker's read request: the bytes from ``source``, or a refusal
+    (the error kept in ``failed``; after one failure every read is refused)."""
+    if failed:
+        return READ_FAILED
+    try:
+        offset, length = READ_FORMAT.unpack(request[len(READ_REQUEST) :])
+        size = int(source.size)
+        if offset > size:
+            raise DecodeError("the decoder asked for bytes past the end of the file")
+        data = source.read_at(offset, min(length, size - offset))
+    except MediaError as exc:
+        failed.append(exc)
+        return READ_FAILED
+    except Exception as exc:
+        _log.debug("a read for a decoder worker failed", exc_info=True)
+        failed.append(FetchError("reading the media for the decoder failed"))
+        del exc
+        return READ_FAILED
+    return READ_DATA + data
 
 
 def _overran(what: str, timeout: float) -> TooLargeError:

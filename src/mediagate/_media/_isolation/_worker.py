@@ -12,6 +12,8 @@ import os
 import pickle
 import resource
 import signal
+import struct
+import threading
 import traceback
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -109,11 +111,49 @@ class _Staged:
     length: int
 
 
+@dataclass(frozen=True)
+class _Served:
+    """A ``RandomAccess`` argument left in the parent: the worker reads it by asking."""
+
+    size: int
+
+
+#: A worker's read request starts with this (a reply, a pickle, never does), followed by
+#: the offset and length; the parent answers ``READ_DATA`` + the bytes, or ``READ_FAILED``.
+READ_REQUEST = b"RD"
+READ_DATA = b"D"
+READ_FAILED = b"F"
+READ_FORMAT = struct.Struct("<QQ")
+
+
+class _PipeSource:
+    """The worker's side of a ``_Served`` file: each read is a request to the parent,
+    which fetches the bytes under the caller's policy; one request at a time."""
+
+    def __init__(self, conn: Connection, size: int) -> None:
+        self._conn = conn
+        self._lock = threading.Lock()
+        self.size = size
+
+    def read_at(self, offset: int, length: int) -> bytes:
+        with self._lock:
+            self._conn.send_bytes(READ_REQUEST + READ_FORMAT.pack(offset, length))
+            answer = self._conn.recv_bytes()
+        if answer[:1] != READ_DATA:
+            raise OSError("the parent could not read these bytes")
+        return answer[1:]
+
+
+# The pipe to the parent (set once the worker runs).
+_channel: list[Connection] = []
+
 # The input segment this worker has mapped (name, mapping), replaced when it grows.
 _input_mapping: list[tuple[str, mmap.mmap]] = []
 
 
 def _unstage(arg: object) -> object:
+    if isinstance(arg, _Served):
+        return _PipeSource(_channel[0], arg.size)
     if not isinstance(arg, _Staged):
         return arg
     if not _input_mapping or _input_mapping[0][0] != arg.segment:
@@ -156,6 +196,7 @@ def _worker_main(conn: Connection, prefix: str) -> None:
     """Entry point of a worker process: answer calls until the parent goes away."""
     _state.active = True
     _state.prefix = prefix
+    _channel.append(conn)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     with contextlib.suppress(OSError, ValueError):
         resource.setrlimit(resource.RLIMIT_CORE, (0, resource.getrlimit(resource.RLIMIT_CORE)[1]))

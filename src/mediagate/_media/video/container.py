@@ -39,6 +39,7 @@ from ..._errors import DecodeError, TooLargeError
 from ..._policy import check_pixels
 from .._ffmpeg import LIBRARY_ERRORS, StreamRules, ffmpeg_errors, open_stream, refuse_nested_open
 from ..budget import check_deadline
+from ..seekable import RandomAccess, RangeFile, RangeReadUnsupported, head_of, merged_spans
 from .orientation import IDENTITY, FrameGeometry, Orientation, tag_orientation
 from .sampling import regular_timestamps
 
@@ -50,6 +51,7 @@ __all__ = [
     "VIDEO_RULES",
     "StreamIndex",
     "av_errors",
+    "index_remote",
     "index_stream",
     "open_video",
     "sniff_container",
@@ -112,13 +114,13 @@ def _is_mpegts(head: bytes) -> bool:
     return False
 
 
-def sniff_container(data: bytes) -> str:
+def sniff_container(data: bytes | RandomAccess) -> str:
     """The FFmpeg demuxer for ``data``, chosen from its leading bytes.
 
     Raises:
         DecodeError: a playlist, a concat list, or a container not on the allowlist.
     """
-    head = data[:1024]
+    head = head_of(data, 1024)
     text = head.lstrip(b"\xef\xbb\xbf \t\r\n")
     if text.startswith(_PLAYLIST_MARKERS):
         raise DecodeError(
@@ -185,8 +187,11 @@ def av_errors(what: str) -> Iterator[None]:
         yield
 
 
-def open_video(data: bytes, *, max_pixels: int) -> tuple[InputContainer, VideoStream]:
-    """Open ``data`` as a video container with the rules in the module docstring.
+def open_video(
+    data: bytes | RandomAccess, *, max_pixels: int
+) -> tuple[InputContainer, VideoStream]:
+    """Open ``data`` (in memory, or read by position) as a video container with the
+    rules in the module docstring.
 
     No decoder runs while the container is opened: the stream's codec and frame size
     are what the container headers (and FFmpeg's bitstream parsers) declare, so the
@@ -228,7 +233,10 @@ def open_video(data: bytes, *, max_pixels: int) -> tuple[InputContainer, VideoSt
 
 
 def _open(
-    data: bytes, demuxer: str, rules: StreamRules[VideoStream], max_pixels: int
+    data: bytes | RandomAccess,
+    demuxer: str,
+    rules: StreamRules[VideoStream],
+    max_pixels: int,
 ) -> tuple[InputContainer, VideoStream]:
     return open_stream(
         data, demuxer, rules, options={"max_pixels": str(max_pixels)}, errors=av_errors
@@ -318,7 +326,7 @@ def index_stream(
     """
     with av_errors("reading the video packets"):
         stamps, packets, missing, last_corrupt, last_duration = _demux_stamps(
-            container, stream, max_packets
+            container, stream, max_packets, _sync_samples(container, stream)
         )
         if not stamps:
             raise DecodeError("the video stream has no frames (empty or truncated file)")
@@ -342,6 +350,44 @@ def index_stream(
             end=_end(stream, pts, last_duration, fps, time_base),
             rotate_tag=tag_orientation(_metadata(stream)),
         )
+
+
+def index_remote(
+    data: RandomAccess, *, max_pixels: int, max_packets: int = MAX_STREAM_PACKETS
+) -> StreamIndex:
+    """``index_stream`` of a video read by position, without reading its packets' data.
+
+    Only an MP4/MOV whose sample tables list every packet (the index at the front, or at
+    the end: one more read there) is indexed so: once the container is open, the
+    packets' bytes (the spans those tables give, for every stream) read as zeros while
+    the demuxer walks them; the timestamps, sizes and sync samples come from the tables,
+    as they do from the bytes. The container is closed afterwards.
+
+    Raises:
+        RangeReadUnsupported: another container, or an MP4 whose tables do not list
+            every packet (a fragmented one): it needs a linear read.
+        DecodeError, TooLargeError: as ``open_video`` and ``index_stream``.
+    """
+    view = RangeFile(data)
+    container, stream = open_video(view, max_pixels=max_pixels)
+    try:
+        with av_errors("reading the video index"):
+            if container.format.name not in _COUNTING_FORMATS - {"avi"}:
+                kind = container.format.name.split(",")[0]
+                raise RangeReadUnsupported(f"a {kind} video needs a linear read")
+            spans: list[tuple[int, int]] = []
+            for each in container.streams:
+                entries = each.index_entries
+                if each is stream and (len(entries) == 0 or len(entries) < int(stream.frames or 0)):
+                    raise RangeReadUnsupported(
+                        "the MP4's sample tables do not list every frame (a fragmented "
+                        "file): it needs a linear read"
+                    )
+                spans.extend((entry.pos, entry.pos + entry.size) for entry in entries)
+        view.set_hollow(merged_spans(spans))
+        return index_stream(container, stream, max_packets=max_packets)
+    finally:
+        container.close()
 
 
 def _metadata(stream: VideoStream) -> dict[str, str]:
@@ -378,10 +424,31 @@ def _end(
     return last + step
 
 
+def _sync_samples(container: InputContainer, stream: VideoStream) -> frozenset[int] | None:
+    """Where the keyframes of an MP4/MOV stream start, by its sync-sample table (the
+    index FFmpeg seeks by); ``None`` for other containers, whose packets say it.
+
+    Packet flags can differ from the table: FFmpeg's bitstream parser re-derives them
+    from the packet data. The table is what a seek lands on, and it is known before any
+    packet is read, so it is the one rule whether the bytes are in memory or read
+    through ranges (where the index is built without the packet data).
+    """
+    if container.format.name not in _COUNTING_FORMATS - {"avi"}:
+        return None
+    entries = stream.index_entries
+    if len(entries) == 0:
+        return None
+    return frozenset(entry.pos for entry in entries if entry.is_keyframe)
+
+
 def _demux_stamps(
-    container: InputContainer, stream: VideoStream, max_packets: int
+    container: InputContainer,
+    stream: VideoStream,
+    max_packets: int,
+    sync_samples: frozenset[int] | None = None,
 ) -> tuple[list[tuple[int, bool]], int, bool, bool, int]:
-    """``(timestamp, keyframe)`` of each kept packet, the packets read, whether any
+    """``(timestamp, keyframe)`` of each kept packet (a keyframe by ``sync_samples``,
+    the positions of the container's sync samples, when given), the packets read, whether any
     lacked a presentation timestamp, whether the last one was corrupt, and the duration
     of the kept packet with the latest timestamp (0 when unknown). The decode deadline
     is checked between packets.
@@ -418,7 +485,8 @@ def _demux_stamps(
         stamp = len(stamps) if ts is None else ts
         if latest is None or stamp >= latest:
             latest, last_duration = stamp, int(packet.duration or 0)
-        stamps.append((stamp, packet.is_keyframe))
+        key = packet.is_keyframe if sync_samples is None else packet.pos in sync_samples
+        stamps.append((stamp, key))
     return stamps, packets, missing, last_corrupt, last_duration
 
 

@@ -15,6 +15,7 @@ from ..._policy import MediaPolicy
 from ..base import MediaIO, OptionSpec, decode_base64, opt_int, validate_options
 from ..budget import DecodedBudget
 from ..results import MediaWithBytes
+from ..seekable import RandomAccess, RangeReadUnsupported, size_of
 from .frame_size import FRAME_SIZE_OPTIONS, FrameSize, frame_size_from_options, resize_frames
 from .jpeg_sequence import JPEG_SEQUENCE_OPTIONS, load_jpeg_sequence
 from .registry import VIDEO_LOADER_REGISTRY
@@ -91,7 +92,7 @@ DECODER_OPTIONS: Mapping[str, OptionSpec] = {
 }
 
 #: The options ``VideoMediaIO`` itself takes.
-_OWN_OPTIONS = ("num_frames", "fps", "video_backend", *FRAME_SIZE_OPTIONS)
+_OWN_OPTIONS = ("num_frames", "fps", "video_backend", "range_reads", *FRAME_SIZE_OPTIONS)
 
 
 class VideoMediaIO(MediaIO[MediaWithBytes[VideoResult]]):
@@ -112,6 +113,9 @@ class VideoMediaIO(MediaIO[MediaWithBytes[VideoResult]]):
         max_frame_size: decode the frames to fit within ``[width, height]``, or within a
             pixel budget (an integer: ``width * height <= N``), aspect ratio kept, never
             enlarged (``frame_size``).
+        range_reads: ``False`` downloads a remote video whole even where the policy
+            would read it through range requests (``MediaPolicy.range_reads_above``);
+            ``True`` (default) leaves it to the policy.
         resize_to: decode the frames to exactly ``[width, height]`` (not together with
             ``max_frame_size``). Either hint refers to the frame as shown (turned by its
             display matrix); the frames are scaled while they are converted to RGB, and
@@ -143,12 +147,17 @@ class VideoMediaIO(MediaIO[MediaWithBytes[VideoResult]]):
         video_backend: str | None = None,
         max_frame_size: Any = None,
         resize_to: Any = None,
+        range_reads: bool = True,
         policy: MediaPolicy | None = None,
         decoded_budget: DecodedBudget | None = None,
         **loader_options: Any,
     ) -> None:
         super().__init__(policy=policy, decoded_budget=decoded_budget)
         self.image_io = image_io
+        #: Whether a remote video may be read through range requests (only what the
+        #: sampled frames need) when the policy allows it; ``False`` always downloads
+        #: the whole file.
+        self.range_reads: bool = _opt_bool("video", "range_reads", range_reads)
         self.num_frames: int = check_num_frames(num_frames)
         self.fps: float | None = _FPS("video", "fps", fps)
         #: The size frames are decoded to (``None``: as shown).
@@ -205,6 +214,12 @@ class VideoMediaIO(MediaIO[MediaWithBytes[VideoResult]]):
         return self.policy.isolation is not None or module.startswith("mediagate.")
 
     @property
+    def reads_by_position(self) -> bool:
+        """Whether ``load_bytes`` takes a ``RandomAccess`` (a remote file read through
+        ranges): ``range_reads`` is on and the backend reads only what it needs."""
+        return self.range_reads and bool(getattr(self._loader_cls, "reads_by_position", False))
+
+    @property
     def frame_cap(self) -> int:
         """The most frames one item yields: ``num_frames`` capped by the policy."""
         return cap_num_frames(self.num_frames, self.policy.max_video_frames)
@@ -230,18 +245,27 @@ class VideoMediaIO(MediaIO[MediaWithBytes[VideoResult]]):
             merged.pop("resize_to" if "max_frame_size" in runtime else "max_frame_size", None)
         return merged
 
-    def load_bytes(self, data: bytes) -> MediaWithBytes[VideoResult]:
+    def load_bytes(self, data: bytes | RandomAccess) -> MediaWithBytes[VideoResult]:
         """Sample frames from container bytes (mp4, webm, mkv, avi, ...): ``(frames,
         metadata)`` with the bytes they came from.
+
+        ``data`` may also be a ``RandomAccess`` (when ``reads_by_position``): only the
+        container's index and the packets the sampled frames need are read from it, and
+        the result's ``original_bytes`` is empty (the caller names what was read).
 
         Raises:
             TooLargeError: the bytes, a frame's pixels or the frame count exceed the policy.
             OptionError: ``video/jpeg``-only options were set for a container.
             DecodeError: not a supported, intact video, or the loader returned
                 something that is not ``(uint8 [N, H, W, 3] frames, metadata dict)``.
+            RangeReadUnsupported: ``data`` is read by position and this video needs a
+                linear read (call again with the whole file's bytes).
         """
-        data = bytes(data) if not isinstance(data, bytes) else data
-        self.policy.check_size(len(data), "video", what="video")
+        if isinstance(data, (bytearray, memoryview)):
+            data = bytes(data)
+        elif not isinstance(data, bytes) and not self.reads_by_position:
+            raise RangeReadUnsupported(f"video backend {self.video_backend!r} reads whole files")
+        self.policy.check_size(size_of(data), "video", what="video")
         if self._jpeg_options:
             key = sorted(self._jpeg_options)[0]
             raise OptionError(
@@ -266,7 +290,7 @@ class VideoMediaIO(MediaIO[MediaWithBytes[VideoResult]]):
             else self.policy.max_video_frames
         )
         result = loader.load_bytes(data, cap, **kwargs)
-        return MediaWithBytes(self._checked(result, cap), data)
+        return MediaWithBytes(self._checked(result, cap), data if isinstance(data, bytes) else b"")
 
     def load_base64(self, media_type: str, data: str) -> MediaWithBytes[VideoResult]:
         """Decode base64 video bytes, or a ``video/jpeg`` comma-separated JPEG sequence.

@@ -20,12 +20,14 @@ from typing import Any, ClassVar, NamedTuple
 import numpy as np
 import numpy.typing as npt
 from av.container import InputContainer
+from av.stream import Discard
 from av.video.stream import VideoStream
 
 from ..._errors import DecodeError
 from ..._policy import MediaPolicy
 from ..base import OptionSpec, opt_choice
-from .container import StreamIndex, av_errors, index_stream, open_video
+from ..seekable import RandomAccess, RangeReadUnsupported
+from .container import StreamIndex, av_errors, index_remote, index_stream, open_video
 from .frame_size import FrameSize, resize_frames
 from .limits import VideoLimits
 from .orientation import IDENTITY, FrameGeometry, Orientation
@@ -135,6 +137,9 @@ class SampledVideoLoader:
     #: ``VideoMediaIO`` builds the loader with its frame-size hint as ``frame_size=``
     #: (a loader without it gets full-size frames resized after loading).
     takes_frame_size: ClassVar[bool] = True
+    #: Whether ``decode_targets`` works on a ``RandomAccess`` (reading only what the
+    #: chosen frames need) as well as on bytes.
+    reads_by_position: ClassVar[bool] = False
 
     def __init__(self, *, sampling: str | None = None, frame_size: FrameSize | None = None) -> None:
         """``sampling``: how ``load_bytes`` spreads its frames, ``"time"`` (default) or
@@ -152,7 +157,7 @@ class SampledVideoLoader:
 
     def load_bytes(
         self,
-        data: bytes,
+        data: bytes | RandomAccess,
         num_frames: int = -1,
         *,
         fps: float | None = None,
@@ -161,7 +166,7 @@ class SampledVideoLoader:
         """Decode the uniformly sampled frames of ``data``, turned as they are shown.
 
         Args:
-            data: the container bytes.
+            data: the container bytes, or a ``RandomAccess`` (``reads_by_position``).
             num_frames: the most frames to return; ``-1`` means the policy's cap.
             fps: sample at most this many frames per second of video.
             policy: limits (``max_pixels``, ``max_video_frames``); default ``MediaPolicy()``.
@@ -188,9 +193,13 @@ class SampledVideoLoader:
         return self.load_sampled(data, uniform, policy)
 
     def load_sampled(
-        self, data: bytes, rule: SamplingRule, policy: MediaPolicy
+        self, data: bytes | RandomAccess, rule: SamplingRule, policy: MediaPolicy
     ) -> tuple[npt.NDArray[np.uint8], dict[str, Any]]:
         """Decode the frames ``rule`` picks from the stream's index, and describe them.
+
+        ``data`` read by position (a loader with ``reads_by_position``) is indexed from
+        the container's tables (``container.index_remote``) and only the packets the
+        chosen frames need are read; the frames and metadata are those the bytes give.
 
         Returns:
             ``(frames, metadata)``: uint8 RGB frames ``[N, H, W, 3]`` and ``describe``'s dict.
@@ -200,10 +209,29 @@ class SampledVideoLoader:
                 the decoded-output budget, or the decode its deadline.
             DecodeError: not a supported, intact video, or the rule picked no frame,
                 frames out of order or out of range.
+            RangeReadUnsupported: ``data`` is read by position and the video needs a
+                linear read (read the whole file and call again with its bytes).
         """
+        remote = not isinstance(data, bytes)
+        if not isinstance(data, bytes):
+            if not self.reads_by_position:
+                raise RangeReadUnsupported(f"video backend {self.name!r} reads whole files")
+            index = index_remote(
+                data, max_pixels=policy.max_pixels, max_packets=policy.max_stream_packets
+            )
+            if not index.exact:
+                raise RangeReadUnsupported(
+                    "the video's timestamps number its frames only by a linear read"
+                )
         container, stream = open_video(data, max_pixels=policy.max_pixels)
         try:
-            index = index_stream(container, stream, max_packets=policy.max_stream_packets)
+            if remote:
+                # Packets of the other streams are skipped, not read.
+                for other in container.streams:
+                    if other is not stream:
+                        other.discard = Discard.all
+            else:
+                index = index_stream(container, stream, max_packets=policy.max_stream_packets)
             targets = [int(i) for i in rule(index)]
             if (
                 not targets
@@ -262,7 +290,7 @@ class SampledVideoLoader:
 
     def decode_targets(
         self,
-        data: bytes,
+        data: bytes | RandomAccess,
         container: InputContainer,
         stream: VideoStream,
         index: StreamIndex,

@@ -35,6 +35,7 @@ from ..._errors import DecodeError, MediaError, TooLargeError
 from ..._policy import MediaPolicy
 from .._isolation import shared_empty
 from ..budget import check_deadline
+from ..seekable import RandomAccess, RangeReadUnsupported
 from .container import LIBRARY_ERRORS, StreamIndex, av_errors, open_video
 from .loader import Decoded, SampledVideoLoader, reserve_frames
 from .orientation import IDENTITY, Orientation, frame_orientation
@@ -60,13 +61,15 @@ class OpenCVVideoLoader(SampledVideoLoader):
 
     def decode_targets(
         self,
-        data: bytes,
+        data: bytes | RandomAccess,
         container: InputContainer,
         stream: VideoStream,
         index: StreamIndex,
         targets: list[int],
         policy: MediaPolicy,
     ) -> Decoded:
+        if not isinstance(data, bytes):  # not reads_by_position: never given one
+            raise RangeReadUnsupported("the opencv video backend reads whole files")
         width, height = stream.codec_context.width, stream.codec_context.height
         container.close()  # OpenCV decodes from its own reader
         orientation = first_frame_orientation(data, policy, index.rotate_tag)

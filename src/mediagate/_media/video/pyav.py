@@ -55,6 +55,7 @@ from ..._policy import MediaPolicy
 from .. import _helpers
 from .._isolation import shared_empty
 from ..budget import check_deadline
+from ..seekable import RandomAccess, RangeReadUnsupported
 from .container import StreamIndex, av_errors, open_video
 from .frame_size import FrameSize
 from .loader import SAMPLING_OPTIONS, Decoded, SampledVideoLoader, reserve_frames
@@ -110,10 +111,11 @@ class PyAVVideoLoader(SampledVideoLoader):
     """
 
     name: ClassVar[str] = "pyav"
+    reads_by_position: ClassVar[bool] = True
 
     def decode_targets(
         self,
-        data: bytes,
+        data: bytes | RandomAccess,
         container: InputContainer,
         stream: VideoStream,
         index: StreamIndex,
@@ -124,7 +126,7 @@ class PyAVVideoLoader(SampledVideoLoader):
 
 
 def _decode_targets(
-    data: bytes,
+    data: bytes | RandomAccess,
     container: InputContainer,
     stream: VideoStream,
     index: StreamIndex,
@@ -150,7 +152,10 @@ def _decode_targets(
                         walker.walk(run)
             return Decoded(out.array(), out.orientation, coded_size=out.coded_size)
         except _Missed:
-            pass
+            if not isinstance(data, bytes):
+                raise RangeReadUnsupported(
+                    "the video's frames can only be numbered by a linear read"
+                ) from None
     # Start over on a fresh container and number frames by counting them.
     fresh, fresh_stream = open_video(data, max_pixels=policy.max_pixels)
     try:
@@ -332,7 +337,7 @@ class _Walker:
 
 
 def _parallel_walk(
-    data: bytes,
+    data: bytes | RandomAccess,
     container: InputContainer,
     stream: VideoStream,
     index: StreamIndex,

@@ -58,6 +58,7 @@ from ..._errors import DecodeError, OptionError
 from ..._policy import MediaPolicy
 from ..base import OptionSpec, opt_int
 from ..budget import check_deadline
+from ..seekable import RandomAccess
 from .container import StreamIndex
 from .pyav import PyAVVideoLoader
 from .sampling import build_metadata, cap_num_frames, finite_number
@@ -308,7 +309,7 @@ class Qwen3VLSampler(_ModelSampler):
 
     def load_bytes(
         self,
-        data: bytes,
+        data: bytes | RandomAccess,
         num_frames: int = -1,
         *,
         fps: float | None = None,
@@ -363,7 +364,7 @@ class Qwen2VLSampler(_ModelSampler):
 
     def load_bytes(
         self,
-        data: bytes,
+        data: bytes | RandomAccess,
         num_frames: int = -1,
         *,
         fps: float | None = None,
@@ -431,7 +432,7 @@ class DynamicSampler(_ModelSampler):
 
     def load_bytes(
         self,
-        data: bytes,
+        data: bytes | RandomAccess,
         num_frames: int = -1,
         *,
         fps: float | None = None,
