@@ -25,6 +25,8 @@ never objects, so this module imports nothing else of the package.
 | ``MEDIAGATE_MAX_IN_FLIGHT`` | downloads in progress at once (default 64) |
 | ``MEDIAGATE_MAX_CONNECTIONS``, ``..._MAX_URL_LENGTH`` | connection pool size, longest URL |
 | ``MEDIAGATE_MAX_STREAM_PACKETS`` | packets one video stream may hold (default 3,000,000) |
+| ``MEDIAGATE_RANGE_READS_ABOVE`` | bytes from which remote video is read by ranges (``off``) |
+| ``MEDIAGATE_MAX_RANGE_REQUESTS``, ``..._MAX_RANGE_REQUEST_BYTES`` | range request caps |
 | ``MEDIAGATE_MEDIA_CACHE`` | download cache folder (unset: no cache) |
 | ``MEDIAGATE_MEDIA_CACHE_MAX_SIZE_MB`` / ``MEDIAGATE_MEDIA_CACHE_TTL_HOURS`` | cache budget |
 | ``MEDIAGATE_ALLOWED_BUCKETS`` | comma-separated ``s3://bucket`` / ``gs://bucket`` allowlist |
@@ -78,6 +80,14 @@ def _csv(name: str, value: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in value.split(",") if part.strip())
 
 
+def _size_or_off(name: str, value: str) -> int | None:
+    """A byte count, or ``None`` for ``off``/``none``/``0``... (disabled)."""
+    if value.strip().lower() in (_FALSE | {"none"}) - {"0"}:
+        return None
+    parsed: int = _number(int)(name, value)
+    return parsed
+
+
 def _isolation(name: str, value: str) -> bool | tuple[str, ...]:
     lowered = value.strip().lower()
     if lowered in _TRUE or lowered in _FALSE:
@@ -105,6 +115,9 @@ _POLICY_FIELDS: dict[str, tuple[str, Callable[[str, str], Any]]] = {
     "MAX_CONNECTIONS": ("max_connections", _number(int)),
     "MAX_IN_FLIGHT": ("max_in_flight", _number(int)),
     "MAX_STREAM_PACKETS": ("max_stream_packets", _number(int)),
+    "RANGE_READS_ABOVE": ("range_reads_above", lambda name, value: _size_or_off(name, value)),
+    "MAX_RANGE_REQUESTS": ("max_range_requests", _number(int)),
+    "MAX_RANGE_REQUEST_BYTES": ("max_range_request_bytes", _number(int)),
 }
 
 #: ``storage_options`` entries by scheme: variable suffix -> option name.

@@ -23,14 +23,31 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import EllipsisType
-from typing import TYPE_CHECKING, Any, Generic, ParamSpec, Protocol, TypeVar, runtime_checkable
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    Generic,
+    ParamSpec,
+    Protocol,
+    TypeVar,
+    cast,
+    runtime_checkable,
+)
 
 import numpy as np
 import numpy.typing as npt
 from PIL import Image
 
-from ._errors import FetchError, MediaError, OptionError, TooLargeError, error_boundary
-from ._fetch import run_on_fetch_loop
+from ._errors import (
+    FetchError,
+    FetchTimeout,
+    MediaError,
+    OptionError,
+    RangeReadUnsupported,
+    TooLargeError,
+    error_boundary,
+)
+from ._fetch import RemoteFile, run_on_fetch_loop
 from ._local import check_allowed_root
 from ._media._helpers import cpu_count
 from ._media.base import MediaIO, MediaWithBytes
@@ -134,6 +151,15 @@ class LoadReport:
     cached: bool = False
     #: The modality the bytes were decoded as.
     modality: str = ""
+    #: ``"ranges"`` when only parts of a remote video were read (range requests),
+    #: ``"full"`` when the whole file was.
+    read_mode: str = "full"
+    #: HTTP requests made in range mode (0 otherwise).
+    range_requests: int = 0
+    #: Why range reading gave way to a full download ("" when it did not).
+    fallback: str = ""
+    #: The remote file's size in range mode (``num_bytes`` is what was fetched of it).
+    file_size: int | None = None
 
 
 @dataclass(frozen=True)
@@ -153,6 +179,8 @@ class _Plan(Generic[_M]):
 
     limit: int
     pick: Callable[[SourceResult], MediaIO[_M]]
+    #: The ``MediaIO``, when it is known before the bytes are.
+    known: MediaIO[_M] | None = None
 
 
 def _head(fetched: SourceResult) -> bytes:
@@ -164,6 +192,20 @@ def _head(fetched: SourceResult) -> bytes:
         return binascii.a2b_base64(text.encode("ascii"))
     except (ValueError, UnicodeError):
         return b""
+
+
+class _CachedBlocks:
+    """One file version's blocks in a ``MediaCache``, each under ``prefix`` + its number."""
+
+    def __init__(self, cache: MediaCache, prefix: str) -> None:
+        self._cache = cache
+        self._prefix = prefix
+
+    def get(self, index: int) -> bytes | None:
+        return self._cache.get(f"{self._prefix} block:{index}")
+
+    def put(self, index: int, data: bytes) -> None:
+        self._cache.put(f"{self._prefix} block:{index}", data)
 
 
 def _default_workers() -> int:
@@ -432,8 +474,13 @@ class MediaConnector:
         """Count a download against the request's download budget."""
         if budget is None or getattr(source, "local", False):
             return
+        MediaConnector._charge_bytes(fetched.size, budget)
+
+    @staticmethod
+    def _charge_bytes(size: int, budget: DownloadBudget) -> None:
+        """Count ``size`` downloaded bytes against the request's download budget."""
         try:
-            budget.charge(fetched.size)
+            budget.charge(size)
         except MediaError:
             raise
         except Exception as exc:
@@ -443,7 +490,7 @@ class MediaConnector:
             ) from exc
 
     def _plan(self, media_io: MediaIO[_M]) -> _Plan[_M]:
-        return _Plan(self._limit(media_io), lambda fetched: media_io)
+        return _Plan(self._limit(media_io), lambda fetched: media_io, media_io)
 
     def _picked(self, plan: _Plan[_M], fetched: SourceResult) -> MediaIO[_M]:
         media_io = plan.pick(fetched)
@@ -490,10 +537,24 @@ class MediaConnector:
 
     def _pipeline(self, ref: ParsedURL, plan: _Plan[_M], timeout: float, report: LoadReport) -> _M:
         """Rules -> cache -> source -> decode for one parsed reference."""
+        if self._reads_by_position(ref, plan):
+            return self._pipeline_ranged(ref, plan, timeout, report)
         start = time.perf_counter()
         fetched, cached = self._fetch(ref, plan.limit, timeout, self.download_budget)
+        return self._decode_fetched(ref, plan, fetched, cached, start, report)
+
+    def _decode_fetched(
+        self,
+        ref: ParsedURL,
+        plan: _Plan[_M],
+        fetched: SourceResult,
+        cached: bool,
+        start: float,
+        report: LoadReport,
+    ) -> _M:
+        """Decode what was fetched for ``ref`` (since ``start``), report, and cache it."""
         report.cached = cached
-        report.num_bytes = fetched.size
+        report.num_bytes += fetched.size
         decode_start = time.perf_counter()
         report.stages["fetch"] = decode_start - start
         result = self._decode(plan, fetched, report)
@@ -501,6 +562,128 @@ class MediaConnector:
         if not cached:
             self._store(ref, fetched)
         return result
+
+    # -- range reads ---------------------------------------------------------------------
+
+    def _reads_by_position(self, ref: ParsedURL, plan: _Plan[Any]) -> bool:
+        """Whether ``ref`` may be read through range requests: an http(s) reference
+        through the guarded fetcher (no proxy), the policy's threshold set, and a
+        ``MediaIO`` known in advance that decodes from part of a file."""
+        policy = self.policy
+        return (
+            plan.known is not None
+            and bool(getattr(plan.known, "reads_by_position", False))
+            and ref.scheme in ("http", "https")
+            and self.connection is None
+            and policy.range_reads_above is not None
+            and policy.proxy is None
+        )
+
+    def _pipeline_ranged(
+        self, ref: ParsedURL, plan: _Plan[_M], timeout: float, report: LoadReport
+    ) -> _M:
+        """The pipeline of a reference read by position (blocking; the async twin runs
+        it in the pool): cache -> the first request, which either is the whole download
+        (a small file, or a server that ignores ranges) or opens a ``RemoteFile`` ->
+        decode from it. A decode that needs the whole file falls back to a plain
+        download within what is left of the deadline."""
+        from ._fetch import InconsistentRanges, RangeOptions, open_ranged
+
+        start = time.perf_counter()
+        source, cache = self._start(ref)
+        if cache is not None:
+            hit = cache.get(self._cache_key(ref))
+            if hit is not None:
+                return self._decode_fetched(ref, plan, SourceResult(data=hit), True, start, report)
+        policy = self.policy
+        threshold = cast(int, policy.range_reads_above)
+        options = RangeOptions(
+            limit=plan.limit,
+            max_requests=policy.max_range_requests,
+            max_request_bytes=policy.max_range_request_bytes,
+            threshold=threshold,
+        )
+        try:
+            with error_boundary(f"fetching the {ref.scheme} reference", default=FetchError):
+                opened = open_ranged(
+                    source.fetcher(policy),
+                    ref,
+                    options=options,
+                    timeout=timeout,
+                    charge=self._download_charger(),
+                    blocks=self._block_stores(ref, cache),
+                )
+        except InconsistentRanges as exc:
+            report.fallback = str(exc)
+            return self._download_instead(ref, plan, timeout, start, report)
+        if not isinstance(opened, RemoteFile):
+            fetched = self._checked(
+                SourceResult(data=opened.data, content_type=opened.content_type, origin=opened.url),
+                plan.limit,
+            )
+            return self._decode_fetched(ref, plan, fetched, False, start, report)
+        media_io = cast(MediaIO[_M], plan.known)
+        report.modality = media_io.modality
+        report.read_mode = "ranges"
+        report.file_size = opened.size
+        decode_start = time.perf_counter()
+        try:
+            result = media_io.load_bytes(opened)  # type: ignore[arg-type]
+        except RangeReadUnsupported as exc:
+            report.fallback = str(exc)
+        else:
+            if isinstance(result, MediaWithBytes):
+                result.original_bytes = opened.fingerprint()
+            return result
+        finally:
+            report.range_requests = opened.requests
+            report.num_bytes = opened.fetched
+            report.stages["fetch"] = decode_start - start
+            report.stages["decode"] = time.perf_counter() - decode_start
+            opened.close()
+        report.read_mode = "full"
+        return self._download_instead(ref, plan, timeout, start, report)
+
+    def _download_instead(
+        self, ref: ParsedURL, plan: _Plan[_M], timeout: float, start: float, report: LoadReport
+    ) -> _M:
+        """The plain download and decode of ``ref``, in what is left of ``timeout``."""
+        left = timeout - (time.perf_counter() - start)
+        if left <= 0:
+            raise FetchTimeout(
+                f"fetching the media took longer than timeout={timeout:g} s (MediaPolicy.timeout)"
+            )
+        fetched, cached = self._fetch(ref, plan.limit, left, self.download_budget)
+        return self._decode_fetched(ref, plan, fetched, cached, start, report)
+
+    def _download_charger(self) -> Callable[[int], None]:
+        """Charges bytes received to the request's download budget, as ``_charge_download``."""
+        budget = self.download_budget
+
+        def charge(size: int) -> None:
+            if budget is not None:
+                self._charge_bytes(size, budget)
+
+        return charge
+
+    def _block_stores(
+        self, ref: ParsedURL, cache: MediaCache | None
+    ) -> Callable[[int, tuple[str | None, str | None], str], Any] | None:
+        """The cache's store for the blocks of one version of ``ref`` (a file whose server
+        names its version by a strong ``ETag`` or a ``Last-Modified``), if caching."""
+        if cache is None:
+            return None
+        key = self._cache_key(ref)
+
+        def store(size: int, validators: tuple[str | None, str | None], url: str) -> Any:
+            etag, modified = validators
+            if etag is not None and etag.startswith("W/"):
+                etag = None
+            if etag is None and modified is None:
+                return None
+            return _CachedBlocks(cache, f"{key} size:{size} etag:{etag} modified:{modified}")
+
+        return store
 
     @_entry
     def load_with_report(
@@ -587,10 +770,14 @@ class MediaConnector:
         self, ref: ParsedURL, plan: _Plan[_M], timeout: float, report: LoadReport
     ) -> _M:
         """The async ``_pipeline``: the same steps, awaited; blocking steps in the pool."""
+        if self._reads_by_position(ref, plan):
+            # Every read is a blocking request from the decoder's thread.
+            ranged: _M = await self._in_pool(self._pipeline_ranged, ref, plan, timeout, report)
+            return ranged
         start = time.perf_counter()
         fetched, cached = await self._fetch_async(ref, plan.limit, timeout, self.download_budget)
         report.cached = cached
-        report.num_bytes = fetched.size
+        report.num_bytes += fetched.size
         decode_start = time.perf_counter()
         report.stages["fetch"] = decode_start - start
         result: _M = await self._in_pool(self._decode, plan, fetched, report)

@@ -22,6 +22,7 @@ __all__ = [
     "DEFAULT_ISOLATED",
     "DEFAULT_MAX_BYTES",
     "DEFAULT_MAX_DECODED_BYTES",
+    "DEFAULT_RANGE_READS_ABOVE",
     "DEFAULT_TIMEOUTS",
     "MODALITIES",
     "NON_PUBLIC_NETWORKS",
@@ -50,6 +51,10 @@ MODALITIES: tuple[Modality, ...] = (
 MiB = 1024 * 1024
 
 #: Per-modality byte budgets used when ``MediaPolicy.max_bytes`` is left unset.
+#: The default of ``MediaPolicy.range_reads_above``: a smaller video is downloaded whole
+#: (one request), a larger one read through range requests where its server allows.
+DEFAULT_RANGE_READS_ABOVE = 32 * MiB
+
 DEFAULT_MAX_BYTES: Mapping[str, int] = {
     "image": 32 * MiB,
     "audio": 64 * MiB,
@@ -264,7 +269,12 @@ class MediaPolicy:
     ``max_url_length``, ``max_connections`` (the connection pool) and ``max_in_flight``
     (downloads in progress at once; the rest wait inside their deadline) bound the
     transport, and ``max_stream_packets`` the packets one video stream may hold (its
-    index is built from them before any frame is decoded).
+    index is built from them before any frame is decoded). An http(s) video of at least
+    ``range_reads_above`` bytes (by the size its server declares; ``None`` disables it)
+    whose server answers range requests is read through them, only the container index
+    and the packets the sampled frames need, with at most ``max_range_requests`` requests
+    of at most ``max_range_request_bytes`` each; every byte received counts against
+    ``max_bytes``, and a video that needs a linear read is downloaded whole.
 
     Example::
 
@@ -298,6 +308,9 @@ class MediaPolicy:
     max_connections: int = 64
     max_in_flight: int = 64
     max_stream_packets: int = 3_000_000
+    range_reads_above: int | None = DEFAULT_RANGE_READS_ABOVE
+    max_range_requests: int = 256
+    max_range_request_bytes: int = 16 * MiB
 
     def __post_init__(self) -> None:
         for flag in ("allow_private_networks", "trust_proxy_dns"):
@@ -327,11 +340,26 @@ class MediaPolicy:
         object.__setattr__(
             self, "allowed_local_media_path", os.fspath(self.allowed_local_media_path)
         )
-        for name in ("max_url_length", "max_connections", "max_in_flight", "max_stream_packets"):
+        object.__setattr__(
+            self,
+            "range_reads_above",
+            _as_number("range_reads_above", self.range_reads_above, integer=True, allow_none=True),
+        )
+        for name in (
+            "max_url_length",
+            "max_connections",
+            "max_in_flight",
+            "max_stream_packets",
+            "max_range_requests",
+        ):
             value = _as_number(name, getattr(self, name), integer=True)
             if value < 1:
                 raise ValueError(f"MediaPolicy.{name} must be >= 1")
             object.__setattr__(self, name, value)
+        value = _as_number("max_range_request_bytes", self.max_range_request_bytes, integer=True)
+        if value < 64 * 1024:
+            raise ValueError("MediaPolicy.max_range_request_bytes must be >= 65536")
+        object.__setattr__(self, "max_range_request_bytes", value)
         object.__setattr__(self, "storage_options", _as_storage_options(self.storage_options))
         object.__setattr__(self, "allowed_networks", _as_networks(self.allowed_networks))
         for name in ("max_redirects", "max_pixels", "max_video_frames", "max_tensor_bytes"):

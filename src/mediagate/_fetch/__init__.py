@@ -3,5 +3,15 @@
 from ._http import HttpFetcher, judge_address
 from ._judge import judge_target
 from ._loop import run_async as run_on_fetch_loop
+from ._ranges import InconsistentRanges, RangeOptions, RemoteFile, open_ranged
 
-__all__ = ["HttpFetcher", "judge_address", "judge_target", "run_on_fetch_loop"]
+__all__ = [
+    "HttpFetcher",
+    "InconsistentRanges",
+    "RangeOptions",
+    "RemoteFile",
+    "judge_address",
+    "judge_target",
+    "open_ranged",
+    "run_on_fetch_loop",
+]

@@ -30,10 +30,12 @@ sent.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
 import socket
 import weakref
 import zlib
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -201,7 +203,9 @@ def _corrupt_encoding() -> FetchError:
     return FetchError("the media server sent a corrupt or incomplete compressed body")
 
 
-async def _read_body(response: aiohttp.ClientResponse, limit: int) -> bytes:
+async def read_body(response: aiohttp.ClientResponse, limit: int) -> bytes:
+    """The whole body of ``response``, inflated if it was compressed, refused past
+    ``limit`` bytes (by its Content-Length, before reading, or as it arrives)."""
     length = response.content_length
     if length is not None and length > limit:
         raise _too_large(length, limit, "the response (by its Content-Length)")
@@ -232,7 +236,8 @@ async def _read_body(response: aiohttp.ClientResponse, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-def _translate(exc: BaseException) -> MediaError:
+def translate_client_error(exc: BaseException) -> MediaError:
+    """The ``MediaError`` an aiohttp failure stands for (its text names nothing of it)."""
     if isinstance(exc, aiohttp.ClientSSLError):
         return FetchError("TLS to the media server failed (certificate or handshake)")
     if isinstance(exc, aiohttp.ClientConnectorError) and isinstance(exc.os_error, MediaError):
@@ -328,8 +333,22 @@ class HttpFetcher:
             port = hop.port if hop.port is not None else (443 if hop.scheme == "https" else 80)
             await resolve_judged(hop.host, port, self.policy)
 
-    async def _fetch_hops(self, url: ParsedURL, limit: int) -> FetchResult:
-        session = await self._session()
+    @contextlib.asynccontextmanager
+    async def final_response(
+        self,
+        session: aiohttp.ClientSession,
+        url: ParsedURL,
+        headers: Mapping[str, str] | None = None,
+    ) -> AsyncIterator[tuple[aiohttp.ClientResponse, ParsedURL, int]]:
+        """The 2xx answer for ``url`` after every redirect hop was judged and followed
+        (``headers`` sent with each hop), with the URL that gave it and the number of
+        redirects; client-library errors inside the block become ``FetchError``.
+
+        Raises:
+            PolicyError: a hop was refused.
+            FetchError: too many redirects, redirects disabled, an error status, or a
+                network failure.
+        """
         current = url
         redirects = 0
         while True:
@@ -339,6 +358,7 @@ class HttpFetcher:
                     yarl.URL(current.url, encoded=True),
                     allow_redirects=False,
                     proxy=self.policy.proxy,
+                    headers=headers,
                 ) as response:
                     status = response.status
                     location = response.headers.get("Location")
@@ -362,19 +382,25 @@ class HttpFetcher:
                         raise FetchError(
                             f"the media server answered HTTP {status}", upstream_status=status
                         )
-                    data = await _read_body(response, limit)
-                    return FetchResult(
-                        data=data,
-                        url=current.url,
-                        content_type=response.headers.get("Content-Type"),
-                        redirects=redirects,
-                    )
+                    yield response, current, redirects
+                    return
             except MediaError:
                 raise
             except Exception as exc:
                 # The one boundary where client-library errors become ours; anything
                 # unforeseen is still a typed FetchError whose text names nothing.
-                raise _translate(exc) from exc
+                raise translate_client_error(exc) from exc
+
+    async def _fetch_hops(self, url: ParsedURL, limit: int) -> FetchResult:
+        session = await self._session()
+        async with self.final_response(session, url) as (response, final, redirects):
+            data = await read_body(response, limit)
+            return FetchResult(
+                data=data,
+                url=final.url,
+                content_type=response.headers.get("Content-Type"),
+                redirects=redirects,
+            )
 
     def _semaphore(self) -> asyncio.Semaphore:
         # Made on (and re-made for) the loop that uses it, e.g. after a fork.
@@ -382,6 +408,10 @@ class HttpFetcher:
         if self._slots is None or self._slots[0] is not loop:
             self._slots = (loop, asyncio.Semaphore(self._max_in_flight))
         return self._slots[1]
+
+    def slot(self) -> asyncio.Semaphore:
+        """One of the ``max_in_flight`` download slots (``async with``), on the fetch loop."""
+        return self._semaphore()
 
     async def _download(self, url: ParsedURL, limit: int) -> FetchResult:
         async with self._semaphore():
