@@ -3,15 +3,26 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
 
 from ._connector import LoadReport, MediaConnector
 from ._errors import MediaError
+from ._extras import MissingExtra, missing_extra
 from ._modalities import modality_name
 
-__all__ = ["describe", "error_record", "load", "shown_url", "text"]
+__all__ = [
+    "ELLIPSIS",
+    "describe",
+    "error_record",
+    "load",
+    "missing_record",
+    "shown_url",
+    "text",
+    "usage_record",
+]
 
 
 def describe(modality: str, result: Any) -> dict[str, Any]:
@@ -58,18 +69,32 @@ def _timestamps(metadata: dict[str, Any], indices: list[int], fps: float) -> lis
     return [round(i / fps, 3) for i in indices] if fps else None
 
 
-def text(record: dict[str, Any]) -> str:
+#: What stands for the middle of a long list in text output.
+ELLIPSIS = "…"
+
+#: Longest list printed whole; longer ones show their first and last items.
+_LIST_ITEMS = 12
+
+
+def _shown_value(value: Any, ellipsis: str) -> str:
+    if isinstance(value, list):
+        items = [_shown_value(item, ellipsis) for item in value]
+        if len(items) > _LIST_ITEMS:
+            items = [*items[:6], ellipsis, *items[-3:]]
+        return "[" + ",".join(items) + "]"
+    return str(value).replace(" ", "")
+
+
+def text(record: dict[str, Any], *, ellipsis: str = ELLIPSIS) -> str:
+    """A load record as three lines: what was loaded from where, the result's shape and
+    metadata (a long list shows its ends around ``ellipsis``), bytes and stage times."""
     info = record["result"]
     head = f"{record['modality']:<16} {record['source']:<5} {record['url_shown']}"
-    parts = []
-    for key, value in info.items():
-        if value is None:
-            continue
-        if isinstance(value, list) and len(value) > 12:
-            value = [*value[:6], "...", *value[-3:]]
-        parts.append(f"{key}={value}")
+    parts = [
+        f"{key}={_shown_value(value, ellipsis)}" for key, value in info.items() if value is not None
+    ]
     stages = ", ".join(f"{k} {v * 1000:.1f} ms" for k, v in record["stages"].items())
-    line2 = "    " + " ".join(str(p).replace(" ", "") for p in parts)
+    line2 = "    " + " ".join(parts)
     line3 = f"    bytes={record['bytes']}" + (f" {stages}" if stages else "")
     return "\n".join([head, line2, line3])
 
@@ -82,14 +107,28 @@ def shown_url(url: str) -> str:
     return url if len(url) <= 100 else url[:97] + "..."
 
 
-def load(connector: MediaConnector, url: str, modality: str) -> dict[str, Any]:
+def load(
+    connector: MediaConnector,
+    url: str,
+    modality: str,
+    *,
+    media_io_kwargs: Mapping[str, Mapping[str, Any]] | None = None,
+    shown: str | None = None,
+    then: Callable[[str, Any], object] | None = None,
+) -> dict[str, Any]:
     """Load ``url`` as ``modality`` (``auto``: as what its content is) and return the
-    record the CLI prints."""
+    record the CLI prints; ``shown`` names the reference instead of ``url``; ``then``
+    is called with the modality and the media once loaded (``--preview``, ``--save``)."""
     start = time.perf_counter()
-    loaded = connector.load_media(url, modality)
+    loaded = connector.load_media(url, modality, media_io_kwargs=media_io_kwargs)
     total = time.perf_counter() - start
-    shown = loaded.modality.replace("_", "-")
-    return _record(url, shown, loaded.media, loaded.report, total)
+    if then is not None:
+        then(loaded.modality, loaded.media)
+    name = loaded.modality.replace("_", "-")
+    record = _record(url, name, loaded.media, loaded.report, total)
+    if shown is not None:
+        record["url_shown"] = shown
+    return record
 
 
 def _record(
@@ -108,6 +147,9 @@ def _record(
 
 
 def error_record(exc: BaseException) -> dict[str, Any]:
+    """What a failure prints: a ``MediaError`` as itself, a missing optional dependency
+    as ``MissingDependency`` with the extra that installs it, anything else as
+    ``InternalError`` (its type only: the message could hold anything)."""
     if isinstance(exc, MediaError):
         return {
             "ok": False,
@@ -115,4 +157,29 @@ def error_record(exc: BaseException) -> dict[str, Any]:
             "message": str(exc),
             "http_status": exc.http_status,
         }
-    return {"ok": False, "error": "InternalError", "message": type(exc).__name__}
+    missing = missing_extra(exc) if isinstance(exc, ImportError) else None
+    if missing is not None:
+        return missing_record(missing)
+    return {
+        "ok": False,
+        "error": "InternalError",
+        "message": type(exc).__name__,
+        "http_status": None,
+    }
+
+
+def missing_record(missing: MissingExtra) -> dict[str, Any]:
+    """The record of a feature this install lacks the optional dependency of."""
+    return {
+        "ok": False,
+        "error": "MissingDependency",
+        "message": missing.message,
+        "extra": missing.extra,
+        "install": missing.install,
+        "http_status": None,
+    }
+
+
+def usage_record(message: str) -> dict[str, Any]:
+    """The record of a mistake on the command line or in the environment."""
+    return {"ok": False, "error": "UsageError", "message": message, "http_status": None}
