@@ -581,7 +581,9 @@ def _fetch_command(args: argparse.Namespace) -> int:
                 except DecodeError as exc:
                     extra.update(_mismatch(exc, ref, args.modality))
                     raise
-    except (MediaError, UsageError, ImportError) as exc:
+    except BrokenPipeError:
+        raise
+    except Exception as exc:  # a media error, a usage error, a missing extra, a fault
         _report(_failure(exc, extra), args.json)
         return _exit_code(exc)
     if args.stdin_bytes:
