@@ -124,8 +124,10 @@ def _probe_tracks(head: bytes) -> Modality | None:
     try:
         with ffmpeg_errors("the probe failed", "the probe ran out of memory"):
             container, _ = open_stream(head, sniff_container(head), _PROBE_RULES)
-    except MediaError:
-        return None
+    except MediaError as exc:
+        # The track list was read and holds no audio track: a video (or nothing to
+        # decode, which the video decoder then says).
+        return "video" if str(exc) == _PROBE_RULES.no_stream else None
     try:
         pictures = [
             stream
