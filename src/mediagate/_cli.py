@@ -21,7 +21,7 @@ import os
 import sys
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import IO, Any, BinaryIO, NoReturn
+from typing import Any, BinaryIO, NoReturn
 
 from ._cli_input import Reference, UsageError, reference, sniffed_head
 from ._config import connector_kwargs_from_env
@@ -36,7 +36,7 @@ from ._errors import (
 from ._extras import EXTRA_MODULES, has_extra
 from ._modalities import modality_name, sniff_modality
 from ._policy import MediaPolicy
-from ._present import ELLIPSIS, error_record, load, text, usage_record
+from ._present import ellipsis_for, error_record, load, text, usage_record
 from ._preview import OutputFiles
 
 __all__ = ["main"]
@@ -454,20 +454,11 @@ def _connector(
 # -- output ---------------------------------------------------------------------------
 
 
-def _ellipsis(stream: IO[str]) -> str:
-    """``…``, or ``...`` where the output's encoding has no such character."""
-    try:
-        ELLIPSIS.encode(getattr(stream, "encoding", None) or "ascii")
-    except (UnicodeEncodeError, LookupError):
-        return "..."
-    return ELLIPSIS
-
-
 def _print_record(record: Mapping[str, Any], as_json: bool) -> None:
     if as_json:
         print(json.dumps(record))
     else:
-        print(text(dict(record), ellipsis=_ellipsis(sys.stdout)))
+        print(text(dict(record), ellipsis=ellipsis_for(sys.stdout)))
 
 
 def _report(record: Mapping[str, Any], as_json: bool) -> None:

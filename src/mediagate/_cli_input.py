@@ -81,7 +81,9 @@ def _text_limit(policy: MediaPolicy, limit: int) -> int:
     return max(policy.max_url_length, 4 * -(-limit // 3) + _HEADER_SLACK)
 
 
-def read_bounded(stream: BinaryIO, limit: int, refusal: str) -> bytes:
+def read_bounded(
+    stream: BinaryIO, limit: int, refusal: str, *, limit_name: str = "max_bytes"
+) -> bytes:
     """All of ``stream``, refused once it holds more than ``limit`` bytes (it is never
     read further than one byte past ``limit``).
 
@@ -96,7 +98,7 @@ def read_bounded(stream: BinaryIO, limit: int, refusal: str) -> bytes:
             return b"".join(chunks)
         chunks.append(chunk)
         total += len(chunk)
-    raise TooLargeError(refusal, limit="max_bytes", maximum=limit)
+    raise TooLargeError(refusal, limit=limit_name, maximum=limit)
 
 
 def _over(what: str, limit: int) -> str:
@@ -116,13 +118,15 @@ def _read_reference_text(stream: BinaryIO, policy: MediaPolicy, limit: int, wher
             f"{where} holds a data: URL of more than {cap} characters, more than "
             "max_bytes allows (reading stopped there; --max-bytes N raises the budget)"
         )
-    else:
-        cap = policy.max_url_length + _HEADER_SLACK
-        refusal = (
-            f"{where} holds more than {cap} bytes, longer than a URL may be "
-            f"(max_url_length={policy.max_url_length}); it should hold one URL"
-        )
-    return start + read_bounded(stream, max(0, cap - len(start)), refusal)
+        return start + read_bounded(stream, max(0, cap - len(start)), refusal)
+    cap = policy.max_url_length + _HEADER_SLACK
+    refusal = (
+        f"{where} holds more than {cap} bytes, longer than a URL may be "
+        f"(max_url_length={policy.max_url_length}); it should hold one URL"
+    )
+    return start + read_bounded(
+        stream, max(0, cap - len(start)), refusal, limit_name="max_url_length"
+    )
 
 
 def _spool(stream: BinaryIO, folder: Path, limit: int) -> Path:

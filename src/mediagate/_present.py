@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 
@@ -16,6 +16,7 @@ from ._modalities import modality_name
 __all__ = [
     "ELLIPSIS",
     "describe",
+    "ellipsis_for",
     "error_record",
     "load",
     "missing_record",
@@ -71,6 +72,16 @@ def _timestamps(metadata: dict[str, Any], indices: list[int], fps: float) -> lis
 
 #: What stands for the middle of a long list in text output.
 ELLIPSIS = "…"
+
+
+def ellipsis_for(stream: IO[str]) -> str:
+    """``ELLIPSIS``, or ``...`` where ``stream``'s encoding has no such character."""
+    try:
+        ELLIPSIS.encode(getattr(stream, "encoding", None) or "ascii")
+    except (UnicodeEncodeError, LookupError):
+        return "..."
+    return ELLIPSIS
+
 
 #: Longest list printed whole; longer ones show their first and last items.
 _LIST_ITEMS = 12
