@@ -19,6 +19,7 @@ import contextlib
 import json
 import os
 import sys
+import textwrap
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, BinaryIO, NoReturn
@@ -80,7 +81,9 @@ examples:
   curl -s https://example.com/a.wav | mediagate fetch --stdin-bytes
   mediagate fetch clip.mp4 --media-io-kwargs '{"video": {"num_frames": 8}}'
   mediagate fetch photo.jpg --modality image --media-io-kwargs '{"image_mode": "L"}'
+"""
 
+_ENVIRONMENT_AND_EXIT_CODES = """\
 Every MEDIAGATE_* variable applies (MEDIAGATE_TIMEOUT, MEDIAGATE_MAX_BYTES,
 MEDIAGATE_ALLOWED_LOCAL_MEDIA_PATH, MEDIAGATE_VIDEO_BACKEND, ...); options win over them.
 Exit codes: 0 loaded, 1 media error, 2 usage error or missing extra, 3 internal fault,
@@ -103,8 +106,16 @@ class _Parser(argparse.ArgumentParser):
 
 
 class _Formatter(argparse.RawDescriptionHelpFormatter):
+    """Descriptions and epilogs as written; option help wrapped without breaking
+    ``--option-names`` at their hyphens."""
+
     def __init__(self, prog: str) -> None:
         super().__init__(prog, max_help_position=32)
+
+    def _split_lines(self, text: str, width: int) -> list[str]:
+        return textwrap.wrap(
+            " ".join(text.split()), width, break_on_hyphens=False, break_long_words=False
+        )
 
 
 def _version() -> str:
@@ -127,14 +138,25 @@ def _version_text() -> str:
 
 
 def _media_io_help() -> str:
-    shapes = ", ".join(
-        f"'{json.dumps({name: options})}'" for name, options in MEDIA_IO_EXAMPLES.items()
-    )
     return (
-        "options by modality, as a JSON object mapping each modality to its options: "
-        f"{shapes}; with --modality naming one, a flat object of its options also works "
-        """(--modality image --media-io-kwargs '{"image_mode": "L"}')"""
+        "this load's options by modality, as JSON (see below; "
+        """--media-io-kwargs '{"video": {"num_frames": 8}}')"""
     )
+
+
+def _media_io_shapes() -> str:
+    """The epilog lines that show ``--media-io-kwargs``: one example per modality."""
+    lines = [f"  '{json.dumps({name: options})}'" for name, options in MEDIA_IO_EXAMPLES.items()]
+    return (
+        "--media-io-kwargs maps each modality to its options, e.g.\n"
+        + "\n".join(lines)
+        + "\nwith --modality naming one modality, a flat object of its options works too:\n"
+        + """  --modality image --media-io-kwargs '{"image_mode": "L"}'\n"""
+    )
+
+
+def _wrapped(text: str) -> str:
+    return textwrap.fill(text, 88)
 
 
 def _parser() -> _Parser:
@@ -144,14 +166,21 @@ def _parser() -> _Parser:
         epilog="Run 'mediagate COMMAND --help' for a command's options and examples.",
         formatter_class=_Formatter,
     )
-    parser.add_argument("--version", action="version", version=_version_text())
+    parser.add_argument(
+        "--version",
+        action="version",
+        version=_version_text(),
+        help="print the version and which extras are installed (mediagate --version)",
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     fetch = sub.add_parser(
         "fetch",
         help="load one reference and print what was loaded (mediagate fetch photo.jpg)",
-        description="Load one media reference under the policy and print what was "
-        "loaded: shape, dtype, mode, sample rate, sampled frames, bytes, time per stage.",
-        epilog=_FETCH_EXAMPLES,
+        description=_wrapped(
+            "Load one media reference under the policy and print what was loaded: shape, "
+            "dtype, mode, sample rate, sampled frames, bytes, time per stage."
+        ),
+        epilog="\n".join([_FETCH_EXAMPLES, _media_io_shapes(), _ENVIRONMENT_AND_EXIT_CODES]),
         formatter_class=_Formatter,
     )
     fetch.add_argument(
@@ -193,8 +222,10 @@ def _parser() -> _Parser:
     demo = sub.add_parser(
         "demo",
         help="run the pipeline on bundled sample media (mediagate demo)",
-        description="Load the bundled samples over loopback HTTP, data: and file: URLs, "
-        "and show what the default rules refuse.",
+        description=_wrapped(
+            "Load the bundled samples over loopback HTTP, data: and file: URLs, and show "
+            "what the default rules refuse."
+        ),
         formatter_class=_Formatter,
     )
     demo.add_argument(
@@ -202,11 +233,15 @@ def _parser() -> _Parser:
     )
     proxy = sub.add_parser(
         "proxy",
-        help="serve an OpenAI-compatible proxy that inlines every media URL as base64",
-        description="Resolve the media of each /v1/chat/completions and /v1/responses "
-        "request under the policy, inline them, and forward the request to --upstream; "
-        "the upstream's answer streams back unchanged.",
-        epilog="example:\n  mediagate proxy --upstream http://127.0.0.1:8080 --port 8000",
+        help="serve an OpenAI-compatible proxy that inlines every media URL as base64 "
+        "(mediagate proxy --upstream http://127.0.0.1:8080)",
+        description=_wrapped(
+            "Resolve the media of each /v1/chat/completions and /v1/responses request "
+            "under the policy, inline them, and forward the request to --upstream; the "
+            "upstream's answer streams back unchanged."
+        ),
+        epilog="example:\n  mediagate proxy --upstream http://127.0.0.1:8080 --port 8000\n\n"
+        + _media_io_shapes(),
         formatter_class=_Formatter,
     )
     _proxy_arguments(proxy)
