@@ -118,6 +118,22 @@ async def resolve_judged(
     return infos
 
 
+def resolve_results(host: str, infos: list[tuple[Any, ...]]) -> list[ResolveResult]:
+    """``getaddrinfo`` answers for ``host`` as aiohttp's resolver results: numeric
+    addresses, so the connection dials exactly the addresses that were judged."""
+    return [
+        {
+            "hostname": host,
+            "host": str(sockaddr[0]),
+            "port": int(sockaddr[1]),
+            "family": fam,
+            "proto": proto,
+            "flags": socket.AI_NUMERICHOST | socket.AI_NUMERICSERV,
+        }
+        for fam, _, proto, _, sockaddr in infos
+    ]
+
+
 def _proxy_host(policy: MediaPolicy) -> str | None:
     if policy.proxy is None:
         return None
@@ -145,17 +161,7 @@ class GuardedResolver(AbstractResolver):
             infos = await _getaddrinfo(host, port, family)
         else:
             infos = await resolve_judged(host, port, self._policy, family)
-        return [
-            {
-                "hostname": host,
-                "host": str(sockaddr[0]),
-                "port": int(sockaddr[1]),
-                "family": fam,
-                "proto": proto,
-                "flags": socket.AI_NUMERICHOST | socket.AI_NUMERICSERV,
-            }
-            for fam, _, proto, _, sockaddr in infos
-        ]
+        return resolve_results(host, infos)
 
     async def close(self) -> None:
         return None

@@ -47,6 +47,7 @@ from ._http import (
     HttpFetcher,
     read_body,
     resolve_judged,
+    resolve_results,
     translate_client_error,
 )
 from ._loop import run_sync
@@ -116,17 +117,7 @@ class PinnedResolver(AbstractResolver):
         pinned = self._pinned.get(key)
         if pinned is None:
             infos = await resolve_judged(host, port, self._policy, family)
-            pinned = [
-                {
-                    "hostname": host,
-                    "host": str(sockaddr[0]),
-                    "port": int(sockaddr[1]),
-                    "family": fam,
-                    "proto": proto,
-                    "flags": socket.AI_NUMERICHOST | socket.AI_NUMERICSERV,
-                }
-                for fam, _, proto, _, sockaddr in infos
-            ]
+            pinned = resolve_results(host, infos)
             self._pinned[key] = pinned
         return list(pinned)
 
