@@ -138,7 +138,8 @@ def test_a_busy_pool_refuses_at_the_timeout() -> None:
         with pytest.raises(TooLargeError) as info:
             run(single, plugins.echo, 1, timeout=0.3)
         assert info.value.limit == "decode_timeout"
-        assert time.monotonic() - start < 0.8
+        # Refused before the blocking call ends (1.4 s from here).
+        assert time.monotonic() - start < 1.3
         blocker.join(5)
         assert run(single, plugins.echo, 2) == 2
 
