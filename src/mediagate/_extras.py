@@ -20,6 +20,7 @@ EXTRA_MODULES: dict[str, tuple[str, ...]] = {
     "s3": ("fsspec", "s3fs"),
     "gcs": ("fsspec", "gcsfs"),
     "heif": ("pillow_heif",),
+    "batch": ("pyarrow",),
 }
 
 _NAMED = re.compile(r"mediagate\[([a-z0-9_-]+)\]")
