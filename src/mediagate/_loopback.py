@@ -255,9 +255,9 @@ class _Server(http.server.ThreadingHTTPServer):
     request_queue_size = 256  # the default backlog of 5 stalls bursts of clients
     daemon_threads = True
 
-    def __init__(self, owner: LoopbackServer) -> None:
+    def __init__(self, owner: LoopbackServer, host: str) -> None:
         self.owner = owner
-        super().__init__(("127.0.0.1", 0), _Handler)
+        super().__init__((host, 0), _Handler)
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         # A client that stops reading (an oversized body it refused) is no error here.
@@ -268,7 +268,8 @@ class _Server(http.server.ThreadingHTTPServer):
 
 
 class LoopbackServer:
-    """An HTTP/1.1 server on 127.0.0.1 (a free port), serving from the moment it is made.
+    """An HTTP/1.1 server on 127.0.0.1 (a free port), serving from the moment it is made;
+    ``host`` binds it to another loopback address (``127.0.0.2``, say) instead.
 
     ``routes`` maps a request path (query included) to its :class:`Route` and may be
     changed while the server runs; ``fallback(path)`` answers the paths it lacks (``None``
@@ -287,6 +288,7 @@ class LoopbackServer:
         routes: Mapping[str, Route] | None = None,
         *,
         fallback: Callable[[str], Route | None] | None = None,
+        host: str = "127.0.0.1",
     ) -> None:
         self.routes: dict[str, Route] = dict(routes or {})
         self.fallback = fallback
@@ -296,9 +298,9 @@ class LoopbackServer:
         self.errors: list[str] = []
         self._seen: Counter[str] = Counter()
         self._lock = threading.Lock()
-        self._httpd = _Server(self)
+        self._httpd = _Server(self, host)
         self.port: int = self._httpd.server_address[1]
-        self.base = f"http://127.0.0.1:{self.port}"
+        self.base = f"http://{host}:{self.port}"
         self._thread = threading.Thread(target=self._serve, name="mediagate-loopback", daemon=True)
         self._thread.start()
         self._stopped = False
