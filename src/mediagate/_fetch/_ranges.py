@@ -408,7 +408,14 @@ async def _read_exactly(response: aiohttp.ClientResponse, size: int, state: _Sta
     chunks = []
     got = 0
     while got <= size:
-        chunk = await response.content.read(min(1 << 18, size + 1 - got))
+        try:
+            chunk = await response.content.read(min(1 << 18, size + 1 - got))
+        except aiohttp.ClientPayloadError as exc:
+            # The body ended before its Content-Length (or its chunking broke): a short
+            # range, as when the length says so.
+            raise InconsistentRanges(
+                "the media server sent a range of another length than asked"
+            ) from exc
         if not chunk:
             break
         state.count(len(chunk))
