@@ -164,6 +164,16 @@ def test_importing_the_package_loads_no_test_support_module() -> None:
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
+def test_batch_loading_imports_pyarrow_and_ray_only_when_used() -> None:
+    # The batch core builds Arrow tables on demand; the package never pulls either in.
+    code = (
+        "import sys, mediagate, mediagate._batch\n"
+        "assert 'pyarrow' not in sys.modules, 'pyarrow'\n"
+        "assert 'ray' not in sys.modules, 'ray'\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
 def test_only_the_fetcher_opens_client_connections_and_only_the_proxy_serves() -> None:
     # aiohttp's client lives in _fetch (media fetches and the proxy's one upstream); the
     # proxy imports only its server half.

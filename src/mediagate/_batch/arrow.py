@@ -17,14 +17,17 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .results import OUTCOME_COLUMNS, BatchResult
-
 if TYPE_CHECKING:
     import pyarrow
+
+    from .results import BatchResult
 
 __all__ = ["VARIABLE_SHAPE_TENSOR", "to_table", "variable_shape_tensor"]
 
 VARIABLE_SHAPE_TENSOR = "arrow.variable_shape_tensor"
+
+#: The outcome columns every batch has, in order.
+OUTCOME_COLUMNS = ("error_type", "error", "http_status", "num_bytes", "fetch_s", "decode_s")
 
 
 def _pyarrow() -> Any:

@@ -20,9 +20,6 @@ __all__ = ["OK", "BatchResult", "Outcomes", "RowResult"]
 #: The outcome of a row that decoded.
 OK = "ok"
 
-#: The outcome columns every batch has, in order.
-OUTCOME_COLUMNS = ("error_type", "error", "http_status", "num_bytes", "fetch_s", "decode_s")
-
 
 @dataclass
 class RowResult:
