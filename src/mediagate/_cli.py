@@ -1,4 +1,5 @@
-"""The command line: ``mediagate fetch REFERENCE``, ``mediagate demo`` and ``mediagate proxy``.
+"""The command line: ``mediagate fetch REFERENCE``, ``mediagate batch INPUT --out DIR``,
+``mediagate demo`` and ``mediagate proxy``.
 
 A thin face over ``MediaConnector``: it builds one from the options and the
 ``MEDIAGATE_*`` environment (``MediaConnector.from_env``, the options winning), loads,
@@ -21,9 +22,11 @@ import os
 import sys
 import textwrap
 from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, BinaryIO, NoReturn
 
+from ._batch_cli import BatchSettings, add_batch_parser, run_batch
 from ._cli_input import Reference, UsageError, reference, sniffed_head
 from ._config import connector_kwargs_from_env
 from ._connector import MediaConnector
@@ -247,6 +250,17 @@ def _parser() -> _Parser:
     _proxy_arguments(proxy)
     _policy_arguments(proxy)
     proxy.add_argument("--json", action="store_true", help="errors as one JSON object (--json)")
+    add_batch_parser(
+        sub,
+        formatter=_Formatter,
+        description=_wrapped(
+            "Load every reference of INPUT under the policy into Parquet (or WebDataset) "
+            "shards in DIR, each row with its input index and outcome; rerun to resume."
+        ),
+        media_io_help=_media_io_shapes(),
+        modalities=MODALITIES,
+        policy_arguments=_policy_arguments,
+    )
     return parser
 
 
@@ -671,6 +685,23 @@ def _proxy_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def _batch_command(args: argparse.Namespace) -> int:
+    try:
+        policy = _policy(args)
+        environment = _environment()
+        options = _media_io_kwargs(args.media_io_kwargs, args.modality)
+        with _connector(args, policy, environment, options) as connector:
+            settings = BatchSettings.of(connector)
+        if args.workers is not None:
+            settings = replace(settings, max_workers=args.workers)
+        return run_batch(args, settings, stdin=_stdin())
+    except (BrokenPipeError, KeyboardInterrupt):
+        raise
+    except Exception as exc:  # a usage error, a missing extra, a fault
+        _report(_failure(exc), args.json)
+        return _exit_code(exc)
+
+
 def _demo_command(args: argparse.Namespace) -> int:
     from ._demo import run_demo
 
@@ -729,6 +760,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 return _fetch_command(args)
             if args.command == "proxy":
                 return _proxy_command(args)
+            if args.command == "batch":
+                return _batch_command(args)
             return _demo_command(args)
     except BrokenPipeError:
         return EXIT_CLOSED_PIPE

@@ -1,0 +1,488 @@
+"""``mediagate batch INPUT --out DIR``: load a list of references into shards on one machine.
+
+The rows of INPUT (see ``_batch_input``) are cut into shards of ``--shard-size`` input
+rows; shard ``k`` holds rows ``k * size`` to ``(k + 1) * size - 1`` (fewer with
+``--drop-failed``) and is written as ``DIR/part-0000k.parquet`` or, with
+``--format webdataset``, ``DIR/part-0000k.tar``. Every row keeps its input index in
+column ``row``, with its reference (``url``; a ``data:`` URL shortened, media bytes
+left out), the decoded columns of the batch loader and its outcome (``error_type``
+null when it loaded, ``error``, ``http_status``, ``num_bytes``, ``fetch_s``,
+``decode_s``).
+
+Shards are written atomically and recorded in ``DIR/manifest.json`` with what
+identifies the run (see ``_batch_output``): a rerun with the same input and options
+skips the finished shards and writes the rest, so an interrupted run resumes where it
+stopped. A folder holding another input's or other options' shards is a usage error
+unless ``--overwrite``. The network, time and size policy is not part of the identity,
+so a rerun may, say, raise ``--timeout``.
+
+The run's progress (rows done, rate, time left, failures) is drawn on standard error
+when it is a terminal or with ``--progress``: a tqdm bar when tqdm is installed
+(``mediagate[progress]``), else a line every few seconds. The summary (outcome, count,
+share) goes to standard error at the end; ``--json`` prints it on standard output as
+one JSON object. A run that writes every shard exits 0 however many rows failed (their
+outcomes are in the output); usage errors exit 2 before anything is fetched.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import re
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable, Coroutine, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any, TextIO, TypeVar
+
+from ._batch_input import FORMATS, BatchInput, Ref, open_input
+from ._batch_output import SHARD_FORMATS, OutputFolder, shard_name, write_shard
+from ._cache import MediaCache
+from ._connector import MediaConnector
+from ._modalities import modality_name
+from ._policy import MediaPolicy
+
+__all__ = ["BatchSettings", "add_batch_parser", "run_batch"]
+
+_IMAGE_SIZE = re.compile(r"^\s*(\d{1,5})\s*[xX]\s*(\d{1,5})\s*$")
+_T = TypeVar("_T")
+#: Seconds between two plain progress lines.
+_PROGRESS_EVERY = 2.0
+
+_EXAMPLES = """\
+INPUT:
+  urls.txt         one reference a line (blank lines and # comments skipped)
+  rows.csv         CSV with a header row; --column names the column (default url)
+  rows.jsonl       one JSON object a line, the reference under --column
+  rows.parquet     a Parquet column of references (strings) or of media (binary)
+  -                reference lines from standard input
+
+examples:
+  mediagate batch urls.txt --out shards/
+  mediagate batch rows.parquet --column image_url --modality image --image-size 224x224 \\
+      --out shards/ --shard-size 5000 --workers 8
+  mediagate batch clips.csv --modality video --media-io-kwargs '{"num_frames": 8}' \\
+      --format webdataset --out wds/ --drop-failed
+  rerun the same command to resume an interrupted run (finished shards are kept)
+
+Exit codes: 0 every shard written (failed rows are in the output), 2 usage error or
+missing extra, 3 internal fault, 130 interrupted (rerun to resume).
+"""
+
+
+# -- arguments ------------------------------------------------------------------------
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text} is not a positive number")
+    return value
+
+
+def _image_size(text: str) -> tuple[int, int]:
+    match = _IMAGE_SIZE.match(text)
+    if match is None or not all(int(side) > 0 for side in match.groups()):
+        raise argparse.ArgumentTypeError(f"{text!r} is not WIDTHxHEIGHT (e.g. 224x224)")
+    return int(match.group(1)), int(match.group(2))
+
+
+def add_batch_parser(
+    sub: Any,
+    *,
+    formatter: type[argparse.HelpFormatter],
+    description: str,
+    media_io_help: str,
+    modalities: Sequence[str],
+    policy_arguments: Callable[[argparse.ArgumentParser], None],
+) -> argparse.ArgumentParser:
+    """Add ``batch`` to the subcommands ``sub``, with the policy options of ``fetch``
+    (``policy_arguments`` adds them); ``media_io_help`` ends the help."""
+    batch: argparse.ArgumentParser = sub.add_parser(
+        "batch",
+        help="load a list of references into Parquet or WebDataset shards "
+        "(mediagate batch urls.txt --out shards/)",
+        description=description,
+        epilog=_EXAMPLES + "\n" + media_io_help,
+        formatter_class=formatter,
+    )
+    batch.add_argument(
+        "input",
+        metavar="INPUT",
+        help="a text file of references, CSV, JSONL or Parquet, or - (standard input)",
+    )
+    batch.add_argument(
+        "--out", required=True, metavar="DIR", help="the folder shards go to (--out shards/)"
+    )
+    batch.add_argument(
+        "--column",
+        default="url",
+        metavar="NAME",
+        help="the column of CSV, JSONL or Parquet input holding the references "
+        "(default url; --column image_url)",
+    )
+    batch.add_argument(
+        "--input-format",
+        choices=FORMATS,
+        default=None,
+        help="how INPUT is read (default: by its suffix, text otherwise; --input-format jsonl)",
+    )
+    batch.add_argument(
+        "--format",
+        choices=SHARD_FORMATS,
+        default="parquet",
+        help="shard format (default parquet; --format webdataset writes tar shards)",
+    )
+    batch.add_argument(
+        "--shard-size",
+        type=_positive,
+        default=1000,
+        metavar="N",
+        help="input rows per shard (default 1000; --shard-size 5000)",
+    )
+    batch.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace the shards in DIR from another input or other options (--overwrite)",
+    )
+    batch.add_argument(
+        "--modality",
+        choices=modalities,
+        default="auto",
+        help="decode every row as this (default auto: what each row's content is; "
+        "--modality image)",
+    )
+    batch.add_argument(
+        "--image-size",
+        type=_image_size,
+        default=None,
+        metavar="WxH",
+        help="fit every image inside WxH, padded to that shape (--image-size 224x224)",
+    )
+    batch.add_argument(
+        "--drop-failed",
+        action="store_true",
+        help="leave rows that failed out of the shards; the summary still counts them "
+        "(--drop-failed)",
+    )
+    batch.add_argument(
+        "--workers",
+        type=_positive,
+        default=None,
+        metavar="N",
+        help="decode workers (default: the connector's, MEDIAGATE_DECODE_WORKERS; --workers 8)",
+    )
+    batch.add_argument(
+        "--max-in-flight",
+        type=_positive,
+        default=None,
+        metavar="N",
+        help="fetches in progress at once (default 16; --max-in-flight 64)",
+    )
+    policy_arguments(batch)
+    batch.add_argument(
+        "--progress",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="draw progress on standard error (default: when it is a terminal; --progress "
+        "in a log, --no-progress on a terminal)",
+    )
+    batch.add_argument(
+        "--json", action="store_true", help="print the summary as one JSON object (--json)"
+    )
+    return batch
+
+
+# -- settings -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class BatchSettings:
+    """What the command line resolved from the options and the environment: the policy
+    (allowed folder and domains in it), the per-modality options, the cache and the
+    decode workers, as a ``MediaConnector`` built from them holds them."""
+
+    policy: MediaPolicy
+    media_io_kwargs: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    cache: MediaCache | None = None
+    max_workers: int | None = None
+
+    @classmethod
+    def of(cls, connector: MediaConnector) -> BatchSettings:
+        """The settings ``connector`` was built with."""
+        return cls(
+            policy=connector.policy,
+            media_io_kwargs=connector.media_io_kwargs,
+            cache=connector.cache,
+            max_workers=connector.max_workers,
+        )
+
+
+def _identity(
+    args: argparse.Namespace, source: BatchInput, settings: BatchSettings
+) -> dict[str, Any]:
+    """What a rerun must share with the run that wrote DIR to continue it."""
+    return {
+        "input": {
+            "fingerprint": source.fingerprint,
+            "format": source.kind,
+            "column": source.column,
+            "rows": source.count,
+        },
+        "shard_size": args.shard_size,
+        "format": args.format,
+        "modality": modality_name(args.modality) if args.modality != "auto" else "auto",
+        "media_io_kwargs": json.loads(json.dumps(settings.media_io_kwargs, sort_keys=True)),
+        "image_size": list(args.image_size) if args.image_size else None,
+        "drop_failed": bool(args.drop_failed),
+    }
+
+
+# -- progress and summary -------------------------------------------------------------
+
+
+class _Progress:
+    """Rows done out of the total, the rate, the time left and the failures so far."""
+
+    def __init__(self, total: int, enabled: bool, stream: TextIO) -> None:
+        self.total = total
+        self.done = 0
+        self.failed = 0
+        self.enabled = enabled
+        self.stream = stream
+        self._start = time.monotonic()
+        self._counted = 0
+        self._last = 0.0
+        self._bar: Any = None
+        if enabled:
+            try:
+                from tqdm import tqdm
+            except ImportError:
+                self._bar = None
+            else:
+                self._bar = tqdm(
+                    total=total, unit="row", file=stream, dynamic_ncols=True, smoothing=0.1
+                )
+
+    def skipped(self, rows: int) -> None:
+        """Rows a previous run finished: done, but not part of this run's rate."""
+        self.done += rows
+        if self._bar is not None:
+            self._bar.update(rows)
+            self._bar.reset(total=self.total)
+            self._bar.update(self.done)
+
+    def advance(self, rows: int, failed: int) -> None:
+        self.done += rows
+        self._counted += rows
+        self.failed += failed
+        if self._bar is not None:
+            self._bar.set_postfix(failed=self.failed, refresh=False)
+            self._bar.update(rows)
+        elif self.enabled and time.monotonic() - self._last >= _PROGRESS_EVERY:
+            self._line()
+
+    def _line(self) -> None:
+        self._last = time.monotonic()
+        elapsed = max(self._last - self._start, 1e-9)
+        rate = self._counted / elapsed
+        left = self.total - self.done
+        eta = _clock(left / rate) if rate > 0 else "?"
+        share = 100 * self.done / self.total if self.total else 100.0
+        print(
+            f"mediagate: {self.done}/{self.total} rows ({share:.0f}%), {rate:.1f} rows/s, "
+            f"ETA {eta}, {self.failed} failed",
+            file=self.stream,
+            flush=True,
+        )
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+        elif self.enabled:
+            self._line()
+
+
+def _clock(seconds: float) -> str:
+    seconds = int(seconds + 0.5)
+    hours, rest = divmod(seconds, 3600)
+    return f"{hours}:{rest // 60:02d}:{rest % 60:02d}"
+
+
+# -- the run --------------------------------------------------------------------------
+
+
+def _shards(rows: Iterator[Ref], size: int) -> Iterator[list[Ref]]:
+    shard: list[Ref] = []
+    for ref in rows:
+        shard.append(ref)
+        if len(shard) == size:
+            yield shard
+            shard = []
+    if shard:
+        yield shard
+
+
+@dataclass
+class _Tally:
+    outcomes: Counter[str] = field(default_factory=Counter)
+    written: int = 0
+    shards_written: int = 0
+    shards_kept: int = 0
+    rows_kept: int = 0
+
+
+def run_batch(
+    args: argparse.Namespace, settings: BatchSettings, *, stdin: IO[bytes] | None = None
+) -> int:
+    """Run ``mediagate batch`` with the parsed ``args``; 0 when every shard is written.
+
+    Raises:
+        UsageError: a bad input, a folder that holds another run, a folder in use.
+        ImportError: pyarrow (or an extra a row needs) is not installed, naming the extra.
+    """
+    from ._batch import BatchLoader, BatchOptions
+
+    started = time.monotonic()
+    if args.format == "parquet":
+        _need_pyarrow()
+    modality = modality_name(args.modality) if args.modality != "auto" else "auto"
+    options = BatchOptions(
+        modality=modality,
+        media_io_kwargs=settings.media_io_kwargs or None,
+        image_size=args.image_size,
+        keep_failed=not args.drop_failed,
+        **({"max_in_flight": args.max_in_flight} if args.max_in_flight else {}),
+    )
+    with open_input(
+        args.input,
+        column=args.column,
+        input_format=args.input_format,
+        policy=settings.policy,
+        modality=args.modality,
+        stdin=stdin,
+    ) as source:
+        folder = OutputFolder(Path(args.out), _identity(args, source, settings), args.overwrite)
+        tally = _Tally()
+        shown = args.progress if args.progress is not None else sys.stderr.isatty()
+        progress = _Progress(source.count, bool(shown), sys.stderr)
+        loop = asyncio.new_event_loop()
+        try:
+            with BatchLoader(settings.policy, options, settings.cache) as loader:
+                if settings.max_workers is not None:
+                    # The decode pool is made on first use, of the connector's size.
+                    loader.connector.max_workers = settings.max_workers
+                for number, refs in enumerate(_shards(source.rows(), args.shard_size)):
+                    name = shard_name(number, args.format)
+                    start = number * args.shard_size
+                    kept = folder.shards.get(name)
+                    if kept is not None:
+                        tally.outcomes.update(kept.get("outcomes", {}))
+                        tally.shards_kept += 1
+                        tally.rows_kept += len(refs)
+                        progress.skipped(len(refs))
+                        continue
+                    result = _run(loop, _load_shard(loader, refs, options, progress))
+                    write_shard(folder.path / name, args.format, result, start, refs)
+                    # Rows --drop-failed left out of the shard are counted too.
+                    outcomes = result.outcomes.as_dict()
+                    folder.finished(
+                        name,
+                        {
+                            "rows": [start, start + len(refs)],
+                            "written": len(result.rows),
+                            "outcomes": outcomes,
+                        },
+                    )
+                    tally.outcomes.update(outcomes)
+                    tally.written += len(result.rows)
+                    tally.shards_written += 1
+        finally:
+            loop.close()
+            progress.close()
+            folder.close()
+        _summarize(args, source, tally, time.monotonic() - started)
+    return 0
+
+
+def _need_pyarrow() -> None:
+    """Parquet output needs pyarrow: said before anything is fetched.
+
+    Raises:
+        ImportError: it is not installed (naming the extra).
+    """
+    try:
+        import pyarrow  # noqa: F401
+    except ImportError as exc:
+        raise ImportError(
+            "Parquet output needs pyarrow: pip install 'mediagate[batch]' (or --format webdataset)"
+        ) from exc
+
+
+def _run(loop: asyncio.AbstractEventLoop, work: Coroutine[Any, Any, _T]) -> _T:
+    """``work`` run to its end on ``loop``; on Ctrl-C it is cancelled and waited for
+    (its fetches and decodes unwound) before ``KeyboardInterrupt`` goes on."""
+    task = loop.create_task(work)
+    try:
+        return loop.run_until_complete(task)
+    except KeyboardInterrupt:
+        task.cancel()
+        with contextlib.suppress(BaseException):
+            loop.run_until_complete(task)
+        raise
+
+
+async def _load_shard(loader: Any, refs: list[Ref], options: Any, progress: _Progress) -> Any:
+    """The rows of one shard, loaded chunk by chunk (progress moves with each chunk)."""
+    from ._batch import BatchResult, Outcomes
+
+    rows: list[Any] = []
+    outcomes = Outcomes()
+    async for chunk in loader.iter_load_async(refs):
+        rows.extend(chunk.rows)
+        outcomes = outcomes.merge(chunk.outcomes)
+        progress.advance(chunk.outcomes.total, chunk.outcomes.failed)
+    modalities = None if options.modality == "auto" else (options.modality,)
+    return BatchResult(rows, outcomes, image_size=options.image_size, modalities=modalities)
+
+
+def _summarize(args: argparse.Namespace, source: BatchInput, tally: _Tally, elapsed: float) -> None:
+    from ._batch import Outcomes
+
+    fetched = source.count - tally.rows_kept
+    print(Outcomes.from_dict(tally.outcomes).table(), file=sys.stderr)
+    kept = (
+        f"; {tally.shards_kept} shard(s) of {tally.rows_kept} rows kept from an earlier run"
+        if tally.shards_kept
+        else ""
+    )
+    print(
+        f"mediagate: {fetched} rows in {elapsed:.1f} s ({fetched / max(elapsed, 1e-9):.1f} "
+        f"rows/s), {tally.shards_written} shard(s) written to {args.out}{kept}",
+        file=sys.stderr,
+    )
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "ok": True,
+                    "out": str(args.out),
+                    "format": args.format,
+                    "rows": source.count,
+                    "rows_loaded": fetched,
+                    "rows_written": tally.written,
+                    "rows_kept": tally.rows_kept,
+                    "shards_written": tally.shards_written,
+                    "shards_kept": tally.shards_kept,
+                    "outcomes": dict(tally.outcomes),
+                    "elapsed_s": round(elapsed, 3),
+                }
+            )
+        )

@@ -1,0 +1,292 @@
+"""Where ``mediagate batch`` writes: the output folder, its manifest, and the shards.
+
+A shard is written to a hidden temporary file beside its name, flushed to disk and
+renamed into place, then recorded in ``DIR/manifest.json``; the manifest also holds the
+identity of the run (input fingerprint, shard size, output format, options). A shard is
+finished when the manifest records it and its file is there: one renamed into place
+just before an interruption, and not yet recorded, is written again. Temporary files
+an interrupted run left are removed when the next run opens the folder, and a lock
+file keeps a second run out of a folder in use.
+
+Parquet shards hold the loader's table (``BatchResult.to_arrow``) with ``row`` and
+``url`` in front. WebDataset shards hold, per row, ``<key>.json`` (the row's outcome and
+metadata; the key is the row number, nine digits) and, for a row that loaded, its media:
+an image as ``.png`` (the decoded pixels, lossless), audio as ``.wav`` (32-bit float at
+the row's sample rate), video frames as ``.npy`` (N x H x W x C uint8; their metadata in
+the JSON) and a tensor as ``.npy`` (its dtype kept).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import re
+import tarfile
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import IO, Any
+
+from ._batch_input import Ref
+from ._cli_input import UsageError
+from ._present import shown_url
+
+__all__ = ["MANIFEST", "SHARD_FORMATS", "OutputFolder", "shard_name", "write_shard"]
+
+MANIFEST = "manifest.json"
+_MANIFEST_VERSION = 1
+_SUFFIX = {"parquet": ".parquet", "webdataset": ".tar"}
+#: The shard formats, by their ``--format`` name.
+SHARD_FORMATS = tuple(_SUFFIX)
+_SHARD = re.compile(r"^part-(\d{5,})\.(parquet|tar)$")
+_TEMPORARY = re.compile(r"^\.part-\d{5,}\.(parquet|tar)\.\d+\.tmp$")
+
+
+def shard_name(number: int, output_format: str) -> str:
+    return f"part-{number:05d}{_SUFFIX[output_format]}"
+
+
+def _write_atomically(path: Path, write: Callable[[Path], object]) -> None:
+    """``write`` a hidden temporary file beside ``path``, flush it to disk, rename it
+    into place: ``path`` is either absent or whole."""
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        write(temporary)
+        with temporary.open("rb+") as done:
+            os.fsync(done.fileno())
+        os.replace(temporary, path)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            temporary.unlink()
+
+
+def _diff(old: Mapping[str, Any], new: Mapping[str, Any]) -> str:
+    changed = [key for key in new if old.get(key) != new[key]]
+    if "input" in changed:
+        return "another input (or the input changed)"
+    return "other options: " + ", ".join(
+        f"--{key.replace('_', '-')}" if key != "format" else "--format" for key in changed
+    )
+
+
+class OutputFolder:
+    """DIR: its manifest, its finished shards, and the lock that keeps one run in it."""
+
+    def __init__(self, path: Path, identity: dict[str, Any], overwrite: bool) -> None:
+        self.path = path
+        self.identity = identity
+        self.shards: dict[str, dict[str, Any]] = {}
+        self._lock: IO[bytes] | None = None
+        self._open(overwrite)
+
+    def _open(self, overwrite: bool) -> None:
+        if self.path.exists() and not self.path.is_dir():
+            raise UsageError(f"--out {self.path} is not a folder")
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise UsageError(f"--out {self.path}: cannot create it ({exc.strerror})") from None
+        self._take_lock()
+        try:
+            self._resume(overwrite)
+        except BaseException:
+            self.close()
+            raise
+
+    def _resume(self, overwrite: bool) -> None:
+        for entry in self.path.iterdir():
+            if _TEMPORARY.match(entry.name):
+                entry.unlink(missing_ok=True)  # a shard an interrupted run left unfinished
+        manifest = self._read_manifest()
+        if manifest is not None and manifest.get("identity") == self.identity:
+            if not overwrite:
+                self.shards = {
+                    name: record
+                    for name, record in manifest.get("shards", {}).items()
+                    if (self.path / name).is_file()
+                }
+                return
+        elif manifest is not None and not overwrite:
+            other = _diff(manifest["identity"], self.identity)
+            raise UsageError(
+                f"--out {self.path} holds the shards of {other}; rerun with the options "
+                "it was written with to resume, or --overwrite to replace it"
+            )
+        elif manifest is None and not overwrite and any(self._ours()):
+            raise UsageError(
+                f"--out {self.path} holds shards but no {MANIFEST}; --overwrite replaces them"
+            )
+        for entry in self._ours():
+            entry.unlink()
+        self._save()
+
+    def _ours(self) -> Iterator[Path]:
+        for entry in self.path.iterdir():
+            if _SHARD.match(entry.name) or entry.name == MANIFEST:
+                yield entry
+
+    def _take_lock(self) -> None:
+        try:
+            import fcntl
+        except ImportError:  # pragma: no cover - not a POSIX system
+            return
+        self._lock = (self.path / ".lock").open("ab")
+        try:
+            fcntl.flock(self._lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            self._lock.close()
+            self._lock = None
+            raise UsageError(f"--out {self.path}: another mediagate batch is writing it") from None
+
+    def _read_manifest(self) -> dict[str, Any] | None:
+        path = self.path / MANIFEST
+        if not path.exists():
+            return None
+        try:
+            manifest = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+            manifest = None
+        if (
+            not isinstance(manifest, dict)
+            or manifest.get("version") != _MANIFEST_VERSION
+            or not isinstance(manifest.get("identity"), dict)
+            or not isinstance(manifest.get("shards"), dict)
+        ):
+            raise UsageError(f"--out {self.path}: {MANIFEST} is not readable; --overwrite")
+        return manifest
+
+    def _save(self) -> None:
+        manifest = {
+            "version": _MANIFEST_VERSION,
+            "identity": self.identity,
+            "shards": dict(sorted(self.shards.items())),
+        }
+        text = json.dumps(manifest, indent=1)
+        _write_atomically(self.path / MANIFEST, lambda p: p.write_text(text, encoding="utf-8"))
+
+    def finished(self, name: str, record: dict[str, Any]) -> None:
+        """Record shard ``name`` (already in place) as finished."""
+        self.shards[name] = record
+        self._save()
+
+    def close(self) -> None:
+        if self._lock is not None:
+            self._lock.close()
+            self._lock = None
+
+
+# -- shards ---------------------------------------------------------------------------
+
+
+def _shown_ref(ref: Ref) -> str | None:
+    if not isinstance(ref, str):
+        return None  # media bytes are not copied into the output
+    return shown_url(ref) if ref[:5].lower() == "data:" else ref
+
+
+def _shard_table(result: Any, start: int, refs: Sequence[Ref]) -> Any:
+    """The loader's table of one shard, with ``row`` and ``url`` in front."""
+    import pyarrow as pa
+
+    table = result.to_arrow()
+    rows = [start + row.index for row in result.rows]
+    table = table.add_column(
+        0, "url", pa.array([_shown_ref(refs[r - start]) for r in rows], pa.string())
+    )
+    return table.add_column(0, "row", pa.array(rows, pa.int64()))
+
+
+def _write_parquet(path: Path, table: Any) -> None:
+    import pyarrow.parquet as pq
+
+    pq.write_table(table, path)
+
+
+def _json_ready(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {str(k): _json_ready(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_ready(v) for v in value]
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    if isinstance(value, str | int | float | bool) or value is None:
+        return value
+    return str(value)
+
+
+def _npy(array: Any) -> bytes:
+    import numpy as np
+
+    buffer = io.BytesIO()
+    np.save(buffer, np.ascontiguousarray(array), allow_pickle=False)
+    return buffer.getvalue()
+
+
+def _media_members(modality: str, media: Any) -> tuple[dict[str, Any], dict[str, bytes]]:
+    """What a loaded row's media adds to its JSON, and its files by extension."""
+    import numpy as np
+
+    if modality == "image":
+        from PIL import Image
+
+        pixels = np.asarray(media)
+        if pixels.ndim == 3 and pixels.shape[2] == 1:
+            pixels = pixels[:, :, 0]  # one channel: a greyscale PNG
+        buffer = io.BytesIO()
+        Image.fromarray(pixels).save(buffer, format="PNG")
+        return {"shape": list(pixels.shape)}, {"png": buffer.getvalue()}
+    if modality == "audio":
+        import soundfile
+
+        samples, rate = media
+        buffer = io.BytesIO()
+        soundfile.write(buffer, np.asarray(samples, np.float32), int(rate), "FLOAT", format="WAV")
+        return {"sample_rate": int(rate), "num_samples": len(samples)}, {"wav": buffer.getvalue()}
+    if modality == "video":
+        frames, metadata = media
+        return {"shape": list(np.shape(frames)), "video_metadata": _json_ready(metadata)}, {
+            "npy": _npy(frames)
+        }
+    array = media.numpy() if hasattr(media, "numpy") else np.asarray(media)
+    return {"shape": list(array.shape), "dtype": str(array.dtype)}, {"npy": _npy(array)}
+
+
+def _write_webdataset(path: Path, result: Any, start: int, refs: Sequence[Ref]) -> None:
+    with tarfile.open(path, "w", format=tarfile.PAX_FORMAT) as tar:
+        for row in result.rows:
+            number = start + row.index
+            record: dict[str, Any] = {
+                "row": number,
+                "url": _shown_ref(refs[row.index]),
+                "modality": row.modality,
+                "error_type": row.error_type,
+                "error": row.error,
+                "http_status": row.http_status,
+                "num_bytes": row.num_bytes,
+                "fetch_s": row.fetch_s,
+                "decode_s": row.decode_s,
+                "cached": row.cached,
+            }
+            files: dict[str, bytes] = {}
+            if row.error_type is None and row.media is not None:
+                extra, files = _media_members(str(row.modality), row.media)
+                record.update(extra)
+            members = {"json": json.dumps(record).encode(), **files}
+            for extension, data in members.items():
+                info = tarfile.TarInfo(f"{number:09d}.{extension}")
+                info.size = len(data)
+                info.mtime = int(time.time())
+                info.mode = 0o644
+                tar.addfile(info, io.BytesIO(data))
+
+
+def write_shard(
+    path: Path, output_format: str, result: Any, start: int, refs: Sequence[Ref]
+) -> None:
+    if output_format == "parquet":
+        table = _shard_table(result, start, refs)
+        _write_atomically(path, lambda p: _write_parquet(p, table))
+    else:
+        _write_atomically(path, lambda p: _write_webdataset(p, result, start, refs))

@@ -1,0 +1,469 @@
+"""``mediagate batch``: per-row outcomes in Parquet and WebDataset shards, resuming, usage
+errors and the summary, run through the command line against loopback-served media."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import tarfile
+import time
+from collections.abc import Iterator
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import soundfile
+from PIL import Image
+
+from builders import LoopbackServer, Route, data_url, png_bytes, soundfile_bytes, tone
+from mediagate._cli import main
+
+SAMPLES = Path(str(resources.files("mediagate") / "_samples"))
+MP4 = (SAMPLES / "counter.mp4").read_bytes()
+PNG = png_bytes()  # 40 x 30
+WAV = soundfile_bytes(tone(0.25, 16000, channels=1), 16000)
+MAX_BYTES = 20_000
+TIMEOUT = 0.6
+
+
+@pytest.fixture(autouse=True)
+def only_the_test_server(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Loopback is reachable only at the test server's address (127.0.0.1)."""
+    monkeypatch.setenv("MEDIAGATE_ALLOWED_NETWORKS", "127.0.0.1/32")
+
+
+@pytest.fixture
+def media() -> Iterator[LoopbackServer]:
+    routes = {
+        "/a.png": Route(PNG, headers={"Content-Type": "image/png"}),
+        "/b.wav": Route(WAV, headers={"Content-Type": "audio/wav"}),
+        "/c.mp4": Route(MP4, headers={"Content-Type": "video/mp4"}),
+        "/garbage.png": Route(os.urandom(500), headers={"Content-Type": "image/png"}),
+        "/big.png": Route(b"\x89PNG" + bytes(3 * MAX_BYTES)),
+        "/slow.png": Route(PNG, delay=TIMEOUT + 1.5),
+    }
+    with LoopbackServer(routes) as server:
+        yield server
+
+
+#: Each row's path (None: a reference that is not on the server) and its outcome.
+MIXED = [
+    ("/a.png", "ok"),
+    ("/b.wav", "ok"),
+    ("/c.mp4", "ok"),
+    ("/missing.png", "FetchError"),
+    ("/garbage.png", "DecodeError"),
+    (None, "PolicyError"),  # a private address the policy refuses
+    ("/big.png", "TooLargeError"),
+    ("/slow.png", "FetchTimeout"),
+]
+
+
+def _mixed_lines(server: LoopbackServer) -> list[str]:
+    lines = []
+    for path, _ in MIXED:
+        if path is None:
+            lines.append(f"http://127.0.0.2:{server.port}/private.png")
+        else:
+            lines.append(server.url(path))
+    return lines
+
+
+def _write_text(path: Path, lines: list[str]) -> Path:
+    path.write_text("# references\n\n" + "\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def _batch(*argv: str) -> list[str]:
+    return [
+        "batch",
+        *argv,
+        "--max-bytes",
+        str(MAX_BYTES),
+        "--timeout",
+        str(TIMEOUT),
+        "--no-progress",
+    ]
+
+
+def _read_parquet(folder: Path) -> pa.Table:
+    shards = sorted(folder.glob("part-*.parquet"))
+    tables = [pq.read_table(shard) for shard in shards]
+    return pa.concat_tables(tables, promote_options="default")
+
+
+def test_mixed_rows_each_get_their_outcome_in_the_parquet_shards(
+    media: LoopbackServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    source = _write_text(tmp_path / "urls.txt", _mixed_lines(media))
+    out = tmp_path / "out"
+    assert main(_batch(str(source), "--out", str(out), "--shard-size", "3", "--json")) == 0
+    captured = capsys.readouterr()
+
+    assert sorted(p.name for p in out.glob("part-*")) == [
+        "part-00000.parquet",
+        "part-00001.parquet",
+        "part-00002.parquet",
+    ]
+    table = _read_parquet(out)
+    assert table.column("row").to_pylist() == list(range(len(MIXED)))
+    outcomes = [e or "ok" for e in table.column("error_type").to_pylist()]
+    assert outcomes == [outcome for _, outcome in MIXED]
+    statuses = table.column("http_status").to_pylist()
+    assert statuses[3] == 404 and statuses[0] is None
+    assert table.column("url").to_pylist()[0] == media.url("/a.png")
+    errors = table.column("error").to_pylist()
+    assert errors[0] is None and all(errors[3:])
+    assert table.column("num_bytes").to_pylist()[0] == len(PNG)
+
+    # The refused address was never dialled; every other row was asked once.
+    assert media.count("/private.png") == 0
+    assert sorted(r.path for r in media.requests) == sorted(p for p, _ in MIXED if p)
+
+    summary = json.loads(captured.out)
+    assert summary["ok"] is True and summary["rows"] == len(MIXED)
+    assert summary["shards_written"] == 3 and summary["rows_kept"] == 0
+    assert summary["outcomes"] == {
+        "ok": 3,
+        "DecodeError": 1,
+        "FetchError": 1,
+        "FetchTimeout": 1,
+        "PolicyError": 1,
+        "TooLargeError": 1,
+    }
+    # The summary table on standard error: outcome, count, share.
+    assert "outcome" in captured.err and "share" in captured.err
+    assert any(line.split()[:3] == ["ok", "3", "37.5%"] for line in captured.err.splitlines())
+    assert "Traceback" not in captured.err
+
+
+def test_decoded_columns_hold_the_media(
+    media: LoopbackServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    source = _write_text(tmp_path / "urls.txt", [media.url("/a.png")] * 2)
+    out = tmp_path / "out"
+    argv = _batch(str(source), "--out", str(out), "--modality", "image", "--image-size", "20x20")
+    assert main(argv) == 0
+    table = _read_parquet(out)
+    images = table.column("image").combine_chunks()
+    assert images.to_numpy_ndarray().shape == (2, 20, 20, 3)
+    assert "ok" in capsys.readouterr().err
+
+
+def test_drop_failed_leaves_failed_rows_out_and_counts_them(
+    media: LoopbackServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    source = _write_text(tmp_path / "urls.txt", _mixed_lines(media))
+    out = tmp_path / "out"
+    assert main(_batch(str(source), "--out", str(out), "--drop-failed", "--json")) == 0
+    table = _read_parquet(out)
+    assert table.column("row").to_pylist() == [0, 1, 2]
+    assert table.column("error_type").null_count == 3
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["rows_written"] == 3 and sum(summary["outcomes"].values()) == len(MIXED)
+
+
+@pytest.mark.parametrize("kind", ["csv", "jsonl", "parquet", "stdin"])
+def test_csv_jsonl_parquet_and_stdin_inputs(
+    kind: str,
+    media: LoopbackServer,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    refs = [media.url("/a.png"), None, media.url("/missing.png")]
+    if kind == "csv":
+        source = tmp_path / "rows.csv"
+        source.write_text(
+            "id,image_url\n" + "".join(f"{i},{r or ''}\n" for i, r in enumerate(refs))
+        )
+    elif kind == "jsonl":
+        source = tmp_path / "rows.jsonl"
+        source.write_text("".join(json.dumps({"image_url": r, "id": 1}) + "\n" for r in refs))
+    elif kind == "parquet":
+        source = tmp_path / "rows.parquet"
+        pq.write_table(pa.table({"image_url": pa.array(refs, pa.string())}), source)
+    else:
+        refs = [media.url("/a.png"), media.url("/missing.png")]
+        text = "\n".join(r for r in refs if r) + "\n"
+        monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(text.encode())))
+        source = Path("-")
+    out = tmp_path / "out"
+    argv = _batch(str(source), "--out", str(out), "--json")
+    if kind != "stdin":
+        argv += ["--column", "image_url"]
+    assert main(argv) == 0, capsys.readouterr()
+    table = _read_parquet(out)
+    assert table.column("row").to_pylist() == list(range(len(refs)))
+    outcomes = table.column("error_type").to_pylist()
+    assert outcomes[0] is None and outcomes[-1] == "FetchError"
+    if None in refs:
+        assert outcomes[1] is not None  # a row without a reference
+    assert media.count("/a.png") == 1
+
+
+def test_webdataset_shards_read_with_tarfile(
+    media: LoopbackServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    source = _write_text(tmp_path / "urls.txt", _mixed_lines(media))
+    out = tmp_path / "wds"
+    argv = _batch(str(source), "--out", str(out), "--format", "webdataset", "--shard-size", "4")
+    assert main(argv) == 0
+    shards = sorted(out.glob("part-*.tar"))
+    assert [s.name for s in shards] == ["part-00000.tar", "part-00001.tar"]
+    members: dict[str, bytes] = {}
+    for shard in shards:
+        with tarfile.open(shard) as tar:
+            for info in tar.getmembers():
+                extracted = tar.extractfile(info)
+                assert extracted is not None
+                members[info.name] = extracted.read()
+    records = {name: json.loads(data) for name, data in members.items() if name.endswith(".json")}
+    assert len(records) == len(MIXED)
+    for row, (_, outcome) in enumerate(MIXED):
+        record = records[f"{row:09d}.json"]
+        assert record["row"] == row and (record["error_type"] or "ok") == outcome
+    assert records["000000003.json"]["http_status"] == 404
+
+    image = Image.open(io.BytesIO(members["000000000.png"]))
+    assert image.size == (40, 30)
+    samples, rate = soundfile.read(io.BytesIO(members["000000001.wav"]), dtype="float32")
+    assert rate == 16000 and samples.ndim == 1 and len(samples) == 4000
+    frames = np.load(io.BytesIO(members["000000002.npy"]), allow_pickle=False)
+    assert frames.ndim == 4 and frames.dtype == np.uint8
+    assert records["000000002.json"]["video_metadata"]["total_num_frames"] > 0
+    # A failed row has its JSON and nothing else.
+    assert sorted(n for n in members if n.startswith("000000003.")) == ["000000003.json"]
+
+
+# -- resuming ------------------------------------------------------------------------------
+
+
+def _mediagate(*args: str) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "MEDIAGATE_ALLOWED_NETWORKS": "127.0.0.1/32"}
+    return subprocess.Popen(
+        [sys.executable, "-m", "mediagate", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+    )
+
+
+def _wait_for(path: Path, proc: subprocess.Popen[bytes], seconds: float = 30) -> None:
+    deadline = time.monotonic() + seconds
+    while not path.exists():
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline, "the first shard never appeared"
+        time.sleep(0.02)
+
+
+@pytest.mark.parametrize("how", [signal.SIGINT, signal.SIGKILL])
+def test_an_interrupted_run_resumes_without_refetching_finished_shards(
+    how: signal.Signals, tmp_path: Path
+) -> None:
+    fast = [f"/fast{i}.png" for i in range(4)]
+    slow = [f"/slow{i}.png" for i in range(4)]
+    routes = {path: Route(PNG) for path in fast}
+    # The second shard is slow the first time it is asked for, fast after that.
+    routes.update({path: Route(respond=_slow_once) for path in slow})
+    with LoopbackServer(routes) as server:
+        source = _write_text(tmp_path / "urls.txt", [server.url(p) for p in fast + slow])
+        out = tmp_path / "out"
+        argv = ["batch", str(source), "--out", str(out), "--shard-size", "4", "--json"]
+        proc = _mediagate(*argv)
+        try:
+            _wait_for(out / "part-00000.parquet", proc)
+            deadline = time.monotonic() + 10
+            while server.count() < 8 and time.monotonic() < deadline:
+                time.sleep(0.02)  # the second shard's fetches are under way
+            proc.send_signal(how)
+            _, err = proc.communicate(timeout=30)
+        finally:
+            proc.kill()
+        assert proc.returncode == (130 if how == signal.SIGINT else -signal.SIGKILL)
+        if how == signal.SIGINT:
+            assert b"Traceback" not in err
+        assert not (out / "part-00001.parquet").exists()
+        assert [p.name for p in out.glob("part-*")] == ["part-00000.parquet"]
+
+        rerun = _mediagate(*argv)
+        stdout, err = rerun.communicate(timeout=60)
+        assert rerun.returncode == 0, err
+        summary = json.loads(stdout)
+        assert summary["shards_kept"] == 1 and summary["shards_written"] == 1
+        assert summary["outcomes"] == {"ok": 8}
+
+        table = _read_parquet(out)
+        assert table.column("row").to_pylist() == list(range(8))
+        assert table.column("error_type").null_count == 8
+        assert all(server.count(path) == 1 for path in fast)  # never fetched again
+        assert all(server.count(path) == 2 for path in slow)
+        assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".lock")) == [
+            "manifest.json",
+            "part-00000.parquet",
+            "part-00001.parquet",
+        ]
+
+
+def _slow_once(request: Any, nth: int) -> Route:
+    return Route(PNG, delay=5.0 if nth == 0 else 0.0)
+
+
+def test_a_finished_run_rerun_fetches_nothing_and_other_options_need_overwrite(
+    media: LoopbackServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    source = _write_text(tmp_path / "urls.txt", [media.url("/a.png"), media.url("/b.wav")])
+    out = tmp_path / "out"
+    assert main(_batch(str(source), "--out", str(out))) == 0
+    assert main(_batch(str(source), "--out", str(out), "--json")) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["shards_kept"] == 1 and summary["rows_loaded"] == 0
+    assert summary["outcomes"] == {"ok": 2}
+    assert media.count() == 2
+
+    for changed in (["--shard-size", "1"], ["--modality", "image"], ["--format", "webdataset"]):
+        assert main(_batch(str(source), "--out", str(out), *changed, "--json")) == 2
+        record = json.loads(capsys.readouterr().out)
+        assert record["error"] == "UsageError" and "--overwrite" in record["message"]
+    _write_text(source, [media.url("/a.png")])
+    assert main(_batch(str(source), "--out", str(out))) == 2
+    assert "another input" in capsys.readouterr().err
+    assert media.count() == 2
+
+    assert main(_batch(str(source), "--out", str(out), "--shard-size", "1", "--overwrite")) == 0
+    assert [p.name for p in sorted(out.glob("part-*"))] == ["part-00000.parquet"]
+    assert _read_parquet(out).num_rows == 1
+
+
+# -- usage errors --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "argv", "expected"),
+    [
+        ("huge.txt", b"http://x/" + b"a" * 200_000 + b"\n", [], "line 1 is longer"),
+        ("nul.txt", b"http://x/a\nhttp://x/\x00b\n", [], "line 2 holds a NUL"),
+        ("latin.txt", b"http://x/a\nhttp://x/\xe9\n", [], "line 2 is not UTF-8"),
+        ("empty.txt", b"", [], "is empty"),
+        ("comments.txt", b"# nothing\n\n", [], "holds no rows"),
+        ("rows.csv", b"id,link\n1,http://x/a\n", [], "no column 'url'"),
+        ("rows.jsonl", b'{"url": "http://x/a"}\n{"link": 1}\n', [], "line 2 has no 'url'"),
+        ("rows.jsonl", b'{"url": 7}\n', [], "is int, not a string"),
+        ("rows.jsonl", b"[1]\n", [], "not a JSON object"),
+        ("rows.parquet", b"PAR1 not really", [], "is not a Parquet file"),
+        ("urls.txt", b"http://x/a\n", ["--image-size", "224"], "WIDTHxHEIGHT"),
+        ("urls.txt", b"http://x/a\n", ["--shard-size", "0"], "not a positive number"),
+        ("urls.txt", b"http://x/a\n", ["--media-io-kwargs", "{"], "not valid JSON"),
+    ],
+)
+@pytest.mark.parametrize("as_json", [False, True])
+def test_bad_input_is_a_usage_error_before_any_fetch(
+    name: str,
+    content: bytes,
+    argv: list[str],
+    expected: str,
+    as_json: bool,
+    server: LoopbackServer,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    source = tmp_path / name
+    source.write_bytes(content.replace(b"http://x/", server.url("/").encode()))
+    out = tmp_path / "out"
+    extra = ["--json"] if as_json else []
+    assert main(_batch(str(source), "--out", str(out), *argv, *extra)) == 2
+    captured = capsys.readouterr()
+    if as_json:
+        record = json.loads(captured.out)
+        assert record["ok"] is False and expected in record["message"]
+        assert record["error"] in {"UsageError", "OptionError"}
+    else:
+        assert expected in captured.err and captured.out == ""
+    assert "Traceback" not in captured.err
+    assert server.count() == 0
+    assert not list(out.glob("part-*")) if out.exists() else True
+
+
+def test_missing_input_and_an_out_that_is_a_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(_batch(str(tmp_path / "none.txt"), "--out", str(tmp_path / "o"))) == 2
+    assert "no such file" in capsys.readouterr().err
+    source = _write_text(tmp_path / "urls.txt", ["http://127.0.0.1:9/a.png"])
+    (tmp_path / "file").write_text("x")
+    assert main(_batch(str(source), "--out", str(tmp_path / "file"))) == 2
+    assert "not a folder" in capsys.readouterr().err
+
+
+def test_a_folder_with_shards_but_no_manifest_is_left_alone(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    source = _write_text(tmp_path / "urls.txt", ["http://127.0.0.1:9/a.png"])
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "part-00000.parquet").write_bytes(b"someone else's")
+    assert main(_batch(str(source), "--out", str(out))) == 2
+    assert "no manifest.json" in capsys.readouterr().err
+    assert (out / "part-00000.parquet").read_bytes() == b"someone else's"
+
+
+# -- progress ------------------------------------------------------------------------------
+
+
+def test_progress_without_tqdm_is_a_plain_line(
+    media: LoopbackServer,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setitem(sys.modules, "tqdm", None)  # as if it were not installed
+    source = _write_text(tmp_path / "urls.txt", [media.url("/a.png"), media.url("/missing.png")])
+    argv = [*_batch(str(source), "--out", str(tmp_path / "out")), "--progress"]
+    assert main(argv) == 0
+    err = capsys.readouterr().err
+    assert "2/2 rows (100%)" in err and "rows/s" in err and "ETA" in err and "1 failed" in err
+
+
+def test_progress_is_off_when_standard_error_is_not_a_terminal(
+    media: LoopbackServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    source = _write_text(tmp_path / "urls.txt", [media.url("/a.png")])
+    argv = _batch(str(source), "--out", str(tmp_path / "out"))
+    argv.remove("--no-progress")
+    assert main(argv) == 0
+    err = capsys.readouterr().err
+    assert "rows/s," not in err.split("outcome")[0]  # nothing before the summary table
+
+
+def test_data_urls_are_shown_short_in_the_url_column(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    source = _write_text(tmp_path / "urls.txt", [data_url(PNG)])
+    out = tmp_path / "out"
+    assert main(_batch(str(source), "--out", str(out))) == 0
+    table = _read_parquet(out)
+    assert table.column("error_type").to_pylist() == [None]
+    shown = table.column("url").to_pylist()[0]
+    assert shown.startswith("data:image/png;base64,<") and len(shown) < 60
+
+
+def test_parquet_output_without_pyarrow_names_the_extra_before_any_fetch(
+    media: LoopbackServer,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setitem(sys.modules, "pyarrow", None)  # as if it were not installed
+    source = _write_text(tmp_path / "urls.txt", [media.url("/a.png")])
+    assert main(_batch(str(source), "--out", str(tmp_path / "out"), "--json")) == 2
+    record = json.loads(capsys.readouterr().out)
+    assert record["error"] == "MissingDependency" and record["extra"] == "batch"
+    assert media.count() == 0
