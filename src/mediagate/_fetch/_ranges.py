@@ -38,7 +38,7 @@ import blake3
 import yarl
 from aiohttp.abc import AbstractResolver, ResolveResult
 
-from .._errors import FetchError, FetchTimeout, RangeReadUnsupported, TooLargeError
+from .._errors import FetchError, FetchTimeout, MediaError, RangeReadUnsupported, TooLargeError
 from .._policy import MediaPolicy
 from .._urls import ParsedURL
 from ._http import (
@@ -225,6 +225,8 @@ class RemoteFile:
         self._next = -1
         self._ahead = 1
         self._lock = threading.Lock()
+        #: The error that ended reading, raised again by every later read.
+        self._failed: MediaError | None = None
         #: Blocks that came from ``blocks`` instead of the network.
         self.blocks_reused = 0
 
@@ -259,6 +261,7 @@ class RemoteFile:
 
     def read_at(self, offset: int, length: int) -> bytes:
         """Up to ``length`` bytes from ``offset`` (fewer only at the end of the file).
+        After a read failed, every later read raises the same error.
 
         Raises:
             InconsistentRanges: the server answered a range request inconsistently.
@@ -273,7 +276,14 @@ class RemoteFile:
             return b""
         first, last = offset // BLOCK_SIZE, (end - 1) // BLOCK_SIZE
         with self._lock:
-            self._load(first, last)
+            # A decoder may retry a read that failed: it fails again, asking nothing.
+            if self._failed is not None:
+                raise self._failed
+            try:
+                self._load(first, last)
+            except MediaError as exc:
+                self._failed = exc
+                raise
             self._served.update(range(first, last + 1))
             parts = [self._blocks[i] for i in range(first, last + 1)]
         data = b"".join(parts)
