@@ -551,12 +551,22 @@ async def _read_counted(response: aiohttp.ClientResponse, limit: int, state: _St
 
 
 async def _read_head(response: aiohttp.ClientResponse, size: int, state: _State) -> bytes:
+    """The first ``size`` bytes of the first answer, each counted as it arrives.
+
+    Raises:
+        InconsistentRanges: the body ended first (short of its range, as a later range
+            that ends early).
+        TooLargeError: over the byte budget.
+    """
     chunks = []
     got = 0
     while got < size:
-        chunk = await response.content.read(size - got)
+        try:
+            chunk = await response.content.read(size - got)
+        except aiohttp.ClientPayloadError as exc:
+            raise InconsistentRanges("the media server sent less than its first range") from exc
         if not chunk:
-            raise FetchError("the media server closed the connection early")
+            raise InconsistentRanges("the media server sent less than its first range")
         state.count(len(chunk))
         chunks.append(chunk)
         got += len(chunk)
