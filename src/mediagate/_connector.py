@@ -648,12 +648,15 @@ class MediaConnector:
         self, ref: ParsedURL, plan: _Plan[_M], timeout: float, start: float, report: LoadReport
     ) -> _M:
         """The plain download and decode of ``ref``, in what is left of ``timeout``."""
+        message = f"fetching the media took longer than timeout={timeout:g} s (MediaPolicy.timeout)"
         left = timeout - (time.perf_counter() - start)
         if left <= 0:
-            raise FetchTimeout(
-                f"fetching the media took longer than timeout={timeout:g} s (MediaPolicy.timeout)"
-            )
-        fetched, cached = self._fetch(ref, plan.limit, left, self.download_budget)
+            raise FetchTimeout(message)
+        try:
+            fetched, cached = self._fetch(ref, plan.limit, left, self.download_budget)
+        except FetchTimeout as exc:
+            # The download ran out of what was left: the deadline is the whole timeout.
+            raise FetchTimeout(message) from exc
         return self._decode_fetched(ref, plan, fetched, cached, start, report)
 
     def _download_charger(self) -> Callable[[int], None]:
