@@ -334,3 +334,25 @@ def test_outcomes_merge_and_print_as_a_table() -> None:
     text = merged.table()
     assert text.splitlines()[0].split() == ["outcome", "rows", "share"]
     assert "DecodeError" in text and "50.0%" in text and text.splitlines()[-1].startswith("total")
+
+
+def test_a_header_estimate_that_falls_short_costs_a_retry_not_the_row(
+    monkeypatch: pytest.MonkeyPatch, policy: MediaPolicy
+) -> None:
+    monkeypatch.setattr(BatchLoader, "_estimate", lambda self, modality, fetched, cap: 1)
+    images = [image_bytes(gradient(60, 40), "PNG") for _ in range(6)]
+    budget = 60 * 40 * 3 * 8
+    with _loader(policy, modality="image", max_decoded_bytes=budget) as loader:
+        result = loader.load(images)
+        assert loader.peak_decoded_bytes <= budget
+    assert result.outcomes.as_dict() == {"ok": 6}
+    assert all(row.media.shape == (40, 60, 3) for row in result.rows)
+
+
+def test_small_images_decode_side_by_side_under_a_large_budget(policy: MediaPolicy) -> None:
+    # Reservations come from each image's header, not the modality's worst case.
+    images = [jpeg_bytes(64, 48) for _ in range(32)]
+    with _loader(policy, modality="image", max_in_flight=8) as loader:
+        result = loader.load(images)
+        assert loader.peak_decoded_bytes < 16 << 20
+    assert result.outcomes.as_dict() == {"ok": 32}

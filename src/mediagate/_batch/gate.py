@@ -83,6 +83,32 @@ class DecodeGate:
             self._pass(index)
             self._changed.notify_all()
 
+    async def admit_again(self, cap: int, timeout: float) -> bool:
+        """Reserve ``cap`` more bytes for a row already admitted (its first reservation
+        was too small), waiting at most ``timeout`` seconds for the room; whether it got
+        it. Out of turn and bounded in time, so it can delay other rows but not stall them.
+        """
+        cap = min(cap, self.limit)
+        loop = asyncio.get_running_loop()
+        end = loop.time() + timeout
+        async with self._changed:
+            while self.used + cap > self.limit:
+                left = end - loop.time()
+                if left <= 0:
+                    return False
+                self.starved += 1
+                self._changed.notify_all()
+                try:
+                    await asyncio.wait_for(self._changed.wait(), left)
+                except asyncio.TimeoutError:
+                    return False
+                finally:
+                    self.starved -= 1
+            self.used += cap
+            self.peak = max(self.peak, self.used)
+            self._changed.notify_all()
+            return True
+
     async def skip(self, index: int) -> None:
         """Row ``index`` needs no decode (it failed before one, or its index is done)."""
         async with self._changed:

@@ -18,6 +18,7 @@ import asyncio
 import os
 import threading
 import time
+import warnings
 from collections.abc import AsyncGenerator, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -30,6 +31,7 @@ from .._connector import MediaConnector, _head
 from .._errors import FetchError, MediaError, PolicyError, TooLargeError
 from .._media.base import MediaIO, MediaWithBytes
 from .._media.budget import DecodedBudget, decoded_size
+from .._media.image import _open_plugin, sniff_image_format
 from .._modalities import guess_modality, reference_modality
 from .._policy import MODALITIES, MediaPolicy
 from .._sources import SourceResult
@@ -260,14 +262,48 @@ class BatchLoader:
         timeout = max(policy.timeout_for(name) for name in names)
         return _Job(parsed, None, parsed.url, limit, timeout)
 
-    def _pick(self, job: _Job, fetched: SourceResult) -> MediaIO[Any]:
-        """The ``MediaIO`` for what was fetched, held to its modality's byte budget."""
+    def _pick(self, job: _Job, fetched: SourceResult) -> tuple[MediaIO[Any], int]:
+        """The ``MediaIO`` for what was fetched, held to its modality's byte budget, and
+        the most its decode may produce (see ``_estimate``)."""
         modality = self.options.modality
         if modality == "auto":
             modality = guess_modality(job.url, _head(fetched))
-        media_io = self.connector.media_io(modality)
+        request: dict[str, Any] | None = None
+        image_options = self.connector.media_io_kwargs.get("image", {})
+        if (
+            modality == "image"
+            and self.options.image_size
+            and "max_image_size" not in image_options
+        ):
+            # Decoding straight to about the fitted size (JPEG's reduced DCT scales).
+            request = {"max_image_size": list(self.options.image_size)}
+        media_io = self.connector.media_io(modality, request)
         self.connector._checked(fetched, self.policy.max_bytes_for(media_io.modality))
-        return media_io
+        cap = min(
+            self.policy.max_decoded_bytes_for(media_io.modality), self.options.max_decoded_bytes
+        )
+        return media_io, min(cap, self._estimate(media_io.modality, fetched, cap))
+
+    def _estimate(self, modality: str, fetched: SourceResult, cap: int) -> int:
+        """The most a decode of ``fetched`` may hold, from its header where that is cheap
+        to read (images: width x height x 4, the most the image decoder stores per pixel,
+        plus the letterboxed copy); ``cap`` where it is not."""
+        if modality != "image" or fetched.base64 is not None:
+            return cap
+        data = bytes(fetched.data)
+        fmt = sniff_image_format(data[:64])
+        if fmt is None:
+            return cap
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                width, height = _open_plugin(data, fmt).size
+        except Exception:
+            return cap
+        fitted = 0
+        if self.options.image_size is not None:
+            fitted = 4 * self.options.image_size[0] * self.options.image_size[1]
+        return 4 * int(width) * int(height) + fitted + 65536
 
     def _decode(self, media_io: MediaIO[Any], fetched: SourceResult) -> Any:
         """Decode (in a pool thread) and make the media model-ready."""
@@ -299,28 +335,41 @@ class BatchLoader:
                 finally:
                     row.fetch_s = time.perf_counter() - start
             row.num_bytes = fetched.size
-            media_io = await connector._in_pool(self._pick, job, fetched)
+            media_io, need = await connector._in_pool(self._pick, job, fetched)
             row.modality = media_io.modality
             cap = min(self.policy.max_decoded_bytes_for(media_io.modality), gate.limit)
-            await gate.admit(index, cap)
-            admitted, reserved = True, cap
-            media_io.decoded_budget = _RowShare(cap)
+            await gate.admit(index, need)
+            admitted, reserved = True, need
             start = time.perf_counter()
             try:
-                media = await connector._in_pool(self._decode, media_io, fetched)
+                media = None
+                while media is None:
+                    media_io.decoded_budget = _RowShare(need)
+                    try:
+                        media = await connector._in_pool(self._decode, media_io, fetched)
+                    except TooLargeError as exc:
+                        if need >= cap or exc.limit != "request_decoded_bytes":
+                            raise
+                        # The header's estimate fell short: reserve what the decoder asked.
+                        asked = exc.value if isinstance(exc.value, (int, float)) else 0
+                        more = min(cap, max(int(asked) + 4096, 2 * need))
+                        timeout = self.policy.decode_timeout_for(media_io.modality)
+                        if not await gate.admit_again(more - need, timeout):
+                            raise
+                        reserved = need = more
             finally:
                 row.decode_s = time.perf_counter() - start
             held = decoded_size(media)
-            if held > cap:
+            if held > need:
                 raise TooLargeError(
-                    f"the {media_io.modality} takes {held} bytes once fitted to image_size, "
-                    f"over the loader's decoded budget of {cap} bytes "
+                    f"the decoded {media_io.modality} holds {held} bytes, over the "
+                    f"{need} bytes the loader's decoded budget could give it "
                     "(BatchOptions.max_decoded_bytes)",
                     limit="max_decoded_bytes",
                     value=held,
-                    maximum=cap,
+                    maximum=need,
                 )
-            await gate.settle(reserved, held)
+            await gate.settle(need, held)
             reserved = None
             row.media = media
             source = connector._source(job.ref.scheme) if job.ref is not None else None
