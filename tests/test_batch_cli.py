@@ -467,3 +467,110 @@ def test_parquet_output_without_pyarrow_names_the_extra_before_any_fetch(
     record = json.loads(capsys.readouterr().out)
     assert record["error"] == "MissingDependency" and record["extra"] == "batch"
     assert media.count() == 0
+
+
+def test_max_in_flight_bounds_concurrent_fetches_and_workers_size_the_decode_pool(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from mediagate._batch import BatchLoader
+
+    pools: list[int] = []
+    original = BatchLoader.close
+
+    def close(self: BatchLoader) -> None:
+        pools.append(self.connector.max_workers)
+        original(self)
+
+    monkeypatch.setattr(BatchLoader, "close", close)
+    routes = {f"/{i}.png": Route(PNG, delay=0.15) for i in range(6)}
+    with LoopbackServer(routes) as server:
+        source = _write_text(tmp_path / "urls.txt", [server.url(p) for p in routes])
+        argv = ["--max-in-flight", "2", "--workers", "3", "--json"]
+        assert main(_batch(str(source), "--out", str(tmp_path / "out"), *argv)) == 0
+        assert server.gauge.peak == 2
+    assert json.loads(capsys.readouterr().out)["outcomes"] == {"ok": 6}
+    assert pools == [3]
+
+
+def test_media_io_kwargs_reach_every_row(
+    media: LoopbackServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    source = _write_text(tmp_path / "urls.txt", [media.url("/c.mp4")] * 2)
+    out = tmp_path / "out"
+    argv = ["--modality", "video", "--media-io-kwargs", '{"num_frames": 4}']
+    assert main(_batch(str(source), "--out", str(out), *argv)) == 0
+    table = _read_parquet(out)
+    metadata = [json.loads(m) for m in table.column("video_metadata").to_pylist()]
+    assert [len(m["frames_indices"]) for m in metadata] == [4, 4]
+
+
+def test_a_parquet_column_of_media_bytes_and_file_references(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder = tmp_path / "media"
+    folder.mkdir()
+    (folder / "a.png").write_bytes(PNG)
+    source = tmp_path / "rows.parquet"
+    pq.write_table(pa.table({"url": pa.array([PNG, b"not media", None], pa.binary())}), source)
+    out = tmp_path / "bytes"
+    assert main(_batch(str(source), "--out", str(out), "--modality", "image")) == 0
+    table = _read_parquet(out)
+    assert table.column("error_type").to_pylist()[0] is None
+    assert table.column("error_type").to_pylist()[1] == "DecodeError"
+    assert table.column("url").to_pylist() == [None, None, None]  # bytes are not copied
+
+    files = _write_text(
+        tmp_path / "files.txt",
+        [(folder / "a.png").as_uri(), (tmp_path / "rows.parquet").as_uri()],
+    )
+    out = tmp_path / "files"
+    argv = ["--allowed-local-media-path", str(folder)]
+    assert main(_batch(str(files), "--out", str(out), *argv)) == 0
+    outcomes = _read_parquet(out).column("error_type").to_pylist()
+    assert outcomes == [None, "PolicyError"]  # outside the allowed folder
+
+
+def test_progress_with_tqdm_draws_a_bar(
+    media: LoopbackServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    pytest.importorskip("tqdm")
+    source = _write_text(tmp_path / "urls.txt", [media.url("/a.png"), media.url("/missing.png")])
+    argv = [*_batch(str(source), "--out", str(tmp_path / "out")), "--progress"]
+    assert main(argv) == 0
+    err = capsys.readouterr().err
+    assert "2/2" in err and "row/s" in err and "failed=1" in err
+
+
+def test_a_shard_left_half_written_is_removed_and_written_again(
+    media: LoopbackServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    source = _write_text(tmp_path / "urls.txt", [media.url("/a.png"), media.url("/b.wav")])
+    out = tmp_path / "out"
+    argv = _batch(str(source), "--out", str(out), "--shard-size", "1", "--json")
+    assert main(argv) == 0
+    capsys.readouterr()
+    # As a run killed while writing its second shard leaves the folder: the shard's
+    # temporary file, and the manifest without it.
+    manifest = json.loads((out / "manifest.json").read_text())
+    del manifest["shards"]["part-00001.parquet"]
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    (out / "part-00001.parquet").rename(out / ".part-00001.parquet.999.tmp")
+    assert main(argv) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["shards_kept"] == 1 and summary["shards_written"] == 1
+    assert not list(out.glob(".*.tmp"))
+    assert _read_parquet(out).column("row").to_pylist() == [0, 1]
+    assert media.count("/a.png") == 1 and media.count("/b.wav") == 2
+
+
+def test_a_damaged_manifest_is_a_usage_error_until_overwrite(
+    media: LoopbackServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    source = _write_text(tmp_path / "urls.txt", [media.url("/a.png")])
+    out = tmp_path / "out"
+    assert main(_batch(str(source), "--out", str(out))) == 0
+    (out / "manifest.json").write_bytes(b"\xff{")
+    assert main(_batch(str(source), "--out", str(out), "--json")) == 2
+    assert "--overwrite" in json.loads(capsys.readouterr().out)["message"]
+    assert main(_batch(str(source), "--out", str(out), "--overwrite")) == 0
+    assert _read_parquet(out).num_rows == 1 and media.count() == 2

@@ -251,9 +251,9 @@ def _identity(
 class _Progress:
     """Rows done out of the total, the rate, the time left and the failures so far."""
 
-    def __init__(self, total: int, enabled: bool, stream: TextIO) -> None:
+    def __init__(self, total: int, kept: int, enabled: bool, stream: TextIO) -> None:
         self.total = total
-        self.done = 0
+        self.done = kept  # rows an earlier run finished: done, not part of the rate
         self.failed = 0
         self.enabled = enabled
         self.stream = stream
@@ -268,16 +268,13 @@ class _Progress:
                 self._bar = None
             else:
                 self._bar = tqdm(
-                    total=total, unit="row", file=stream, dynamic_ncols=True, smoothing=0.1
+                    total=total,
+                    initial=kept,
+                    unit="row",
+                    file=stream,
+                    dynamic_ncols=True,
+                    smoothing=0.1,
                 )
-
-    def skipped(self, rows: int) -> None:
-        """Rows a previous run finished: done, but not part of this run's rate."""
-        self.done += rows
-        if self._bar is not None:
-            self._bar.update(rows)
-            self._bar.reset(total=self.total)
-            self._bar.update(self.done)
 
     def advance(self, rows: int, failed: int) -> None:
         self.done += rows
@@ -372,7 +369,12 @@ def run_batch(
         folder = OutputFolder(Path(args.out), _identity(args, source, settings), args.overwrite)
         tally = _Tally()
         shown = args.progress if args.progress is not None else sys.stderr.isatty()
-        progress = _Progress(source.count, bool(shown), sys.stderr)
+        kept = sum(
+            min(args.shard_size, source.count - start)
+            for start in range(0, source.count, args.shard_size)
+            if shard_name(start // args.shard_size, args.format) in folder.shards
+        )
+        progress = _Progress(source.count, kept, bool(shown), sys.stderr)
         loop = asyncio.new_event_loop()
         try:
             with BatchLoader(settings.policy, options, settings.cache) as loader:
@@ -382,12 +384,11 @@ def run_batch(
                 for number, refs in enumerate(_shards(source.rows(), args.shard_size)):
                     name = shard_name(number, args.format)
                     start = number * args.shard_size
-                    kept = folder.shards.get(name)
-                    if kept is not None:
-                        tally.outcomes.update(kept.get("outcomes", {}))
+                    finished = folder.shards.get(name)
+                    if finished is not None:
+                        tally.outcomes.update(finished["outcomes"])
                         tally.shards_kept += 1
                         tally.rows_kept += len(refs)
-                        progress.skipped(len(refs))
                         continue
                     result = _run(loop, _load_shard(loader, refs, options, progress))
                     write_shard(folder.path / name, args.format, result, start, refs)
@@ -405,6 +406,7 @@ def run_batch(
                     tally.written += len(result.rows)
                     tally.shards_written += 1
         finally:
+            loop.run_until_complete(loop.shutdown_asyncgens())
             loop.close()
             progress.close()
             folder.close()

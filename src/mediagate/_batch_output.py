@@ -62,6 +62,17 @@ def _write_atomically(path: Path, write: Callable[[Path], object]) -> None:
             temporary.unlink()
 
 
+def _is_record(record: object) -> bool:
+    """Whether a manifest's shard record is one this module writes."""
+    if not isinstance(record, dict):
+        return False
+    outcomes = record.get("outcomes")
+    return isinstance(outcomes, dict) and all(
+        isinstance(k, str) and isinstance(v, int) and not isinstance(v, bool) and v >= 0
+        for k, v in outcomes.items()
+    )
+
+
 def _diff(old: Mapping[str, Any], new: Mapping[str, Any]) -> str:
     changed = [key for key in new if old.get(key) != new[key]]
     if "input" in changed:
@@ -99,13 +110,13 @@ class OutputFolder:
         for entry in self.path.iterdir():
             if _TEMPORARY.match(entry.name):
                 entry.unlink(missing_ok=True)  # a shard an interrupted run left unfinished
-        manifest = self._read_manifest()
+        manifest = self._read_manifest(unreadable_ok=overwrite)
         if manifest is not None and manifest.get("identity") == self.identity:
             if not overwrite:
                 self.shards = {
                     name: record
-                    for name, record in manifest.get("shards", {}).items()
-                    if (self.path / name).is_file()
+                    for name, record in manifest["shards"].items()
+                    if _SHARD.match(name) and _is_record(record) and (self.path / name).is_file()
                 }
                 return
         elif manifest is not None and not overwrite:
@@ -140,7 +151,7 @@ class OutputFolder:
             self._lock = None
             raise UsageError(f"--out {self.path}: another mediagate batch is writing it") from None
 
-    def _read_manifest(self) -> dict[str, Any] | None:
+    def _read_manifest(self, *, unreadable_ok: bool) -> dict[str, Any] | None:
         path = self.path / MANIFEST
         if not path.exists():
             return None
@@ -154,7 +165,12 @@ class OutputFolder:
             or not isinstance(manifest.get("identity"), dict)
             or not isinstance(manifest.get("shards"), dict)
         ):
-            raise UsageError(f"--out {self.path}: {MANIFEST} is not readable; --overwrite")
+            if unreadable_ok:
+                return None
+            raise UsageError(
+                f"--out {self.path}: {MANIFEST} is damaged or not mediagate's; --overwrite "
+                "replaces the folder's shards"
+            )
         return manifest
 
     def _save(self) -> None:
