@@ -69,7 +69,8 @@ BLOCK_SIZE = 256 * 1024
 #: one ended, up to this many bytes (and ``max_range_request_bytes``).
 MAX_READ_AHEAD = 4 * 1024 * 1024
 
-#: Bytes kept from the first answer before it is abandoned for range requests.
+#: Bytes kept from the first answer before it is abandoned for range requests (at most
+#: ``max_range_request_bytes``).
 FIRST_READ = 4 * BLOCK_SIZE
 
 _CONTENT_RANGE = re.compile(r"^bytes (\d+)-(\d+)/(\d+)$")
@@ -347,10 +348,13 @@ class RemoteFile:
         return min(BLOCK_SIZE, self._size - index * BLOCK_SIZE)
 
     def _fetch_run(self, first: int, last: int) -> None:
-        per_request = max(1, self._state.options.max_request_bytes // BLOCK_SIZE)
+        cap = self._state.options.max_request_bytes
+        per_request = max(1, cap // BLOCK_SIZE)
         for start in range(first, last + 1, per_request):
             stop = min(last, start + per_request - 1)
-            data = self._request(start * BLOCK_SIZE, min(self._size, (stop + 1) * BLOCK_SIZE))
+            begin, end = start * BLOCK_SIZE, min(self._size, (stop + 1) * BLOCK_SIZE)
+            # A cap under one block takes several requests per block.
+            data = b"".join(self._request(at, min(end, at + cap)) for at in range(begin, end, cap))
             self.keep(start, data)
             if self._store is not None:
                 for index in range(start, stop + 1):
@@ -538,7 +542,9 @@ async def _first_answer(
             if len(data) != size:
                 raise FetchError("the media server sent a malformed or incomplete body")
             return FetchResult(data=data, url=final.url, content_type=content_type, redirects=hops)
-        head = await _read_head(response, min(last + 1, FIRST_READ), state)
+        head = await _read_head(
+            response, min(last + 1, FIRST_READ, state.options.max_request_bytes), state
+        )
         # The rest of this answer is not wanted: its connection is dropped, not reused.
         response.close()
         return final, size, _validators(response), head
