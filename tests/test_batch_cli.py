@@ -95,9 +95,8 @@ def _batch(*argv: str) -> list[str]:
 
 
 def _read_parquet(folder: Path) -> pa.Table:
-    shards = sorted(folder.glob("part-*.parquet"))
-    tables = [pq.read_table(shard) for shard in shards]
-    return pa.concat_tables(tables, promote_options="default")
+    """The output folder read as one Parquet dataset (the manifest and lock skipped)."""
+    return pq.read_table(folder).sort_by("row")
 
 
 def test_mixed_rows_each_get_their_outcome_in_the_parquet_shards(
@@ -113,6 +112,11 @@ def test_mixed_rows_each_get_their_outcome_in_the_parquet_shards(
         "part-00001.parquet",
         "part-00002.parquet",
     ]
+    # Every shard has the same columns (a shard of failures too), so the folder is one
+    # dataset.
+    schemas = [pq.read_schema(shard) for shard in sorted(out.glob("part-*"))]
+    assert all(schema.equals(schemas[0]) for schema in schemas)
+    assert {"image", "audio", "video_frames", "sample_rate"} <= set(schemas[0].names)
     table = _read_parquet(out)
     assert table.column("row").to_pylist() == list(range(len(MIXED)))
     outcomes = [e or "ok" for e in table.column("error_type").to_pylist()]
@@ -307,7 +311,7 @@ def test_an_interrupted_run_resumes_without_refetching_finished_shards(
         assert all(server.count(path) == 1 for path in fast)  # never fetched again
         assert all(server.count(path) == 2 for path in slow)
         assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".lock")) == [
-            "manifest.json",
+            "_manifest.json",
             "part-00000.parquet",
             "part-00001.parquet",
         ]
@@ -324,8 +328,10 @@ def test_a_finished_run_rerun_fetches_nothing_and_other_options_need_overwrite(
     out = tmp_path / "out"
     assert main(_batch(str(source), "--out", str(out))) == 0
     assert main(_batch(str(source), "--out", str(out), "--json")) == 0
-    summary = json.loads(capsys.readouterr().out)
+    captured = capsys.readouterr()
+    summary = json.loads(captured.out)
     assert summary["shards_kept"] == 1 and summary["rows_loaded"] == 0
+    assert "nothing left to load" in captured.err
     assert summary["outcomes"] == {"ok": 2}
     assert media.count() == 2
 
@@ -411,7 +417,7 @@ def test_a_folder_with_shards_but_no_manifest_is_left_alone(
     out.mkdir()
     (out / "part-00000.parquet").write_bytes(b"someone else's")
     assert main(_batch(str(source), "--out", str(out))) == 2
-    assert "no manifest.json" in capsys.readouterr().err
+    assert "no _manifest.json" in capsys.readouterr().err
     assert (out / "part-00000.parquet").read_bytes() == b"someone else's"
 
 
@@ -551,9 +557,9 @@ def test_a_shard_left_half_written_is_removed_and_written_again(
     capsys.readouterr()
     # As a run killed while writing its second shard leaves the folder: the shard's
     # temporary file, and the manifest without it.
-    manifest = json.loads((out / "manifest.json").read_text())
+    manifest = json.loads((out / "_manifest.json").read_text())
     del manifest["shards"]["part-00001.parquet"]
-    (out / "manifest.json").write_text(json.dumps(manifest))
+    (out / "_manifest.json").write_text(json.dumps(manifest))
     (out / "part-00001.parquet").rename(out / ".part-00001.parquet.999.tmp")
     assert main(argv) == 0
     summary = json.loads(capsys.readouterr().out)
@@ -569,7 +575,7 @@ def test_a_damaged_manifest_is_a_usage_error_until_overwrite(
     source = _write_text(tmp_path / "urls.txt", [media.url("/a.png")])
     out = tmp_path / "out"
     assert main(_batch(str(source), "--out", str(out))) == 0
-    (out / "manifest.json").write_bytes(b"\xff{")
+    (out / "_manifest.json").write_bytes(b"\xff{")
     assert main(_batch(str(source), "--out", str(out), "--json")) == 2
     assert "--overwrite" in json.loads(capsys.readouterr().out)["message"]
     assert main(_batch(str(source), "--out", str(out), "--overwrite")) == 0

@@ -9,7 +9,7 @@ left out), the decoded columns of the batch loader and its outcome (``error_type
 null when it loaded, ``error``, ``http_status``, ``num_bytes``, ``fetch_s``,
 ``decode_s``).
 
-Shards are written atomically and recorded in ``DIR/manifest.json`` with what
+Shards are written atomically and recorded in ``DIR/_manifest.json`` with what
 identifies the run (see ``_batch_output``): a rerun with the same input and options
 skips the finished shards and writes the rest, so an interrupted run resumes where it
 stopped. A folder holding another input's or other options' shards is a usage error
@@ -50,6 +50,9 @@ __all__ = ["BatchSettings", "add_batch_parser", "run_batch"]
 
 _IMAGE_SIZE = re.compile(r"^\s*(\d{1,5})\s*[xX]\s*(\d{1,5})\s*$")
 _T = TypeVar("_T")
+#: The media columns every shard of a ``--modality auto`` run has (null where a row is
+#: something else); a tensor column is added only by an embedding modality.
+_AUTO_COLUMNS = ("image", "audio", "video")
 #: Seconds between two plain progress lines.
 _PROGRESS_EVERY = 2.0
 
@@ -451,7 +454,8 @@ async def _load_shard(loader: Any, refs: list[Ref], options: Any, progress: _Pro
         rows.extend(chunk.rows)
         outcomes = outcomes.merge(chunk.outcomes)
         progress.advance(chunk.outcomes.total, chunk.outcomes.failed)
-    modalities = None if options.modality == "auto" else (options.modality,)
+    # Every shard has the same columns, so that the folder reads as one dataset.
+    modalities = _AUTO_COLUMNS if options.modality == "auto" else (options.modality,)
     return BatchResult(rows, outcomes, image_size=options.image_size, modalities=modalities)
 
 
@@ -461,15 +465,20 @@ def _summarize(args: argparse.Namespace, source: BatchInput, tally: _Tally, elap
     fetched = source.count - tally.rows_kept
     print(Outcomes.from_dict(tally.outcomes).table(), file=sys.stderr)
     kept = (
-        f"; {tally.shards_kept} shard(s) of {tally.rows_kept} rows kept from an earlier run"
+        f"; {tally.shards_kept} finished shard(s) of {tally.rows_kept} rows kept from an "
+        "earlier run"
         if tally.shards_kept
         else ""
     )
-    print(
-        f"mediagate: {fetched} rows in {elapsed:.1f} s ({fetched / max(elapsed, 1e-9):.1f} "
-        f"rows/s), {tally.shards_written} shard(s) written to {args.out}{kept}",
-        file=sys.stderr,
-    )
+    if fetched:
+        rate = fetched / max(elapsed, 1e-9)
+        said = (
+            f"mediagate: loaded {fetched} rows in {elapsed:.1f} s ({rate:.1f} rows/s) into "
+            f"{tally.shards_written} shard(s) in {args.out}{kept}"
+        )
+    else:
+        said = f"mediagate: nothing left to load in {args.out}{kept}"
+    print(said, file=sys.stderr)
     if args.json:
         print(
             json.dumps(

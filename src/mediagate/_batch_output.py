@@ -1,7 +1,8 @@
 """Where ``mediagate batch`` writes: the output folder, its manifest, and the shards.
 
 A shard is written to a hidden temporary file beside its name, flushed to disk and
-renamed into place, then recorded in ``DIR/manifest.json``; the manifest also holds the
+renamed into place, then recorded in ``DIR/_manifest.json`` (a name Parquet readers skip,
+as they skip the hidden temporary files and ``.lock``); the manifest also holds the
 identity of the run (input fingerprint, shard size, output format, options). A shard is
 finished when the manifest records it and its file is there: one renamed into place
 just before an interruption, and not yet recorded, is written again. Temporary files
@@ -35,7 +36,7 @@ from ._present import shown_url
 
 __all__ = ["MANIFEST", "SHARD_FORMATS", "OutputFolder", "shard_name", "write_shard"]
 
-MANIFEST = "manifest.json"
+MANIFEST = "_manifest.json"
 _MANIFEST_VERSION = 1
 _SUFFIX = {"parquet": ".parquet", "webdataset": ".tar"}
 #: The shard formats, by their ``--format`` name.
