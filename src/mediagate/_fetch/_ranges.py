@@ -73,7 +73,10 @@ MAX_READ_AHEAD = 4 * 1024 * 1024
 #: ``max_range_request_bytes``).
 FIRST_READ = 4 * BLOCK_SIZE
 
-_CONTENT_RANGE = re.compile(r"^bytes (\d+)-(\d+)/(\d+)$")
+#: ASCII digits only (``\d`` also takes other scripts' digits, which ``int`` reads), and
+#: at most 19 of them: a longer number is no file's size (and past 4300 digits ``int``
+#: refuses it), so the header is malformed.
+_CONTENT_RANGE = re.compile(r"^bytes ([0-9]{1,19})-([0-9]{1,19})/([0-9]{1,19})$")
 
 
 class InconsistentRanges(RangeReadUnsupported):
