@@ -634,6 +634,7 @@ class MediaConnector:
         else:
             if isinstance(result, MediaWithBytes):
                 result.original_bytes = opened.fingerprint()
+            opened.save()  # the blocks of a decode that succeeded, for later loads
             return result
         finally:
             report.range_requests = opened.requests

@@ -200,9 +200,10 @@ class RemoteFile:
     """A remote file of known size, read by position through range requests
     (``seekable.RandomAccess``). Thread-safe: one request at a time.
 
-    Blocks fetched are kept for the file's life (and in ``blocks``, when given, for
-    later loads of the same version); reads that go on where the last one ended fetch
-    ahead. ``fingerprint`` names the bytes the reads so far were served.
+    Blocks fetched are kept for the file's life (and, once ``save`` is called after a
+    decode from them succeeded, in ``blocks``, when given, for later loads of the same
+    version); reads that go on where the last one ended fetch ahead. ``fingerprint``
+    names the bytes the reads so far were served.
     """
 
     def __init__(
@@ -225,6 +226,8 @@ class RemoteFile:
         self._timeout = timeout
         self._store = blocks
         self._blocks: dict[int, bytes] = {}
+        #: Blocks fetched over the network and not yet in ``blocks``.
+        self._fresh: set[int] = set()
         self._served: set[int] = set()
         self._next = -1
         self._ahead = 1
@@ -258,10 +261,23 @@ class RemoteFile:
         """Keep whole blocks of ``data``, which starts at block ``first``."""
         for i in range(0, len(data) - BLOCK_SIZE + 1, BLOCK_SIZE):
             self._blocks[first + i // BLOCK_SIZE] = data[i : i + BLOCK_SIZE]
+            self._fresh.add(first + i // BLOCK_SIZE)
         tail = len(data) % BLOCK_SIZE
         end = first * BLOCK_SIZE + len(data)
         if tail and end == self._size:
             self._blocks[first + len(data) // BLOCK_SIZE] = data[-tail:]
+            self._fresh.add(first + len(data) // BLOCK_SIZE)
+
+    def save(self) -> None:
+        """Put the blocks fetched so far in ``blocks`` (call it once what was decoded from
+        them succeeded: blocks of a file that did not decode are not kept)."""
+        if self._store is None:
+            return
+        with self._lock:
+            fresh = sorted(self._fresh)
+            self._fresh.clear()
+            for index in fresh:
+                self._store.put(index, self._blocks[index])
 
     def read_at(self, offset: int, length: int) -> bytes:
         """Up to ``length`` bytes from ``offset`` (fewer only at the end of the file).
@@ -359,9 +375,6 @@ class RemoteFile:
             # A cap under one block takes several requests per block.
             data = b"".join(self._request(at, min(end, at + cap)) for at in range(begin, end, cap))
             self.keep(start, data)
-            if self._store is not None:
-                for index in range(start, stop + 1):
-                    self._store.put(index, self._blocks[index])
 
     def _request(self, start: int, end: int) -> bytes:
         state = self._state
@@ -492,9 +505,6 @@ def open_ranged(
     store = blocks(size, validators, final.url) if blocks is not None else None
     remote = RemoteFile(fetcher, session, final, size, validators, state, timeout, store)
     remote.keep(0, head)
-    if store is not None:
-        for index in range(len(head) // BLOCK_SIZE):
-            store.put(index, head[index * BLOCK_SIZE : (index + 1) * BLOCK_SIZE])
     return remote
 
 
