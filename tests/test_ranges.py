@@ -967,3 +967,94 @@ def test_an_endless_first_answer_is_read_no_further_than_the_head(
     assert_same(got, clip)
     assert got[2].read_mode == "ranges"
     assert got[2].num_bytes < len(clip)
+
+
+# -- isolated decoders and the async API on the paths that give way ---------------------
+
+
+ISOLATED = POLICY.replace(isolation=True)
+
+
+def test_an_isolated_decoder_falls_back_when_a_later_range_lies(
+    server: LoopbackServer, clip: bytes
+) -> None:
+    server.routes["/c.mp4"] = scripted(clip, _later(LIES["etag changes"]))
+    got = load(server.url("/c.mp4"), ISOLATED)
+    assert_same(got, clip)
+    assert got[2].read_mode == "full" and got[2].fallback
+    # One refused range (the worker asks nothing after it), then the download.
+    assert len(ranged(server, "/c.mp4")) == 3
+
+
+def test_an_isolated_decoder_over_max_range_requests_falls_back(
+    server: LoopbackServer, clip: bytes
+) -> None:
+    server.routes["/c.mp4"] = served(clip)
+    got = load(server.url("/c.mp4"), ISOLATED.replace(max_range_requests=2))
+    assert_same(got, clip)
+    assert "max_range_requests=2" in got[2].fallback
+    assert len(ranged(server, "/c.mp4")) == 3
+
+
+def test_an_isolated_decoder_never_reaches_a_refused_redirect(
+    server: LoopbackServer, elsewhere: LoopbackServer, clip: bytes
+) -> None:
+    def answer(request: Request, nth: int, truthful: Route) -> Route:
+        return truthful if nth == 0 else Route(b"", 302, {"Location": elsewhere.url("/c.mp4")})
+
+    server.routes["/c.mp4"] = scripted(clip, answer)
+    with pytest.raises(PolicyError):
+        load(server.url("/c.mp4"), ISOLATED)
+    assert elsewhere.requests == []
+    # The next good load, through the same pool of workers, succeeds.
+    server.routes["/good.mp4"] = served(clip)
+    assert_same(load(server.url("/good.mp4"), ISOLATED), clip)
+
+
+def test_an_isolated_decoder_ends_at_the_fetch_deadline(
+    server: LoopbackServer, clip: bytes
+) -> None:
+    def answer(request: Request, nth: int, truthful: Route) -> Route:
+        return truthful if nth == 0 else replace(truthful, delay=0.4)
+
+    server.routes["/c.mp4"] = scripted(clip, answer)
+    start = time.monotonic()
+    with pytest.raises(FetchTimeout):
+        load(server.url("/c.mp4"), ISOLATED.replace(timeout=1.0))
+    assert time.monotonic() - start < 2.0
+
+
+def test_the_async_api_falls_back_as_the_sync_one(server: LoopbackServer, clip: bytes) -> None:
+    server.routes["/c.mp4"] = scripted(clip, _later(LIES["wrong start"]))
+
+    async def main() -> Any:
+        with MediaConnector(policy=POLICY) as connector:
+            return await connector.load_media_async(
+                server.url("/c.mp4"), "video", media_io_kwargs={"video": {"num_frames": FRAMES}}
+            )
+
+    loaded = asyncio.run(main())
+    frames, metadata = loaded.media
+    assert_same((np.asarray(frames), dict(metadata), None), clip)
+    assert loaded.report.read_mode == "full" and loaded.report.fallback
+
+
+def test_blocks_of_a_video_that_does_not_decode_are_not_cached(
+    server: LoopbackServer, clip: bytes, tmp_path: Path
+) -> None:
+    # The stated file ends before the frames its index lists: no decode succeeds.
+    short = len(clip) // 2
+    server.routes["/c.mp4"] = scripted(
+        clip,
+        lambda request, nth, truthful: range_answer(
+            clip[:short], request.range, etag=ETAG, headers=dict(MP4)
+        ),
+    )
+    cache = MediaCache(tmp_path / "cache")
+    with pytest.raises(DecodeError):
+        load(server.url("/c.mp4"), cache=cache)
+    assert cache.stats().entries == 0
+    # The same blocks decode when the server sends the whole file: those are kept.
+    server.routes["/c.mp4"] = served(clip)
+    load(server.url("/c.mp4"), cache=cache)
+    assert cache.stats().entries > 0
