@@ -580,3 +580,30 @@ def test_a_damaged_manifest_is_a_usage_error_until_overwrite(
     assert "--overwrite" in json.loads(capsys.readouterr().out)["message"]
     assert main(_batch(str(source), "--out", str(out), "--overwrite")) == 0
     assert _read_parquet(out).num_rows == 1 and media.count() == 2
+
+
+def test_one_shard_holds_one_type_per_column(tmp_path: Path) -> None:
+    from mediagate._batch import BatchResult, Outcomes, RowResult
+    from mediagate._batch_output import ShardWriter
+    from mediagate._cli_input import UsageError
+
+    def tensors(dtype: type) -> BatchResult:
+        row = RowResult(0, "image_embedding", np.ones((2, 3), dtype))
+        return BatchResult([row], Outcomes.of(["ok"]), modalities=("image_embedding",))
+
+    def sounds(rows: int) -> BatchResult:
+        found = [RowResult(0, "audio", (np.zeros(8, np.float32), 8000))][:rows]
+        return BatchResult(found, Outcomes.of(["ok"] * rows), modalities=("audio",))
+
+    writer = ShardWriter(tmp_path / "part-00000.parquet", "parquet", 0, ["ref"])
+    writer.add(sounds(1))
+    writer.add(sounds(0))  # an all-null audio column is the same column
+    writer.commit()
+    assert pq.read_table(tmp_path / "part-00000.parquet").num_rows == 1
+
+    writer = ShardWriter(tmp_path / "part-00001.parquet", "parquet", 0, ["ref"])
+    writer.add(tensors(np.float32))
+    with pytest.raises(UsageError, match="tensor"):
+        writer.add(tensors(np.float16))
+    writer.abort()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["part-00000.parquet"]

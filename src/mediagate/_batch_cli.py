@@ -35,12 +35,13 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Coroutine, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import IO, Any, TextIO, TypeVar
 
 from ._batch_input import FORMATS, BatchInput, Ref, open_input
-from ._batch_output import SHARD_FORMATS, OutputFolder, shard_name, write_shard
+from ._batch_output import SHARD_FORMATS, OutputFolder, ShardWriter, shard_name
 from ._cache import MediaCache
 from ._connector import MediaConnector
 from ._modalities import modality_name
@@ -393,8 +394,8 @@ def run_batch(
                         tally.shards_kept += 1
                         tally.rows_kept += len(refs)
                         continue
-                    result = _run(loop, _load_shard(loader, refs, options, progress))
-                    write_shard(folder.path / name, args.format, result, start, refs)
+                    writer = ShardWriter(folder.path / name, args.format, start, refs)
+                    result = _run(loop, _load_shard(loader, writer, options, progress))
                     # Rows --drop-failed left out of the shard are counted too.
                     outcomes = result.outcomes.as_dict()
                     folder.finished(
@@ -444,19 +445,36 @@ def _run(loop: asyncio.AbstractEventLoop, work: Coroutine[Any, Any, _T]) -> _T:
         raise
 
 
-async def _load_shard(loader: Any, refs: list[Ref], options: Any, progress: _Progress) -> Any:
-    """The rows of one shard, loaded chunk by chunk (progress moves with each chunk)."""
+async def _load_shard(loader: Any, writer: ShardWriter, options: Any, progress: _Progress) -> Any:
+    """Load one shard's rows and write them, chunk by chunk as the loader hands them
+    back (so no more than a chunk or two is held, and fetching goes on while a chunk is
+    written), then put the shard in place. Returns the shard's rows without media."""
     from ._batch import BatchResult, Outcomes
 
-    rows: list[Any] = []
-    outcomes = Outcomes()
-    async for chunk in loader.iter_load_async(refs):
-        rows.extend(chunk.rows)
-        outcomes = outcomes.merge(chunk.outcomes)
-        progress.advance(chunk.outcomes.total, chunk.outcomes.failed)
     # Every shard has the same columns, so that the folder reads as one dataset.
     modalities = _AUTO_COLUMNS if options.modality == "auto" else (options.modality,)
-    return BatchResult(rows, outcomes, image_size=options.image_size, modalities=modalities)
+    loop = asyncio.get_running_loop()
+    rows: list[Any] = []
+    outcomes = Outcomes()
+    with ThreadPoolExecutor(1, thread_name_prefix="mediagate-shard") as pool:
+        try:
+            async for chunk in loader.iter_load_async(writer.refs):
+                shaped = BatchResult(
+                    chunk.rows, chunk.outcomes, options.image_size, modalities=modalities
+                )
+                await loop.run_in_executor(pool, writer.add, shaped)
+                rows.extend(replace(row, media=None) for row in chunk.rows)
+                outcomes = outcomes.merge(chunk.outcomes)
+                progress.advance(chunk.outcomes.total, chunk.outcomes.failed)
+            if not writer.chunks:
+                empty = BatchResult([], Outcomes(), options.image_size, modalities=modalities)
+                await loop.run_in_executor(pool, writer.add, empty)
+            await loop.run_in_executor(pool, writer.commit)
+        except BaseException:
+            # After the chunk being written, if any: the pool runs one thing at a time.
+            pool.submit(writer.abort).result()
+            raise
+    return BatchResult(rows, outcomes, options.image_size, modalities=modalities)
 
 
 def _summarize(args: argparse.Namespace, source: BatchInput, tally: _Tally, elapsed: float) -> None:

@@ -34,7 +34,7 @@ from ._batch_input import Ref
 from ._cli_input import UsageError
 from ._present import shown_url
 
-__all__ = ["MANIFEST", "SHARD_FORMATS", "OutputFolder", "shard_name", "write_shard"]
+__all__ = ["MANIFEST", "SHARD_FORMATS", "OutputFolder", "ShardWriter", "shard_name"]
 
 MANIFEST = "_manifest.json"
 _MANIFEST_VERSION = 1
@@ -204,7 +204,7 @@ def _shown_ref(ref: Ref) -> str | None:
 
 
 def _shard_table(result: Any, start: int, refs: Sequence[Ref]) -> Any:
-    """The loader's table of one shard, with ``row`` and ``url`` in front."""
+    """The loader's table of rows of one shard, with ``row`` and ``url`` in front."""
     import pyarrow as pa
 
     table = result.to_arrow()
@@ -215,10 +215,34 @@ def _shard_table(result: Any, start: int, refs: Sequence[Ref]) -> Any:
     return table.add_column(0, "row", pa.array(rows, pa.int64()))
 
 
-def _write_parquet(path: Path, table: Any) -> None:
-    import pyarrow.parquet as pq
+def _conform(table: Any, schema: Any, path: Path) -> Any:
+    """``table`` with ``schema``, the one its shard's file was opened with (list field
+    names and nulls may differ between chunks; tensor dtypes and ranks may not).
 
-    pq.write_table(table, path)
+    Raises:
+        UsageError: rows whose columns a Parquet file of ``schema`` cannot hold.
+    """
+    import pyarrow as pa
+
+    if table.schema.equals(schema):
+        return table
+    try:
+        if table.column_names != schema.names:
+            raise pa.ArrowInvalid("other columns")
+        return table.cast(schema)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
+        differ = [
+            name
+            for name in set(table.column_names) | set(schema.names)
+            if name not in table.column_names
+            or name not in schema.names
+            or not table.schema.field(name).type.equals(schema.field(name).type)
+        ]
+        raise UsageError(
+            f"{path.name}: rows of one shard hold {', '.join(sorted(differ))} of different "
+            "types (tensors of other dtypes or ranks); one Parquet file holds one type per "
+            "column: --format webdataset keeps each row's own, or name the --modality"
+        ) from None
 
 
 def _json_ready(value: Any) -> Any:
@@ -270,40 +294,92 @@ def _media_members(modality: str, media: Any) -> tuple[dict[str, Any], dict[str,
     return {"shape": list(array.shape), "dtype": str(array.dtype)}, {"npy": _npy(array)}
 
 
-def _write_webdataset(path: Path, result: Any, start: int, refs: Sequence[Ref]) -> None:
-    with tarfile.open(path, "w", format=tarfile.PAX_FORMAT) as tar:
-        for row in result.rows:
-            number = start + row.index
-            record: dict[str, Any] = {
-                "row": number,
-                "url": _shown_ref(refs[row.index]),
-                "modality": row.modality,
-                "error_type": row.error_type,
-                "error": row.error,
-                "http_status": row.http_status,
-                "num_bytes": row.num_bytes,
-                "fetch_s": row.fetch_s,
-                "decode_s": row.decode_s,
-                "cached": row.cached,
-            }
-            files: dict[str, bytes] = {}
-            if row.error_type is None and row.media is not None:
-                extra, files = _media_members(str(row.modality), row.media)
-                record.update(extra)
-            members = {"json": json.dumps(record).encode(), **files}
-            for extension, data in members.items():
-                info = tarfile.TarInfo(f"{number:09d}.{extension}")
-                info.size = len(data)
-                info.mtime = int(time.time())
-                info.mode = 0o644
-                tar.addfile(info, io.BytesIO(data))
+def _add_members(tar: tarfile.TarFile, result: Any, start: int, refs: Sequence[Ref]) -> None:
+    for row in result.rows:
+        number = start + row.index
+        record: dict[str, Any] = {
+            "row": number,
+            "url": _shown_ref(refs[row.index]),
+            "modality": row.modality,
+            "error_type": row.error_type,
+            "error": row.error,
+            "http_status": row.http_status,
+            "num_bytes": row.num_bytes,
+            "fetch_s": row.fetch_s,
+            "decode_s": row.decode_s,
+            "cached": row.cached,
+        }
+        files: dict[str, bytes] = {}
+        if row.error_type is None and row.media is not None:
+            extra, files = _media_members(str(row.modality), row.media)
+            record.update(extra)
+        members = {"json": json.dumps(record).encode(), **files}
+        for extension, data in members.items():
+            info = tarfile.TarInfo(f"{number:09d}.{extension}")
+            info.size = len(data)
+            info.mtime = int(time.time())
+            info.mode = 0o644
+            tar.addfile(info, io.BytesIO(data))
 
 
-def write_shard(
-    path: Path, output_format: str, result: Any, start: int, refs: Sequence[Ref]
-) -> None:
-    if output_format == "parquet":
-        table = _shard_table(result, start, refs)
-        _write_atomically(path, lambda p: _write_parquet(p, table))
-    else:
-        _write_atomically(path, lambda p: _write_webdataset(p, result, start, refs))
+class ShardWriter:
+    """One shard being written: chunks of its rows appended, as they are loaded, to a
+    hidden temporary file (a Parquet row group or tar members each), which
+    :meth:`commit` flushes to disk and renames into place and :meth:`abort` removes.
+
+    Args:
+        path: the shard's final name.
+        output_format: ``parquet`` or ``webdataset``.
+        start: the input row of the shard's first reference.
+        refs: the shard's references (``RowResult.index`` points into them).
+    """
+
+    def __init__(self, path: Path, output_format: str, start: int, refs: Sequence[Ref]) -> None:
+        self.path = path
+        self.temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        self.output_format = output_format
+        self.start = start
+        self.refs = refs
+        self.chunks = 0
+        self._parquet: Any = None
+        self._tar: tarfile.TarFile | None = None
+        if output_format == "webdataset":
+            # Closed by commit() or abort().
+            self._tar = tarfile.open(self.temporary, "w", format=tarfile.PAX_FORMAT)  # noqa: SIM115
+
+    def add(self, result: Any) -> None:
+        """Append the rows of ``result`` (a ``BatchResult`` of some of the shard's rows)."""
+        self.chunks += 1
+        if self._tar is not None:
+            _add_members(self._tar, result, self.start, self.refs)
+            return
+        import pyarrow.parquet as pq
+
+        table = _shard_table(result, self.start, self.refs)
+        if self._parquet is None:
+            self._parquet = pq.ParquetWriter(self.temporary, table.schema)
+        else:
+            table = _conform(table, self._parquet.schema, self.path)
+        self._parquet.write_table(table)
+
+    def commit(self) -> None:
+        """Finish the file, flush it to disk and rename it into place (after at least
+        one :meth:`add`, if only of no rows, so a Parquet file knows its columns)."""
+        self._close()
+        with self.temporary.open("rb+") as done:
+            os.fsync(done.fileno())
+        os.replace(self.temporary, self.path)
+
+    def abort(self) -> None:
+        """Drop the unfinished file."""
+        with contextlib.suppress(Exception):
+            self._close()
+        self.temporary.unlink(missing_ok=True)
+
+    def _close(self) -> None:
+        if self._tar is not None:
+            self._tar.close()
+            self._tar = None
+        if self._parquet is not None:
+            self._parquet.close()
+            self._parquet = None
