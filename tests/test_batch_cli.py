@@ -607,3 +607,21 @@ def test_one_shard_holds_one_type_per_column(tmp_path: Path) -> None:
         writer.add(tensors(np.float16))
     writer.abort()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["part-00000.parquet"]
+
+
+@pytest.mark.parametrize(
+    ("table", "expected"),
+    [
+        (pa.table({"link": ["http://x/a"]}), "no column 'url' (its columns: 'link'"),
+        (pa.table({"url": [1, 2]}), "column 'url' is int64, not strings"),
+        (pa.table({"url": pa.array([], pa.string())}), "holds no rows"),
+    ],
+)
+def test_a_parquet_input_without_a_column_of_references_is_a_usage_error(
+    table: pa.Table, expected: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    source = tmp_path / "rows.parquet"
+    pq.write_table(table, source)
+    assert main(_batch(str(source), "--out", str(tmp_path / "out"), "--json")) == 2
+    record = json.loads(capsys.readouterr().out)
+    assert record["error"] == "UsageError" and expected in record["message"]

@@ -362,6 +362,11 @@ def run_batch(
         keep_failed=not args.drop_failed,
         **({"max_in_flight": args.max_in_flight} if args.max_in_flight else {}),
     )
+    if args.input == "-" and stdin is not None and stdin.isatty():
+        print(
+            "mediagate: reading references from the terminal, one a line (end with Ctrl-D)",
+            file=sys.stderr,
+        )
     with open_input(
         args.input,
         column=args.column,
