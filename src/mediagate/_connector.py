@@ -59,6 +59,7 @@ from ._modalities import (
     modality_name,
     reference_modality,
 )
+from ._observe import attach, begin_load, end_load
 from ._policy import MODALITIES, MediaPolicy
 from ._registry import Registry
 from ._sources import SOURCE_REGISTRY, SourceResult
@@ -85,24 +86,77 @@ VideoFrames = tuple[npt.NDArray[np.uint8], dict[str, Any]]
 RESERVED_OPTIONS = frozenset({"policy", "image_io", "decoded_budget", "self"})
 
 
+def _entry_modality(name: str) -> str:
+    """The modality a ``fetch_*`` entry point loads ("" for the others)."""
+    if not name.startswith("fetch_"):
+        return ""
+    return name.removeprefix("fetch_").removesuffix("_async")
+
+
+def _reference(args: tuple[Any, ...], kwargs: dict[str, Any]) -> object:
+    """The reference an entry point was called with (its first argument after self)."""
+    return args[1] if len(args) > 1 else next(iter(kwargs.values()), None)
+
+
+def _failed_early(modality: str, reference: object) -> LoadReport:
+    """The report of a load that failed before it made one (a refused reference or a
+    bad option): the source its reference names, if any source does."""
+    return LoadReport(source=_source_label(reference), modality=modality)
+
+
+def _source_label(reference: object) -> str:
+    """The registered scheme ``reference`` starts with, else ``"other"`` (never text
+    of the reference itself, so labels stay bounded)."""
+    if isinstance(reference, str):
+        scheme = reference.partition(":")[0].lower()
+        if reference != scheme and scheme in SOURCE_REGISTRY:
+            return scheme
+    return "other"
+
+
 def _entry(method: Callable[_P, _R]) -> Callable[_P, _R]:
-    """The connector's error boundary for one sync entry point."""
+    """The connector's error boundary for one sync entry point, where each public load
+    ends in one report to the hooks and the log (``_observe``)."""
+    modality = _entry_modality(method.__name__)
 
     @functools.wraps(method)
     def guarded(*args: _P.args, **kwargs: _P.kwargs) -> _R:
-        with error_boundary("the media reference"):
-            return method(*args, **kwargs)
+        load = begin_load()
+        if load is None:
+            with error_boundary("the media reference"):
+                return method(*args, **kwargs)
+        try:
+            with error_boundary("the media reference"):
+                result = method(*args, **kwargs)
+        except BaseException as exc:
+            reference = _reference(args, kwargs)
+            end_load(load, exc, lambda: _failed_early(modality, reference), reference)
+            raise
+        end_load(load, None, lambda: _failed_early(modality, None))
+        return result
 
     return guarded
 
 
 def _entry_async(method: Callable[_P, Awaitable[_R]]) -> Callable[_P, Awaitable[_R]]:
-    """The connector's error boundary for one async entry point."""
+    """The connector's error boundary for one async entry point (see ``_entry``)."""
+    modality = _entry_modality(method.__name__)
 
     @functools.wraps(method)
     async def guarded(*args: _P.args, **kwargs: _P.kwargs) -> _R:
-        with error_boundary("the media reference"):
-            return await method(*args, **kwargs)
+        load = begin_load()
+        if load is None:
+            with error_boundary("the media reference"):
+                return await method(*args, **kwargs)
+        try:
+            with error_boundary("the media reference"):
+                result = await method(*args, **kwargs)
+        except BaseException as exc:
+            reference = _reference(args, kwargs)
+            end_load(load, exc, lambda: _failed_early(modality, reference), reference)
+            raise
+        end_load(load, None, lambda: _failed_early(modality, None))
+        return result
 
     return guarded
 
@@ -160,6 +214,19 @@ class LoadReport:
     fallback: str = ""
     #: The remote file's size in range mode (``num_bytes`` is what was fetched of it).
     file_size: int | None = None
+    #: Whether a ``MediaCache`` could serve these bytes (an http(s) load through a
+    #: connector with a cache); ``cached`` says whether it did.
+    cacheable: bool = False
+    #: The error class of a failed load (``None`` when it succeeded).
+    error_type: str | None = None
+    #: Why it failed, a short word from a fixed set (``max_bytes``, ``address``,
+    #: ``upstream_4xx``, ... see ``mediagate.on_load``), never text of the reference.
+    reason: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        """Whether the load succeeded."""
+        return self.error_type is None
 
 
 @dataclass(frozen=True)
@@ -428,6 +495,11 @@ class MediaConnector:
             return float(fetch_timeout)
         return self.policy.timeout_for(modality)
 
+    @staticmethod
+    def _report(url: object, modality: str = "") -> LoadReport:
+        """A new load's report: the one the public call in progress ends with."""
+        return attach(LoadReport(source=_source_label(url), modality=modality), url)
+
     def _parse(self, url: str) -> ParsedURL:
         return parse_url(url, SOURCE_REGISTRY, max_length=self.policy.max_url_length)
 
@@ -554,6 +626,7 @@ class MediaConnector:
     ) -> _M:
         """Decode what was fetched for ``ref`` (since ``start``), report, and cache it."""
         report.cached = cached
+        report.cacheable = self._cache_for(self._source(ref.scheme)) is not None
         report.num_bytes += fetched.size
         decode_start = time.perf_counter()
         report.stages["fetch"] = decode_start - start
@@ -624,6 +697,7 @@ class MediaConnector:
             return self._decode_fetched(ref, plan, fetched, False, start, report)
         media_io = cast(MediaIO[_M], plan.known)
         report.modality = media_io.modality
+        report.cacheable = cache is not None
         report.read_mode = "ranges"
         report.file_size = opened.size
         decode_start = time.perf_counter()
@@ -694,8 +768,9 @@ class MediaConnector:
         self, url: str, media_io: MediaIO[_M], *, fetch_timeout: float | None = None
     ) -> tuple[_M, LoadReport]:
         """``load_from_url`` plus a report of the source, byte count and stage times."""
+        report = self._report(url, media_io.modality)
         ref = self._parse(url)
-        report = LoadReport(source=ref.scheme)
+        report.source = ref.scheme
         timeout = self._timeout(media_io.modality, fetch_timeout)
         return self._pipeline(ref, self._plan(media_io), timeout, report), report
 
@@ -723,9 +798,10 @@ class MediaConnector:
         self, url: str, media_io: MediaIO[_M], *, fetch_timeout: float | None = None
     ) -> _M:
         """The async twin of ``load_from_url``: never blocks the running event loop."""
+        report = self._report(url, media_io.modality)
         ref = self._parse(url)
+        report.source = ref.scheme
         timeout = self._timeout(media_io.modality, fetch_timeout)
-        report = LoadReport(source=ref.scheme)
         return await self._run_async(ref, self._plan(media_io), timeout, report)
 
     async def _run_async(
@@ -781,6 +857,7 @@ class MediaConnector:
         start = time.perf_counter()
         fetched, cached = await self._fetch_async(ref, plan.limit, timeout, self.download_budget)
         report.cached = cached
+        report.cacheable = self._cache_for(self._source(ref.scheme)) is not None
         report.num_bytes += fetched.size
         decode_start = time.perf_counter()
         report.stages["fetch"] = decode_start - start
@@ -841,10 +918,12 @@ class MediaConnector:
         Raises: as ``load_from_url``, plus ``OptionError`` for an unknown modality or a
             bad option.
         """
+        report = self._report(url)
         ref = self._parse(url)
+        report.source = ref.scheme
         plan, timeout = self._auto_plan(ref, modality, media_io_kwargs)
+        report.modality = plan.known.modality if plan.known is not None else ""
         timeout = self._timeout("", fetch_timeout) if fetch_timeout is not None else timeout
-        report = LoadReport(source=ref.scheme)
         media = self._pipeline(ref, plan, timeout, report)
         return LoadedMedia(report.modality, media, report)
 
@@ -858,10 +937,12 @@ class MediaConnector:
         fetch_timeout: float | None = None,
     ) -> LoadedMedia:
         """The async twin of ``load_media``."""
+        report = self._report(url)
         ref = self._parse(url)
+        report.source = ref.scheme
         plan, timeout = self._auto_plan(ref, modality, media_io_kwargs)
+        report.modality = plan.known.modality if plan.known is not None else ""
         timeout = self._timeout("", fetch_timeout) if fetch_timeout is not None else timeout
-        report = LoadReport(source=ref.scheme)
         media = await self._run_async(ref, plan, timeout, report)
         return LoadedMedia(report.modality, media, report)
 
@@ -1076,8 +1157,19 @@ class MediaConnector:
         result: MediaWithBytes[Any] = await self.load_from_url_async(video_url, io)
         return result
 
-    def _embedding(self, modality: str, data: str) -> torch.Tensor:
+    @staticmethod
+    def _embedding_report(modality: str, data: object) -> LoadReport:
+        """The report of an inline embedding (its size: what its base64 decodes to)."""
+        size = SourceResult(data=b"", base64=data).size if isinstance(data, str) else 0
+        return attach(LoadReport(source="inline", num_bytes=size, modality=modality), data)
+
+    def _embedding(
+        self, modality: str, data: str, report: LoadReport | None = None
+    ) -> torch.Tensor:
+        report = report if report is not None else self._embedding_report(modality, data)
+        start = time.perf_counter()
         result: torch.Tensor = self._embedding_io(modality).load_base64("", data)
+        report.stages["decode"] = time.perf_counter() - start
         return result
 
     @_entry
@@ -1088,7 +1180,8 @@ class MediaConnector:
     @_entry_async
     async def fetch_image_embedding_async(self, data: str) -> torch.Tensor:
         """The async twin of ``fetch_image_embedding``."""
-        result: torch.Tensor = await self._in_pool(self._embedding, "image_embedding", data)
+        report = self._embedding_report("image_embedding", data)
+        result: torch.Tensor = await self._in_pool(self._embedding, "image_embedding", data, report)
         return result
 
     @_entry
@@ -1099,7 +1192,8 @@ class MediaConnector:
     @_entry_async
     async def fetch_audio_embedding_async(self, data: str) -> torch.Tensor:
         """The async twin of ``fetch_audio_embedding``."""
-        result: torch.Tensor = await self._in_pool(self._embedding, "audio_embedding", data)
+        report = self._embedding_report("audio_embedding", data)
+        result: torch.Tensor = await self._in_pool(self._embedding, "audio_embedding", data, report)
         return result
 
     @_entry
@@ -1110,5 +1204,6 @@ class MediaConnector:
     @_entry_async
     async def fetch_video_embedding_async(self, data: str) -> torch.Tensor:
         """The async twin of ``fetch_video_embedding``."""
-        result: torch.Tensor = await self._in_pool(self._embedding, "video_embedding", data)
+        report = self._embedding_report("video_embedding", data)
+        result: torch.Tensor = await self._in_pool(self._embedding, "video_embedding", data, report)
         return result

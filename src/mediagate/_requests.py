@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import functools
 import inspect
 import json
 import math
@@ -27,12 +28,19 @@ import time
 from collections.abc import Awaitable, Callable, Coroutine, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, fields, replace
-from typing import TYPE_CHECKING, Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, ParamSpec, TypeVar
 
 import blake3
 import pybase64
 
-from ._connector import LoadReport, MediaConnector, _check_media_io_kwargs, _head, _Plan
+from ._connector import (
+    LoadReport,
+    MediaConnector,
+    _check_media_io_kwargs,
+    _head,
+    _Plan,
+    _source_label,
+)
 from ._errors import (
     DecodeError,
     FetchError,
@@ -46,6 +54,7 @@ from ._errors import (
 from ._media.base import MediaIO, MediaWithBytes, decode_base64
 from ._media.budget import DecodedBudget
 from ._modalities import guess_modality, modality_name, reference_modality
+from ._observe import observing, report_load
 from ._policy import MODALITIES, MiB
 from ._sources import SourceResult
 
@@ -857,7 +866,12 @@ class _Resolution:
         else:
             assert job.inline is not None
             fetched, cached, fetch_seconds, source = job.inline, False, 0.0, "file_id"
-        report = LoadReport(source=source, num_bytes=fetched.size, cached=cached)
+        cacheable = job.ref is not None and (
+            cached or self.connector._cache_for(self.connector._source(job.ref.scheme)) is not None
+        )
+        report = LoadReport(
+            source=source, num_bytes=fetched.size, cached=cached, cacheable=cacheable
+        )
         report.stages["fetch"] = fetch_seconds
         decode_start = time.perf_counter()
         media, digest = await self.connector._in_pool(
@@ -870,6 +884,9 @@ class _Resolution:
                 await self.connector._in_pool(self.connector._store, job.ref, fetched)
         if part.uuid is not None and self.uuid_namespace is not None:
             digest = _uuid_hash(self.uuid_namespace, report.modality, part.uuid)
+        # One report per load: parts that share this decode share it (failures are
+        # reported per part when the request is resolved, see ``_reports_failures``).
+        report_load(report, None, part.reference)
         return ResolvedItem(
             part, report.modality, media, digest, report, time.perf_counter() - start
         )
@@ -901,6 +918,7 @@ class _Resolution:
         digest = content_hash(job.modality, bytes(hasher_input), self._options(job.modality))
         if part.uuid is not None and self.uuid_namespace is not None:
             digest = _uuid_hash(self.uuid_namespace, job.modality, part.uuid)
+        report_load(report, None, None)
         return ResolvedItem(part, job.modality, media, digest, report, time.perf_counter() - start)
 
     def _decode_key(self, job: _Job) -> str | None:
@@ -1032,6 +1050,59 @@ async def _run_all(
     return results
 
 
+_P = ParamSpec("_P")
+
+
+def _report_failure(part: MediaPart, modality: str, error: MediaError) -> None:
+    """One failed part's report to the hooks and the log."""
+    if part.embeds is not None:
+        source = "inline"
+    elif part.file_id is not None and part.reference is None:
+        source = "file_id"
+    else:
+        source = _source_label(part.reference)
+    modality = modality if modality in MODALITIES else ""
+    report_load(LoadReport(source=source, modality=modality), error, part.reference)
+
+
+def _reports_failures(
+    resolve: Callable[_P, Coroutine[Any, Any, ResolvedRequest]],
+) -> Callable[_P, Coroutine[Any, Any, ResolvedRequest]]:
+    """Each part that failed ends in one report to the hooks and the log, as each load
+    that succeeded does in ``_Resolution._load``; errors of the request as a whole (bad
+    limits or options) are not loads and are not reported."""
+
+    @functools.wraps(resolve)
+    async def resolving(*args: _P.args, **kwargs: _P.kwargs) -> ResolvedRequest:
+        if not observing():
+            return await resolve(*args, **kwargs)
+        try:
+            resolved = await resolve(*args, **kwargs)
+        except MediaError as exc:
+            if exc.param is not None:
+                request = args[0] if args else kwargs.get("request")
+                try:
+                    parts = find_media_parts(
+                        request,
+                        api=kwargs.get("api", "auto"),  # type: ignore[arg-type]
+                        unknown_parts=kwargs.get("unknown_parts", "ignore"),  # type: ignore[arg-type]
+                    )
+                except MediaError:
+                    parts = []
+                for part in parts:
+                    if part.location == exc.param:
+                        _report_failure(part, part.modality, exc)
+                        break
+            raise
+        for item in resolved.items:
+            if item.error is not None:
+                _report_failure(item.part, item.modality or item.part.modality, item.error)
+        return resolved
+
+    return resolving
+
+
+@_reports_failures
 async def resolve_chat_request_async(
     request: Any,
     connector: MediaConnector,
