@@ -24,7 +24,9 @@ from ._media.image import ImageMediaIO
 from ._media.video.io import VideoMediaIO
 from ._media.video.loader import SampledVideoLoader
 from ._media.video.registry import VIDEO_LOADER_REGISTRY
+from ._metrics import METRICS_CONTENT_TYPE, enable_metrics, metrics_text
 from ._modalities import guess_modality, sniff_modality
+from ._observe import on_load
 from ._policy import MediaPolicy
 from ._requests import (
     MediaPart,
@@ -41,6 +43,7 @@ from ._sources import SOURCE_REGISTRY, Source, SourceResult
 
 __all__ = [
     "MEDIA_CONNECTOR_REGISTRY",
+    "METRICS_CONTENT_TYPE",
     "SOURCE_REGISTRY",
     "VIDEO_LOADER_REGISTRY",
     "AudioEmbeddingMediaIO",
@@ -74,8 +77,11 @@ __all__ = [
     "VideoEmbeddingMediaIO",
     "VideoMediaIO",
     "content_hash",
+    "enable_metrics",
     "find_media_parts",
     "guess_modality",
+    "metrics_text",
+    "on_load",
     "openai_error_body",
     "resolve_chat_request",
     "resolve_chat_request_async",

@@ -59,7 +59,7 @@ import numpy as np
 
 from ._config import cache_kwargs_from_env
 
-__all__ = ["BLOCK_SIZE", "CacheStats", "MediaCache"]
+__all__ = ["BLOCK_SIZE", "CacheStats", "MediaCache", "on_evictions"]
 
 logger = logging.getLogger("mediagate.cache")
 
@@ -93,6 +93,31 @@ _BATCH = 32
 _BUSY_SECONDS = 10.0
 #: Temporary files older than this are leftovers of a crashed writer.
 _STALE_TMP_SECONDS = 3600.0
+
+
+#: Called with the number of entries a write evicted for room, by any ``MediaCache``
+#: (``enable_metrics`` counts them); see ``on_evictions``.
+_EVICTION_LISTENERS: list[Callable[[int], object]] = []
+
+
+def on_evictions(fn: Callable[[int], object]) -> Callable[[], None]:
+    """Call ``fn(count)`` after every write that evicted ``count`` entries for room;
+    returns the function that unregisters it. A listener that raises is ignored."""
+    _EVICTION_LISTENERS.append(fn)
+
+    def unregister() -> None:
+        with contextlib.suppress(ValueError):
+            _EVICTION_LISTENERS.remove(fn)
+
+    return unregister
+
+
+def _evicted(count: int) -> None:
+    for fn in list(_EVICTION_LISTENERS):
+        try:
+            fn(count)
+        except Exception:
+            logger.debug("a cache eviction listener raised", exc_info=True)
 
 
 #: Connections a forked child inherited: kept alive, never used or closed there.
@@ -434,6 +459,8 @@ class MediaCache:
             raise
         with self._lock:
             self._evictions += evicted
+        if evicted:
+            _evicted(evicted)
 
     def _refresh_if_same(self, hashed: str, size: int, crc: int) -> bool:
         """Renew an entry that already holds these bytes (concurrent fetches of one URL)."""

@@ -21,6 +21,7 @@ EXTRA_MODULES: dict[str, tuple[str, ...]] = {
     "gcs": ("fsspec", "gcsfs"),
     "heif": ("pillow_heif",),
     "batch": ("pyarrow",),
+    "metrics": ("prometheus_client",),
 }
 
 _NAMED = re.compile(r"mediagate\[([a-z0-9_-]+)\]")

@@ -33,6 +33,7 @@ import asyncio
 import contextlib
 import ipaddress
 import socket
+import threading
 import weakref
 import zlib
 from collections.abc import AsyncIterator, Mapping
@@ -49,7 +50,7 @@ from .._policy import MediaPolicy, check_address
 from .._urls import ParsedURL, check_domain, redirect_target
 from ._loop import get_loop, on_fetch_loop, run_async, run_sync
 
-__all__ = ["FetchResult", "GuardedResolver", "HttpFetcher", "resolve_judged"]
+__all__ = ["FetchResult", "GuardedResolver", "HttpFetcher", "downloads_in_flight", "resolve_judged"]
 
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 _CHUNK = 1 << 18
@@ -58,6 +59,26 @@ _HEADERS = {
     "Accept-Encoding": "identity",
     "User-Agent": "mediagate/0.1",
 }
+
+
+class _InFlight:
+    """How many http(s) requests hold a download slot now, in every ``HttpFetcher``."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.lock = threading.Lock()
+
+    def add(self, change: int) -> None:
+        with self.lock:
+            self.count += change
+
+
+_IN_FLIGHT = _InFlight()
+
+
+def downloads_in_flight() -> int:
+    """How many http(s) downloads (whole files or range requests) are in progress now."""
+    return _IN_FLIGHT.count
 
 
 def _unresolved() -> FetchError:
@@ -415,12 +436,19 @@ class HttpFetcher:
             self._slots = (loop, asyncio.Semaphore(self._max_in_flight))
         return self._slots[1]
 
-    def slot(self) -> asyncio.Semaphore:
-        """One of the ``max_in_flight`` download slots (``async with``), on the fetch loop."""
-        return self._semaphore()
+    @contextlib.asynccontextmanager
+    async def slot(self) -> AsyncIterator[None]:
+        """One of the ``max_in_flight`` download slots (``async with``), on the fetch loop;
+        counted in ``downloads_in_flight`` while held."""
+        async with self._semaphore():
+            _IN_FLIGHT.add(1)
+            try:
+                yield
+            finally:
+                _IN_FLIGHT.add(-1)
 
     async def _download(self, url: ParsedURL, limit: int) -> FetchResult:
-        async with self._semaphore():
+        async with self.slot():
             return await self._fetch_hops(url, limit)
 
     async def _fetch(self, url: ParsedURL, limit: int, timeout: float) -> FetchResult:
