@@ -12,6 +12,7 @@ from ._connector import LoadReport, MediaConnector
 from ._errors import MediaError
 from ._extras import MissingExtra, missing_extra
 from ._modalities import modality_name
+from ._observe import shown_reference
 
 __all__ = [
     "ELLIPSIS",
@@ -111,11 +112,9 @@ def text(record: dict[str, Any], *, ellipsis: str = ELLIPSIS) -> str:
 
 
 def shown_url(url: str) -> str:
-    """A URL short enough for a terminal (``data:`` payloads are elided)."""
-    if url[:5].lower() == "data:":
-        head = url.split(",", 1)[0]
-        return f"{head},<{max(0, len(url) - len(head) - 1)} chars>"
-    return url if len(url) <= 100 else url[:97] + "..."
+    """A URL short enough for a terminal, as logs show it (``shown_reference``): no
+    ``data:`` payload, no credentials, the query trimmed to ``?...``."""
+    return shown_reference(url)
 
 
 def load(
