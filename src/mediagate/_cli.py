@@ -321,6 +321,12 @@ def _proxy_arguments(proxy: argparse.ArgumentParser) -> None:
         help="answer file_id parts with the file of that name in DIR "
         "(DIR is then the allowed local media folder unless one is given; --file-dir ./files)",
     )
+    proxy.add_argument(
+        "--metrics",
+        action="store_true",
+        help="serve Prometheus metrics of every load at /metrics on the proxy's port "
+        "(needs mediagate[metrics]; --metrics)",
+    )
 
 
 def _policy_arguments(parser: argparse.ArgumentParser) -> None:
@@ -656,7 +662,12 @@ def _proxy_command(args: argparse.Namespace) -> int:
             max_image_bytes=args.max_image_bytes,
             video_as_frames=args.video_as_frames,
             file_lookup=folder_lookup(args.file_dir) if args.file_dir else None,
+            metrics=args.metrics,
         )
+        if args.metrics:
+            from ._metrics import enable_metrics
+
+            enable_metrics()
         if args.file_dir and not args.allowed_local_media_path:
             args.allowed_local_media_path = args.file_dir
         policy = _policy(args)

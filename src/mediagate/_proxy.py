@@ -7,7 +7,8 @@ and the request limits: images are re-encoded (fitted to ``max_image_pixels`` an
 inlined as it came or turned into sampled frames (``video_as_frames``), embeddings are
 checked and passed on. The rewritten request goes to the upstream, whose answer streams
 back unchanged (SSE included). A refused part answers an OpenAI error body with its
-status and nothing is forwarded. Any other path is forwarded as it is.
+status and nothing is forwarded. With ``metrics`` on, ``GET /metrics`` is answered here
+with the Prometheus exposition (``enable_metrics``). Any other path is forwarded as it is.
 """
 
 from __future__ import annotations
@@ -74,6 +75,10 @@ class ProxyConfig:
             chunks.
         file_lookup: turns a ``file_id`` into a reference or bytes (see
             ``resolve_chat_request``); ``None`` refuses ``file_id`` parts.
+        metrics: serve ``GET /metrics`` (Prometheus text) on the proxy's own port
+            instead of forwarding it; needs ``mediagate[metrics]``.
+        metrics_registry: the ``prometheus_client`` registry to feed and serve
+            (``None``: the default registry).
     """
 
     upstream: str
@@ -86,6 +91,8 @@ class ProxyConfig:
     max_request_bytes: int = 64 * 1024 * 1024
     upstream_timeout: float = 600.0
     file_lookup: FileLookup | None = None
+    metrics: bool = False
+    metrics_registry: Any = None
 
     def __post_init__(self) -> None:
         if self.image_format not in IMAGE_FORMATS:
@@ -373,15 +380,32 @@ class _Proxy:
         body = await request.read()
         return await self.forward(request, body, time.perf_counter())
 
+    async def metrics(self, request: web.Request) -> web.StreamResponse:
+        from ._metrics import METRICS_CONTENT_TYPE, metrics_text
+
+        text = metrics_text(self.config.metrics_registry)
+        return web.Response(
+            body=text.encode("utf-8"), headers={"Content-Type": METRICS_CONTENT_TYPE}
+        )
+
     async def close(self, app: web.Application) -> None:
         await self.upstream.close()
 
 
 def build_app(config: ProxyConfig, connector: MediaConnector) -> web.Application:
     """The proxy as an aiohttp application (serve it with ``aiohttp.web.run_app`` or
-    ``ProxyServer``)."""
+    ``ProxyServer``).
+
+    Raises:
+        ImportError: ``config.metrics`` without ``mediagate[metrics]`` installed.
+    """
     proxy = _Proxy(config, connector)
     app = web.Application(client_max_size=config.max_request_bytes)
+    if config.metrics:
+        from ._metrics import enable_metrics
+
+        enable_metrics(config.metrics_registry)
+        app.router.add_get("/metrics", proxy.metrics)
     for path in MEDIA_ENDPOINTS:
         app.router.add_post(path, proxy.media)
     app.router.add_route("*", "/{tail:.*}", proxy.other)
