@@ -184,3 +184,13 @@ def test_only_the_fetcher_opens_client_connections_and_only_the_proxy_serves() -
     }
     proxy = (PACKAGE / "_proxy.py").read_text()
     assert "from aiohttp import web\n" in proxy and "Client" not in proxy
+
+
+def test_metrics_import_prometheus_only_when_enabled() -> None:
+    # prometheus_client is the optional mediagate[metrics] extra: only the metrics module
+    # imports it, inside its functions, and the package never pulls it in.
+    graph = import_graph()
+    users = {name for name, deps in graph.items() if "prometheus_client" in deps}
+    assert users == {"mediagate._metrics"}
+    code = "import sys, mediagate\nassert 'prometheus_client' not in sys.modules\n"
+    subprocess.run([sys.executable, "-c", code], check=True)
