@@ -7,8 +7,10 @@ STAMP := $(VENV)/.installed
 TORCH_PIN := torch==2.13.0
 # fsspec, s3fs and gcsfs release in lockstep; the resolver does not find a matching trio alone.
 STORAGE_PINS := fsspec==2026.7.0 s3fs==2026.7.0 gcsfs==2026.7.0
+# Ray Data for the mediagate.ray tests only (a CPU-only install; it pulls no torch).
+RAY_PIN := ray[data]==2.60.0
 
-.PHONY: install demo test lint typecheck pytest bench clean test-vllm
+.PHONY: install demo test lint typecheck pytest bench clean test-vllm test-ray
 
 install: $(STAMP)
 
@@ -36,6 +38,11 @@ test: lint typecheck pytest
 # vLLM's own media tests against mediagate's connector, in a venv of their own.
 test-vllm: install
 	$(PY) integration/vllm/run.py
+
+# mediagate.ray on a local two-CPU Ray cluster (installs Ray into the venv first).
+test-ray: install
+	$(PY) -m pip install --quiet --disable-pip-version-check '$(RAY_PIN)'
+	$(PY) -m pytest -q integration/ray
 
 bench: install
 	$(PY) benchmarks/run.py $(BENCH_ARGS)
