@@ -113,7 +113,7 @@ def test_thousands_of_mixed_rows_each_end_as_their_reference_calls_for(
 
 
 def test_output_columns_take_the_prefix_and_never_clobber_input_columns(
-    media_server: LoopbackServer, policy: dict[str, object]
+    tmp_path: Path, media_server: LoopbackServer, policy: dict[str, object]
 ) -> None:
     ds = ray.data.from_items(
         [{"ref": media_server.url(f"/img/p{i}.jpg"), "image": "keep me"} for i in range(8)]
@@ -127,6 +127,7 @@ def test_output_columns_take_the_prefix_and_never_clobber_input_columns(
             **kwargs,
             "prefix": "m_",
             "options": {"modality": "image", "image_size": [32, 32]},
+            "cache_dir": str(tmp_path / "cache"),
         },
         concurrency=1,
         batch_size=4,
@@ -138,6 +139,9 @@ def test_output_columns_take_the_prefix_and_never_clobber_input_columns(
     assert summarize(out, prefix="m_").as_dict() == {"ok": 8}
     batch = out.take_batch(8, batch_format="numpy")
     assert batch["m_image"].shape == (8, 32, 32, 3) and batch["m_image"].dtype == np.uint8
+    # The dataset ran three times; the actors' shared cache folder answered the later runs.
+    fetched = [r.path for r in media_server.requests_for() if r.path.startswith("/img/p")]
+    assert sorted(fetched) == sorted(f"/img/p{i}.jpg" for i in range(8))
 
 
 class DyingLoader(MediaLoader):
