@@ -108,7 +108,7 @@ def test_mixed_rows_each_end_with_their_own_outcome_in_order(
     assert rows[2].http_status == 404 and rows[2].media is None
     assert all(row.http_status is None for row in rows if row.index != 2)
     assert rows[7].num_bytes == 0 and "max_bytes" in (rows[7].error or "")
-    assert 0.5 < rows[8].fetch_s < 2.0
+    assert 0.5 < rows[8].fetch_s < 3.0  # the 0.75 s deadline, with room for a loaded machine
     assert result.outcomes.as_dict() == {
         "ok": 5,
         "PolicyError": 4,
