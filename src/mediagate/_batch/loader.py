@@ -7,6 +7,13 @@ decodes run in the connector's worker pool, each admitted by the batch's
 ``DecodeGate`` only when its worst case fits what is left of ``max_decoded_bytes``.
 Rows are handed back in order, in chunks (``iter_load``) or all at once (``load``).
 
+A decode reserves its worst case: for an image, width x height x 4 from its header
+(plus the letterboxed copy); for other media, the modality's decoded-output cap (the
+policy's, lowered to ``max_decoded_bytes``). At most ``max(64, 4 * max_in_flight)``
+rows are under way at once, so fetched bytes waiting for a decode are bounded too.
+While a row whose worst case is the whole budget (``"auto"`` or video, before its
+bytes arrive) is still fetching, later rows fetch but do not start decoding.
+
 Bad input never raises: each ``MediaError`` becomes its row's outcome. What raises is
 a fault of the loader itself (a closed loader, a call from inside a running event
 loop, a bug).
@@ -303,7 +310,7 @@ class BatchLoader:
         fitted = 0
         if self.options.image_size is not None:
             fitted = 4 * self.options.image_size[0] * self.options.image_size[1]
-        return 4 * int(width) * int(height) + fitted + 65536
+        return 4 * int(width) * int(height) + fitted + 4096
 
     def _decode(self, media_io: MediaIO[Any], fetched: SourceResult) -> Any:
         """Decode (in a pool thread) and make the media model-ready."""
