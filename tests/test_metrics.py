@@ -6,10 +6,13 @@ import asyncio
 import base64
 import io
 import json
+import os
+import signal
 import subprocess
 import sys
 import threading
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -465,3 +468,72 @@ def test_without_metrics_the_proxy_forwards_the_metrics_path(media: LoopbackServ
         with ProxyServer(ProxyConfig(upstream.url), MediaConnector()) as proxy:
             urllib.request.urlopen(f"{proxy.url}/metrics", timeout=30).close()
         assert [r.path for r in upstream.received] == ["/metrics"]
+
+
+def test_the_proxy_command_serves_metrics(media: LoopbackServer) -> None:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {**os.environ, "MEDIAGATE_ALLOWED_NETWORKS": "127.0.0.1/32"}
+    with RecordingUpstream() as upstream:
+        command = [sys.executable, "-m", "mediagate", "proxy", "--upstream", upstream.url]
+        process = subprocess.Popen(
+            [*command, "--port", str(port), "--metrics"], env=env, stderr=subprocess.PIPE
+        )
+        try:
+            base = f"http://127.0.0.1:{port}"
+            for _ in range(300):  # at most 30 s
+                try:
+                    urllib.request.urlopen(f"{base}/metrics", timeout=5).close()
+                    break
+                except OSError:
+                    time.sleep(0.1)
+            body = {
+                "model": "m",
+                "messages": [
+                    {
+                        "role": "user",
+                        "content": [
+                            {"type": "image_url", "image_url": {"url": media.url("/good.png")}},
+                            {"type": "image_url", "image_url": {"url": media.url("/nope.png")}},
+                        ],
+                    }
+                ],
+            }
+            post = urllib.request.Request(
+                f"{base}/v1/chat/completions",
+                data=json.dumps(body).encode(),
+                headers={"Content-Type": "application/json"},
+            )
+            with pytest.raises(urllib.error.HTTPError) as refused:
+                urllib.request.urlopen(post, timeout=30)
+            assert refused.value.code == 422
+            refused.value.close()
+            with urllib.request.urlopen(f"{base}/metrics", timeout=30) as answer:
+                samples = scrape(answer.read().decode())
+        finally:
+            process.send_signal(signal.SIGINT)
+            process.communicate(timeout=30)
+        assert all(r.path != "/metrics" for r in upstream.received)
+    assert (
+        value(
+            samples, "mediagate_load_errors_total", error_type="FetchError", reason="upstream_4xx"
+        )
+        == 1
+    )
+    assert value(samples, "mediagate_downloads_in_flight") == 0
+
+
+def test_the_proxy_command_names_the_missing_extra() -> None:
+    code = (
+        "import sys\n"
+        "sys.modules['prometheus_client'] = None\n"
+        "from mediagate._cli import main\n"
+        "sys.exit(main(['proxy', '--upstream', 'http://127.0.0.1:9', '--metrics']))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2, done.stderr
+    assert "mediagate[metrics]" in done.stderr
+    assert "Traceback" not in done.stderr

@@ -108,9 +108,10 @@ def _source_label(reference: object) -> str:
     """The registered scheme ``reference`` starts with, else ``"other"`` (never text
     of the reference itself, so labels stay bounded)."""
     if isinstance(reference, str):
-        scheme = reference.partition(":")[0].lower()
-        if reference != scheme and scheme in SOURCE_REGISTRY:
-            return scheme
+        # Only the head is looked at: a data: payload can be many megabytes.
+        scheme, colon, _ = reference[:40].partition(":")
+        if colon and scheme.lower() in SOURCE_REGISTRY:
+            return scheme.lower()
     return "other"
 
 

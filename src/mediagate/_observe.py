@@ -291,9 +291,12 @@ def shown_reference(url: object) -> str:
     if scheme is None:
         return f"<{len(url)} chars>"
     if scheme.group(1).lower() == "data":
-        head = url.split(",", 1)[0]
-        return f"{_capped(_printable(head), 60)},<{max(0, len(url) - len(head) - 1)} chars>"
-    rest = url[scheme.end() :]
+        # Only the head is looked at: a payload can be many megabytes, never copied.
+        comma = url.find(",", 0, 1024)
+        end = comma if comma >= 0 else min(len(url), 1024)
+        payload = len(url) - end - (1 if comma >= 0 else 0)
+        return f"{_capped(_printable(url[:end]), 60)},<{payload} chars>"
+    rest = url[scheme.end() : scheme.end() + 2 * _SHOWN_LENGTH + 1024]
     slashes = "//" if rest.startswith("//") else ""
     rest = rest[len(slashes) :]
     cut = min((i for i in (rest.find("?"), rest.find("#")) if i >= 0), default=len(rest))
