@@ -28,7 +28,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import bisect
+import collections
 import contextlib
+import itertools
 import json
 import re
 import sys
@@ -54,6 +57,18 @@ _T = TypeVar("_T")
 #: The media columns every shard of a ``--modality auto`` run has (null where a row is
 #: something else); a tensor column is added only by an embedding modality.
 _AUTO_COLUMNS = ("image", "audio", "video")
+#: Input rows one load streams through (several shards): the loader's pipeline drains
+#: only at the end of a group.
+_GROUP_ROWS = 16384
+#: Rows of one load of the loader's (fewer of video, whose rows are large), and how
+#: many such loads run at once (at most; never more than --max-in-flight). Each load
+#: is taken whole as soon as the loader has it (``BatchLoader.iter_load_async`` paused
+#: between chunks until every row it started is done fails on the next chunk).
+_SLICE_ROWS = 64
+_SLICE_ROWS_VIDEO = 8
+_SLICES_AT_ONCE = 4
+#: Seconds an interrupted load may take to unwind before the run stops anyway.
+_UNWIND_S = 5.0
 #: Seconds between two plain progress lines.
 _PROGRESS_EVERY = 2.0
 
@@ -355,12 +370,16 @@ def run_batch(
     if args.format == "parquet":
         _need_pyarrow()
     modality = modality_name(args.modality) if args.modality != "auto" else "auto"
+    # Failed rows are kept by the loader and dropped when written, so that each shard
+    # counts its own.
+    in_flight = args.max_in_flight or BatchOptions().max_in_flight
+    slices = min(_SLICES_AT_ONCE, in_flight)
     options = BatchOptions(
         modality=modality,
         media_io_kwargs=settings.media_io_kwargs or None,
         image_size=args.image_size,
-        keep_failed=not args.drop_failed,
-        **({"max_in_flight": args.max_in_flight} if args.max_in_flight else {}),
+        # The fetches of one slice of rows: `slices` of them load at a time.
+        max_in_flight=in_flight // slices,
     )
     if args.input == "-" and stdin is not None and stdin.isatty():
         print(
@@ -384,38 +403,18 @@ def run_batch(
             if shard_name(start // args.shard_size, args.format) in folder.shards
         )
         progress = _Progress(source.count, kept, bool(shown), sys.stderr)
+        run = _Run(args, options, slices, folder, tally, progress)
         loop = asyncio.new_event_loop()
         try:
             with BatchLoader(settings.policy, options, settings.cache) as loader:
                 if settings.max_workers is not None:
                     # The decode pool is made on first use, of the connector's size.
                     loader.connector.max_workers = settings.max_workers
-                for number, refs in enumerate(_shards(source.rows(), args.shard_size)):
-                    name = shard_name(number, args.format)
-                    start = number * args.shard_size
-                    finished = folder.shards.get(name)
-                    if finished is not None:
-                        tally.outcomes.update(finished["outcomes"])
-                        tally.shards_kept += 1
-                        tally.rows_kept += len(refs)
-                        continue
-                    writer = ShardWriter(folder.path / name, args.format, start, refs)
-                    result = _run(loop, _load_shard(loader, writer, options, progress))
-                    # Rows --drop-failed left out of the shard are counted too.
-                    outcomes = result.outcomes.as_dict()
-                    folder.finished(
-                        name,
-                        {
-                            "rows": [start, start + len(refs)],
-                            "written": len(result.rows),
-                            "outcomes": outcomes,
-                        },
-                    )
-                    tally.outcomes.update(outcomes)
-                    tally.written += len(result.rows)
-                    tally.shards_written += 1
+                for group in _groups(source, args.shard_size, args.format, folder, tally):
+                    _run_to_end(loop, run.load(loader, group))
         finally:
-            loop.run_until_complete(loop.shutdown_asyncgens())
+            with contextlib.suppress(BaseException):
+                loop.run_until_complete(asyncio.wait_for(loop.shutdown_asyncgens(), _UNWIND_S))
             loop.close()
             progress.close()
             folder.close()
@@ -437,49 +436,176 @@ def _need_pyarrow() -> None:
         ) from exc
 
 
-def _run(loop: asyncio.AbstractEventLoop, work: Coroutine[Any, Any, _T]) -> _T:
+@dataclass(frozen=True)
+class _Shard:
+    name: str
+    start: int
+    refs: list[Ref]
+
+
+def _groups(
+    source: BatchInput, size: int, output_format: str, folder: OutputFolder, tally: _Tally
+) -> Iterator[list[_Shard]]:
+    """The shards still to write, a few at a time: one load streams through a group,
+    so a slow row holds back the end of a group, not of each shard. Finished shards
+    are counted in ``tally`` as they are passed."""
+    group: list[_Shard] = []
+    rows = 0
+    for number, refs in enumerate(_shards(source.rows(), size)):
+        name = shard_name(number, output_format)
+        finished = folder.shards.get(name)
+        if finished is not None:
+            tally.outcomes.update(finished["outcomes"])
+            tally.shards_kept += 1
+            tally.rows_kept += len(refs)
+            continue
+        group.append(_Shard(name, number * size, refs))
+        rows += len(refs)
+        if rows >= _GROUP_ROWS:
+            yield group
+            group, rows = [], 0
+    if group:
+        yield group
+
+
+def _run_to_end(loop: asyncio.AbstractEventLoop, work: Coroutine[Any, Any, None]) -> None:
     """``work`` run to its end on ``loop``; on Ctrl-C it is cancelled and waited for
     (its fetches and decodes unwound) before ``KeyboardInterrupt`` goes on."""
     task = loop.create_task(work)
     try:
-        return loop.run_until_complete(task)
+        loop.run_until_complete(task)
     except KeyboardInterrupt:
         task.cancel()
         with contextlib.suppress(BaseException):
-            loop.run_until_complete(task)
+            loop.run_until_complete(asyncio.wait([task], timeout=_UNWIND_S))
         raise
 
 
-async def _load_shard(loader: Any, writer: ShardWriter, options: Any, progress: _Progress) -> Any:
-    """Load one shard's rows and write them, chunk by chunk as the loader hands them
-    back (so no more than a chunk or two is held, and fetching goes on while a chunk is
-    written), then put the shard in place. Returns the shard's rows without media."""
-    from ._batch import BatchResult, Outcomes
+class _Run:
+    """Loads groups of shards and writes each shard as its rows come back."""
 
-    # Every shard has the same columns, so that the folder reads as one dataset.
-    modalities = _AUTO_COLUMNS if options.modality == "auto" else (options.modality,)
-    loop = asyncio.get_running_loop()
-    rows: list[Any] = []
-    outcomes = Outcomes()
-    with ThreadPoolExecutor(1, thread_name_prefix="mediagate-shard") as pool:
-        try:
-            async for chunk in loader.iter_load_async(writer.refs):
-                shaped = BatchResult(
-                    chunk.rows, chunk.outcomes, options.image_size, modalities=modalities
-                )
-                await loop.run_in_executor(pool, writer.add, shaped)
-                rows.extend(replace(row, media=None) for row in chunk.rows)
-                outcomes = outcomes.merge(chunk.outcomes)
-                progress.advance(chunk.outcomes.total, chunk.outcomes.failed)
-            if not writer.chunks:
-                empty = BatchResult([], Outcomes(), options.image_size, modalities=modalities)
-                await loop.run_in_executor(pool, writer.add, empty)
-            await loop.run_in_executor(pool, writer.commit)
-        except BaseException:
-            # After the chunk being written, if any: the pool runs one thing at a time.
-            pool.submit(writer.abort).result()
-            raise
-    return BatchResult(rows, outcomes, options.image_size, modalities=modalities)
+    def __init__(
+        self,
+        args: argparse.Namespace,
+        options: Any,
+        slices: int,
+        folder: OutputFolder,
+        tally: _Tally,
+        progress: _Progress,
+    ) -> None:
+        self.slices = slices
+        self.output_format: str = args.format
+        self.drop_failed = bool(args.drop_failed)
+        self.options = options
+        # Every shard has the same columns, so that the folder reads as one dataset.
+        self.modalities = _AUTO_COLUMNS if options.modality == "auto" else (options.modality,)
+        self.folder = folder
+        self.tally = tally
+        self.progress = progress
+
+    async def load(self, loader: Any, group: list[_Shard]) -> None:
+        """Load the rows of ``group`` and write each shard as its rows come back (a
+        writer thread writes while fetching goes on), putting each shard in place once
+        its last row is written.
+
+        The rows are loaded in slices of at most ``_SLICE_ROWS``, ``self.slices`` of them
+        at a time (``--max-in-flight`` is split between them): a slow row holds back
+        only its slice, and each slice is one load of the loader's, taken whole as soon
+        as it is ready, so what a run holds is a few slices of decoded rows.
+        """
+        refs = [ref for shard in group for ref in shard.refs]
+        most = _SLICE_ROWS_VIDEO if self.options.modality == "video" else _SLICE_ROWS
+        size = min(most, -(-len(refs) // self.slices))
+        loop = asyncio.get_running_loop()
+        writer = _GroupWriter(self, group)
+        slices: collections.deque[tuple[int, asyncio.Task[Any]]] = collections.deque()
+        offset = 0
+        with ThreadPoolExecutor(1, thread_name_prefix="mediagate-shard") as pool:
+            try:
+                while slices or offset < len(refs):
+                    while len(slices) < self.slices and offset < len(refs):
+                        part = refs[offset : offset + size]
+                        slices.append((offset, loop.create_task(loader.load_async(part))))
+                        offset += len(part)
+                    first, task = slices.popleft()
+                    result = await task
+                    rows = [replace(row, index=row.index + first) for row in result.rows]
+                    await loop.run_in_executor(pool, writer.write, rows)
+                    self.progress.advance(len(rows), sum(not row.ok for row in rows))
+            except BaseException:
+                for _, task in slices:
+                    task.cancel()
+                await asyncio.gather(*(task for _, task in slices), return_exceptions=True)
+                # After the rows being written, if any: the pool runs one thing at a time.
+                pool.submit(writer.abort).result()
+                raise
+
+    def result(self, rows: list[Any]) -> Any:
+        """``rows`` as the loader's result for a shard file (failed ones left out with
+        ``--drop-failed``), with the run's columns."""
+        from ._batch import BatchResult, Outcomes
+
+        if self.drop_failed:
+            rows = [row for row in rows if row.ok]
+        outcomes = Outcomes.of(row.outcome for row in rows)
+        return BatchResult(rows, outcomes, self.options.image_size, modalities=self.modalities)
+
+    def finished(self, shard: _Shard, outcomes: Counter[str], written: int) -> None:
+        """Record ``shard`` (in place) in the manifest and the tally."""
+        counts = dict(outcomes.most_common())
+        self.folder.finished(
+            shard.name,
+            {
+                "rows": [shard.start, shard.start + len(shard.refs)],
+                "written": written,
+                "outcomes": counts,
+            },
+        )
+        self.tally.outcomes.update(counts)
+        self.tally.written += written
+        self.tally.shards_written += 1
+
+
+class _GroupWriter:
+    """The shards of one group, written in order as consecutive rows come in (in the
+    writer thread)."""
+
+    def __init__(self, run: _Run, group: list[_Shard]) -> None:
+        self.run = run
+        self.group = group
+        self.ends = list(itertools.accumulate(len(shard.refs) for shard in group))
+        self.current = 0
+        self.seen = 0
+        self.outcomes: Counter[str] = Counter()
+        self.writer = self._writer(group[0])
+
+    def _writer(self, shard: _Shard) -> ShardWriter:
+        path = self.run.folder.path / shard.name
+        return ShardWriter(path, self.run.output_format, shard.start, shard.refs)
+
+    def write(self, rows: list[Any]) -> None:
+        """Append ``rows`` (the next ones, indexed in the group) to their shards, putting
+        each shard in place when its last row is in."""
+        while rows:
+            shard = self.group[self.current]
+            end = self.ends[self.current]
+            take = bisect.bisect_left([row.index for row in rows], end)
+            base = end - len(shard.refs)
+            piece = [replace(row, index=row.index - base) for row in rows[:take]]
+            rows = rows[take:]
+            self.outcomes.update(row.outcome for row in piece)
+            self.writer.add(self.run.result(piece))
+            self.seen += len(piece)
+            if self.seen == len(shard.refs):
+                self.writer.commit()
+                self.run.finished(shard, self.outcomes, self.writer.rows)
+                self.current, self.seen, self.outcomes = self.current + 1, 0, Counter()
+                if self.current < len(self.group):
+                    self.writer = self._writer(self.group[self.current])
+
+    def abort(self) -> None:
+        """Drop the shard being written."""
+        self.writer.abort()
 
 
 def _summarize(args: argparse.Namespace, source: BatchInput, tally: _Tally, elapsed: float) -> None:

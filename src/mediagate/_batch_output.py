@@ -340,7 +340,8 @@ class ShardWriter:
         self.output_format = output_format
         self.start = start
         self.refs = refs
-        self.chunks = 0
+        #: Rows written so far.
+        self.rows = 0
         self._parquet: Any = None
         self._tar: tarfile.TarFile | None = None
         if output_format == "webdataset":
@@ -348,8 +349,9 @@ class ShardWriter:
             self._tar = tarfile.open(self.temporary, "w", format=tarfile.PAX_FORMAT)  # noqa: SIM115
 
     def add(self, result: Any) -> None:
-        """Append the rows of ``result`` (a ``BatchResult`` of some of the shard's rows)."""
-        self.chunks += 1
+        """Append the rows of ``result`` (a ``BatchResult`` of some of the shard's rows;
+        a Parquet shard needs one call, if only of no rows, to know its columns)."""
+        self.rows += len(result.rows)
         if self._tar is not None:
             _add_members(self._tar, result, self.start, self.refs)
             return
@@ -363,8 +365,7 @@ class ShardWriter:
         self._parquet.write_table(table)
 
     def commit(self) -> None:
-        """Finish the file, flush it to disk and rename it into place (after at least
-        one :meth:`add`, if only of no rows, so a Parquet file knows its columns)."""
+        """Finish the file, flush it to disk and rename it into place."""
         self._close()
         with self.temporary.open("rb+") as done:
             os.fsync(done.fileno())
