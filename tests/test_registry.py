@@ -53,3 +53,32 @@ def test_http_connector_is_registered() -> None:
         assert isinstance(connector, MediaConnector)
     finally:
         connector.close()
+
+
+def test_threads_resolving_one_lazy_entry_at_once_all_get_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import importlib
+    import json
+    import threading
+    import time
+
+    real_import = importlib.import_module
+
+    def slow_import(name: str) -> object:
+        time.sleep(0.05)  # every thread is inside the lookup before any finishes it
+        return real_import(name)
+
+    monkeypatch.setattr("mediagate._registry.importlib.import_module", slow_import)
+    registry: Registry[object] = Registry("thing")
+    registry.register_lazy("json", "json:JSONDecoder")
+    found: list[object] = []
+    threads = [
+        threading.Thread(target=lambda: found.append(registry.get("json"))) for _ in range(8)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert found == [json.JSONDecoder] * 8
+    assert registry.names() == ["json"]

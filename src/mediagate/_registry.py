@@ -60,13 +60,18 @@ class Registry(Generic[T]):
         self._lazy[name] = (target, extra)
 
     def _resolve(self, name: str) -> T:
+        # Threads may resolve the same lazy entry at once (decode workers building their
+        # MediaIO): each reads the entry once, and the first to finish retires it.
         if name in self._entries:
             return self._entries[name]
-        if name not in self._lazy:
+        entry = self._lazy.get(name)
+        if entry is None:
+            if name in self._entries:
+                return self._entries[name]
             raise ValueError(
                 f"unknown {self._kind} {name!r}; available: {', '.join(self.available()) or 'none'}"
             )
-        target, extra = self._lazy[name]
+        target, extra = entry
         module_name, _, attr = target.partition(":")
         try:
             module = importlib.import_module(module_name)
@@ -75,7 +80,7 @@ class Registry(Generic[T]):
             raise ImportError(f"{self._kind} {name!r} needs a missing dependency{hint}") from exc
         obj: T = getattr(module, attr)
         self._entries[name] = obj
-        del self._lazy[name]
+        self._lazy.pop(name, None)
         return obj
 
     def get(self, name: str) -> T:
