@@ -66,6 +66,9 @@ _GROUP_ROWS = 16384
 #: between chunks until every row it started is done fails on the next chunk).
 _SLICE_ROWS = 64
 _SLICE_ROWS_VIDEO = 8
+#: Slices loaded or loading at once (waiting to be written in order behind a slow one).
+_SLICES_AHEAD = 16
+_SLICES_AHEAD_VIDEO = 8
 _SLICES_AT_ONCE = 4
 #: Seconds an interrupted load may take to unwind before the run stops anyway.
 _UNWIND_S = 5.0
@@ -509,13 +512,16 @@ class _Run:
         its last row is written.
 
         The rows are loaded in slices of at most ``_SLICE_ROWS``, ``self.slices`` of them
-        at a time (``--max-in-flight`` is split between them): a slow row holds back
-        only its slice, and each slice is one load of the loader's, taken whole as soon
-        as it is ready, so what a run holds is a few slices of decoded rows.
+        at a time (``--max-in-flight`` is split between them); each slice is one load
+        of the loader's, taken whole as soon as it is ready. Slices are written in
+        order, and up to ``_SLICES_AHEAD`` of them may be loaded or loading at once, so
+        a slow row holds back its slice while the next ones go on, and what a run holds
+        is at most that many slices of decoded rows.
         """
         refs = [ref for shard in group for ref in shard.refs]
-        most = _SLICE_ROWS_VIDEO if self.options.modality == "video" else _SLICE_ROWS
-        size = min(most, -(-len(refs) // self.slices))
+        video = self.options.modality == "video"
+        size = min(_SLICE_ROWS_VIDEO if video else _SLICE_ROWS, -(-len(refs) // self.slices))
+        ahead = _SLICES_AHEAD_VIDEO if video else _SLICES_AHEAD
         loop = asyncio.get_running_loop()
         writer = _GroupWriter(self, group)
         slices: collections.deque[tuple[int, asyncio.Task[Any]]] = collections.deque()
@@ -523,12 +529,19 @@ class _Run:
         with ThreadPoolExecutor(1, thread_name_prefix="mediagate-shard") as pool:
             try:
                 while slices or offset < len(refs):
-                    while len(slices) < self.slices and offset < len(refs):
+                    running = sum(not task.done() for _, task in slices)
+                    while running < self.slices and len(slices) < ahead and offset < len(refs):
                         part = refs[offset : offset + size]
                         slices.append((offset, loop.create_task(loader.load_async(part))))
                         offset += len(part)
-                    first, task = slices.popleft()
-                    result = await task
+                        running += 1
+                    first, head = slices[0]
+                    if not head.done():
+                        busy = {task for _, task in slices if not task.done()}
+                        await asyncio.wait(busy, return_when=asyncio.FIRST_COMPLETED)
+                        continue
+                    slices.popleft()
+                    result = head.result()
                     rows = [replace(row, index=row.index + first) for row in result.rows]
                     await loop.run_in_executor(pool, writer.write, rows)
                     self.progress.advance(len(rows), sum(not row.ok for row in rows))
