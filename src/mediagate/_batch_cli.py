@@ -57,8 +57,8 @@ _T = TypeVar("_T")
 #: The media columns every shard of a ``--modality auto`` run has (null where a row is
 #: something else); a tensor column is added only by an embedding modality.
 _AUTO_COLUMNS = ("image", "audio", "video")
-#: Input rows one load streams through (several shards): the loader's pipeline drains
-#: only at the end of a group.
+#: Input rows loaded as one group (several shards, their references held at once):
+#: loading goes on across the shards of a group and drains only at its end.
 _GROUP_ROWS = 16384
 #: Rows of one load of the loader's (fewer of video, whose rows are large), and how
 #: many such loads run at once (at most; never more than --max-in-flight). Each load
@@ -449,9 +449,9 @@ class _Shard:
 def _groups(
     source: BatchInput, size: int, output_format: str, folder: OutputFolder, tally: _Tally
 ) -> Iterator[list[_Shard]]:
-    """The shards still to write, a few at a time: one load streams through a group,
-    so a slow row holds back the end of a group, not of each shard. Finished shards
-    are counted in ``tally`` as they are passed."""
+    """The shards still to write, a few at a time (``_GROUP_ROWS``): loading goes on
+    across the shards of a group, so a slow row holds back the end of a group, not of
+    each shard. Finished shards are counted in ``tally`` as they are passed."""
     group: list[_Shard] = []
     rows = 0
     for number, refs in enumerate(_shards(source.rows(), size)):
