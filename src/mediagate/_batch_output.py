@@ -305,8 +305,8 @@ def _add_members(tar: tarfile.TarFile, result: Any, start: int, refs: Sequence[R
             "error": row.error,
             "http_status": row.http_status,
             "num_bytes": row.num_bytes,
-            "fetch_s": row.fetch_s,
-            "decode_s": row.decode_s,
+            "fetch_s": round(row.fetch_s, 6),
+            "decode_s": round(row.decode_s, 6),
             "cached": row.cached,
         }
         files: dict[str, bytes] = {}
