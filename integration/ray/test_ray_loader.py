@@ -74,7 +74,7 @@ def test_thousands_of_mixed_rows_each_end_as_their_reference_calls_for(
     out = ds.map_batches(
         MediaLoader,
         fn_constructor_kwargs={"policy": policy, "options": {"max_in_flight": 16}},
-        concurrency=2,
+        compute=ray.data.ActorPoolStrategy(size=2),
         batch_size=100,
         batch_format="pyarrow",
     ).materialize()
@@ -120,7 +120,9 @@ def test_output_columns_take_the_prefix_and_never_clobber_input_columns(
     )
     kwargs: dict[str, Any] = {"column": "ref", "policy": policy, "options": {"modality": "image"}}
     with pytest.raises(Exception, match="overwrite=True or a prefix"):
-        ds.map_batches(MediaLoader, fn_constructor_kwargs=kwargs, concurrency=1).take_all()
+        ds.map_batches(
+            MediaLoader, fn_constructor_kwargs=kwargs, compute=ray.data.ActorPoolStrategy(size=1)
+        ).take_all()
     out = ds.map_batches(
         MediaLoader,
         fn_constructor_kwargs={
@@ -129,7 +131,7 @@ def test_output_columns_take_the_prefix_and_never_clobber_input_columns(
             "options": {"modality": "image", "image_size": [32, 32]},
             "cache_dir": str(tmp_path / "cache"),
         },
-        concurrency=1,
+        compute=ray.data.ActorPoolStrategy(size=1),
         batch_size=4,
         batch_format="pyarrow",
     )
@@ -182,7 +184,7 @@ def test_an_actor_killed_mid_run_loses_and_doubles_no_row(
             # after part of a batch was handed back.
             "options": {"modality": "image", "max_decoded_bytes": 64 * 1024},
         },
-        concurrency=2,
+        compute=ray.data.ActorPoolStrategy(size=2),
         batch_size=50,
         batch_format="pyarrow",
     ).materialize()

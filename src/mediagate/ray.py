@@ -15,7 +15,7 @@ Example::
     ds = ds.map_batches(
         MediaLoader,
         fn_constructor_kwargs={"options": {"modality": "image", "image_size": [224, 224]}},
-        concurrency=4, batch_size=256, batch_format="pyarrow",
+        compute=ray.data.ActorPoolStrategy(size=4), batch_size=256, batch_format="pyarrow",
     )
     print(summarize(ds).table())
 
