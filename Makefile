@@ -44,7 +44,12 @@ test-ray: install
 	$(PY) -m pip install --quiet --disable-pip-version-check '$(RAY_PIN)'
 	$(PY) -m pytest -q integration/ray
 
+# The batch group's comparison sides (Ray Data, requests) go into the venv for the bench
+# only; Daft gets a venv of its own under benchmarks/.work (its pyarrow pin is older).
+BENCH_PINS := '$(RAY_PIN)' requests==2.34.2
+
 bench: install
+	$(PY) -m pip install --quiet --disable-pip-version-check $(BENCH_PINS)
 	$(PY) benchmarks/run.py $(BENCH_ARGS)
 
 clean:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import io
 import json
 import subprocess
 import sys
@@ -242,3 +243,61 @@ def test_range_rows_judge_time_and_the_share_of_the_file_fetched(fetched: int, m
     share = f"{100 * fetched / size:.2f}%"
     assert timed.note.startswith("mediagate = range mode (read_mode ranges, 11 requests, ")
     assert share in timed.note and "identical frames" in timed.note
+
+
+def _bench_batch() -> Any:
+    sys.path.insert(0, str(RUN.parent))
+    try:
+        import bench_batch
+    finally:
+        sys.path.remove(str(RUN.parent))
+    return bench_batch
+
+
+def test_the_batch_workload_serves_distinct_urls_that_the_plain_function_fits_in_448(
+    tmp_path: Path,
+) -> None:
+    bench_batch = _bench_batch()
+    from PIL import Image
+
+    bodies = bench_batch.build_workload("mixed", folder=tmp_path, count=3)
+    assert [Image.open(io.BytesIO(b)).size for b in bodies] == [(640, 480), (800, 600), (1024, 768)]
+    again = bench_batch.build_workload("mixed", folder=tmp_path, count=3)  # cached
+    assert again == bodies
+    server = bench_batch.Server(bodies)
+    try:
+        urls = server.urls("t", 50)
+        assert len(set(urls)) == 50 and all(u.startswith("http://127.0.0.1:") for u in urls)
+        out = bench_batch.load_images({"url": urls})
+        shapes = [image.shape for image in out["image"]]
+        assert shapes[:3] == [(336, 448, 3)] * 3  # 4:3 fitted inside 448x448, no padding
+        assert len(shapes) == 50 and out["url"] == urls
+        assert server.server.count() == 50  # one request per row, none repeated
+    finally:
+        server.close()
+
+
+def test_batch_rows_judge_the_ratios_and_flat_memory_and_name_missing_sides() -> None:
+    run, _ = _bench_modules()
+    bench_batch = _bench_batch()
+
+    def runs(seconds: float, peak_mib: int, rows: int) -> list[Any]:
+        return [bench_batch.Run(seconds, rows, rows, peak_mib << 20, 0, [448, 448, 3])]
+
+    measured = {
+        "10k small": {"mediagate": runs(10.0, 500, 10_000), "plain Ray": runs(20.0, 400, 10_000)},
+        "100k small": {
+            "mediagate": runs(100.0, 700, 100_000),
+            "plain Ray": runs(190, 900, 100_000),
+        },
+    }
+    rows = bench_batch.results(measured, {"Daft": "daft"})
+    speed = next(r for r in rows if r.workload.startswith("10,000") and "plain Ray" in r.workload)
+    assert run.judge(speed).met is True  # 2x the plain function
+    assert "mediagate 500 rows/s/core" in speed.note
+    memory = next(r for r in rows if r.workload.startswith("mediagate: peak"))
+    assert memory.times == {"more rows": [0.7], "fewer rows": [0.5]}  # MiB / 1000
+    assert run.judge(memory).met is False  # 1.4x
+    plain = next(r for r in rows if r.workload.startswith("plain Ray: peak"))
+    assert run.judge(plain).met is None  # context only
+    assert rows[-1].note == "not installed: daft" and not rows[-1].times
