@@ -356,3 +356,17 @@ def test_small_images_decode_side_by_side_under_a_large_budget(policy: MediaPoli
         result = loader.load(images)
         assert loader.peak_decoded_bytes < 16 << 20
     assert result.outcomes.as_dict() == {"ok": 32}
+
+
+def test_an_empty_batch_and_an_abandoned_iteration_leave_the_loader_usable(
+    policy: MediaPolicy,
+) -> None:
+    images = [png_bytes()] * 40
+    with _loader(policy, modality="image", max_decoded_bytes=20_000) as loader:
+        empty = loader.load([])
+        assert len(empty) == 0 and empty.outcomes.total == 0
+        assert empty.to_arrow().column_names[0] == "error_type"
+        for chunk in loader.iter_load(images):
+            assert 0 < len(chunk) < 40
+            break
+        assert loader.load(images[:5]).outcomes.as_dict() == {"ok": 5}
