@@ -192,3 +192,25 @@ def test_an_actor_killed_mid_run_loses_and_doubles_no_row(
     assert not flag.exists(), "no actor died: the test proved nothing"
     assert ids == list(range(n))
     assert summarize(out).as_dict() == {"ok": n}
+
+
+def test_a_column_of_media_bytes_decodes_under_a_policy_object() -> None:
+    from mediagate import MediaPolicy
+    from mediagate._build import png_bytes
+
+    cells = [png_bytes(), b"garbage bytes", None, png_bytes()]
+    ds = ray.data.from_arrow(pa.table({"blob": pa.array(cells, type=pa.binary())}))
+    out = ds.map_batches(
+        MediaLoader,
+        fn_constructor_kwargs={
+            "column": "blob",
+            "policy": MediaPolicy(max_bytes=1000),
+            "options": {"modality": "image", "keep_failed": False},
+            "keep_column": False,
+        },
+        compute=ray.data.ActorPoolStrategy(size=1),
+        batch_format="pyarrow",
+    )
+    rows = out.take_all()
+    assert len(rows) == 2 and "blob" not in rows[0]
+    assert all(row["image"].ndim == 3 and row["error_type"] is None for row in rows)

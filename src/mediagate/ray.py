@@ -195,19 +195,25 @@ class MediaLoader:
             yield self._with_media(base.take(indices), chunk)
 
     def _with_media(self, base: pyarrow.Table, chunk: BatchResult) -> pyarrow.Table:
+        import pyarrow as pa
+
         chunk.modalities = self.groups
-        core = to_table(chunk)
+        plain = to_table(chunk, tensors=False)
         columns = chunk.columns()
-        for name in core.column_names:
+        arrays: dict[str, Any] = {}
+        for name in columns:
             if name == "image":
-                array = self._image_column(columns["image"])
+                arrays[name] = self._image_column(columns["image"])
             elif name == "video_frames":
-                array = _ray_tensors(columns["video_frames"], np.dtype(np.uint8), 4, None)
+                arrays[name] = _ray_tensors(columns[name], np.dtype(np.uint8), 4, None)
             elif name == "tensor":
-                dtype, ndim = _tensor_dtype(columns["tensor"])
-                array = _ray_tensors(columns["tensor"], dtype, ndim, None)
+                dtype, ndim = _tensor_dtype(columns[name])
+                arrays[name] = _ray_tensors(columns[name], dtype, ndim, None)
             else:
-                array = core.column(name)
+                arrays[name] = plain.column(name)
+        if base.num_columns == 0:
+            return pa.table({self.prefix + name: array for name, array in arrays.items()})
+        for name, array in arrays.items():
             base = base.append_column(self.prefix + name, array)
         return base
 

@@ -134,24 +134,30 @@ def _image_column(images: list[Any], image_size: tuple[int, int] | None) -> pyar
     return variable_tensor_array(images, dtype=np.dtype(np.uint8), ndim=3)
 
 
-def to_table(result: BatchResult) -> pyarrow.Table:
+#: The columns that hold tensors.
+TENSOR_COLUMNS = frozenset({"image", "video_frames", "tensor"})
+
+
+def to_table(result: BatchResult, *, tensors: bool = True) -> pyarrow.Table:
     """``result`` as a table: media columns of the modalities present, then the outcome
-    columns (see the module docstring for the types)."""
+    columns (see the module docstring for the types). ``tensors=False`` leaves out the
+    tensor columns (for a caller that builds them in types of its own)."""
     pa = _pyarrow()
     columns = result.columns()
     arrays: dict[str, Any] = {}
-    if "image" in columns:
+    if "image" in columns and tensors:
         arrays["image"] = _image_column(columns["image"], result.image_size)
     if "video_frames" in columns:
-        arrays["video_frames"] = variable_tensor_array(
-            columns["video_frames"], dtype=np.dtype(np.uint8), ndim=4
-        )
+        if tensors:
+            arrays["video_frames"] = variable_tensor_array(
+                columns["video_frames"], dtype=np.dtype(np.uint8), ndim=4
+            )
         arrays["video_metadata"] = pa.array(columns["video_metadata"], type=pa.string())
     if "audio" in columns:
         sounds = [None if s is None else np.asarray(s, np.float32) for s in columns["audio"]]
         arrays["audio"] = pa.array(sounds, type=pa.list_(pa.float32()))
         arrays["sample_rate"] = pa.array(columns["sample_rate"], type=pa.int32())
-    if "tensor" in columns:
+    if "tensor" in columns and tensors:
         arrays["tensor"] = variable_tensor_array(columns["tensor"])
     types = {
         "error_type": pa.string(),
