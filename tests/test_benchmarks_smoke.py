@@ -285,6 +285,7 @@ def test_batch_rows_judge_the_ratios_and_flat_memory_and_name_missing_sides() ->
         return [bench_batch.Run(seconds, rows, rows, peak_mib << 20, 0, [448, 448, 3])]
 
     measured = {
+        "10k": {"mediagate": runs(20.0, 600, 10_000), "plain Ray": runs(40.0, 400, 10_000)},
         "10k small": {"mediagate": runs(10.0, 500, 10_000), "plain Ray": runs(20.0, 400, 10_000)},
         "100k small": {
             "mediagate": runs(100.0, 700, 100_000),
@@ -292,9 +293,11 @@ def test_batch_rows_judge_the_ratios_and_flat_memory_and_name_missing_sides() ->
         },
     }
     rows = bench_batch.results(measured, {"Daft": "daft"})
-    speed = next(r for r in rows if r.workload.startswith("10,000") and "plain Ray" in r.workload)
+    speed, small, _ = (r for r in rows if r.workload.endswith("vs plain Ray"))
+    assert "640x480..1920x1080" in speed.workload and "512x384" in small.workload
     assert run.judge(speed).met is True  # 2x the plain function
-    assert "mediagate 500 rows/s/core" in speed.note
+    assert "mediagate 250 rows/s/core" in speed.note
+    assert run.judge(small).met is None  # the small pictures are context for scaling
     memory = next(r for r in rows if r.workload.startswith("mediagate: peak"))
     assert memory.times == {"more rows": [0.7], "fewer rows": [0.5]}  # MiB / 1000
     assert run.judge(memory).met is False  # 1.4x
