@@ -370,3 +370,48 @@ def test_an_empty_batch_and_an_abandoned_iteration_leave_the_loader_usable(
             assert 0 < len(chunk) < 40
             break
         assert loader.load(images[:5]).outcomes.as_dict() == {"ok": 5}
+
+
+def test_a_consumer_that_pauses_between_chunks_gets_every_row_in_order(
+    policy: MediaPolicy,
+) -> None:
+    # While the consumer waits, every started row finishes; the stream must go on
+    # with the next ones rather than fail.
+    images = [image_bytes(gradient(32, 16), "PNG") for _ in range(300)]
+    # Room for more than the window of rows started ahead (64): a chunk is
+    # handed back when the budget runs out, and the rows started meanwhile all finish
+    # while the consumer waits.
+    budget = 100 * 32 * 16 * 4
+
+    async def consume(loader: BatchLoader) -> list[int]:
+        seen: list[int] = []
+        async for chunk in loader.iter_load_async(images):
+            seen.extend(row.index for row in chunk.rows if row.ok)
+            await asyncio.sleep(0.05)
+        return seen
+
+    with _loader(policy, modality="image", max_decoded_bytes=budget, max_in_flight=4) as loader:
+        assert asyncio.run(consume(loader)) == list(range(300))
+
+
+def test_an_interrupt_inside_a_chunk_reaches_the_caller_as_itself(
+    policy: MediaPolicy, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    images = [image_bytes(gradient(32, 16), "PNG") for _ in range(8)]
+    with _loader(policy, modality="image") as loader:
+        calls = 0
+        decode = BatchLoader._decode
+
+        def interrupted(self: BatchLoader, *args: object) -> object:
+            nonlocal calls
+            calls += 1
+            if calls == 3:
+                raise KeyboardInterrupt
+            return decode(self, *args)  # type: ignore[arg-type]
+
+        monkeypatch.setattr(BatchLoader, "_decode", interrupted)
+        with pytest.raises(KeyboardInterrupt):
+            loader.load(images)
+        monkeypatch.undo()
+        # The loader is still usable afterwards.
+        assert [row.outcome for row in loader.load(images[:2]).rows] == ["ok", "ok"]

@@ -162,14 +162,21 @@ class BatchLoader:
         with self._lock:
             loop = self._own_loop()
             chunks = self.iter_load_async(refs)
+            step: asyncio.Future[BatchResult] | None = None
             try:
                 while True:
+                    step = asyncio.ensure_future(chunks.__anext__(), loop=loop)
                     try:
-                        chunk = loop.run_until_complete(chunks.__anext__())
+                        chunk = loop.run_until_complete(step)
                     except StopAsyncIteration:
                         return
                     yield chunk
             finally:
+                if step is not None and not step.done():
+                    # Interrupted inside a step (Ctrl-C): the generator is still running;
+                    # cancelling the step lets it cancel its rows and end.
+                    step.cancel()
+                    loop.run_until_complete(asyncio.gather(step, return_exceptions=True))
                 loop.run_until_complete(chunks.aclose())
 
     def load(self, refs: Sequence[Reference]) -> BatchResult:
@@ -215,6 +222,10 @@ class BatchLoader:
                     continue
                 if done == total:
                     break
+                if done == started:
+                    # Every started row is handed back (the consumer took its time):
+                    # start the next ones.
+                    continue
                 changed = asyncio.ensure_future(gate.wait_for_change())
                 try:
                     await asyncio.wait({tasks[done], changed}, return_when=asyncio.FIRST_COMPLETED)
