@@ -208,16 +208,22 @@ def test_a_range_server_gives_the_frames_of_a_download_from_part_of_the_file(
     assert ranged(server, "/c.mp4")[0] == "bytes=0-"
 
 
-def test_the_async_api_reads_by_ranges_too(server: LoopbackServer, clip: bytes) -> None:
-    server.routes["/c.mp4"] = served(clip)
+def _load_async(url: str) -> Any:
+    """``url`` loaded as video through the connector's async API."""
 
     async def main() -> Any:
         with MediaConnector(policy=POLICY) as connector:
             return await connector.load_media_async(
-                server.url("/c.mp4"), "video", media_io_kwargs={"video": {"num_frames": FRAMES}}
+                url, "video", media_io_kwargs={"video": {"num_frames": FRAMES}}
             )
 
-    loaded = asyncio.run(main())
+    return asyncio.run(main())
+
+
+def test_the_async_api_reads_by_ranges_too(server: LoopbackServer, clip: bytes) -> None:
+    server.routes["/c.mp4"] = served(clip)
+
+    loaded = _load_async(server.url("/c.mp4"))
     frames, metadata = loaded.media
     assert_same((np.asarray(frames), dict(metadata), None), clip)
     assert loaded.report.read_mode == "ranges"
@@ -1028,13 +1034,7 @@ def test_an_isolated_decoder_ends_at_the_fetch_deadline(
 def test_the_async_api_falls_back_as_the_sync_one(server: LoopbackServer, clip: bytes) -> None:
     server.routes["/c.mp4"] = scripted(clip, _later(LIES["wrong start"]))
 
-    async def main() -> Any:
-        with MediaConnector(policy=POLICY) as connector:
-            return await connector.load_media_async(
-                server.url("/c.mp4"), "video", media_io_kwargs={"video": {"num_frames": FRAMES}}
-            )
-
-    loaded = asyncio.run(main())
+    loaded = _load_async(server.url("/c.mp4"))
     frames, metadata = loaded.media
     assert_same((np.asarray(frames), dict(metadata), None), clip)
     assert loaded.report.read_mode == "full" and loaded.report.fallback
