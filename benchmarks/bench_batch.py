@@ -50,7 +50,7 @@ Daft pins pyarrow below 26, under the project's pyarrow, so it gets a venv of it
 side whose packages are missing leaves a "not installed" row and the others still run.
 
 Run: ``python benchmarks/bench_batch.py [--quick]`` or ``benchmarks/run.py --only batch``
-(the full group takes about 30 minutes on 2 cores, so ``make bench`` leaves it out).
+(the full group takes about an hour on 2 cores, so ``make bench`` leaves it out).
 """
 
 from __future__ import annotations
