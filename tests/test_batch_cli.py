@@ -3,6 +3,7 @@ errors and the summary, run through the command line against loopback-served med
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import os
@@ -10,8 +11,9 @@ import signal
 import subprocess
 import sys
 import tarfile
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -261,68 +263,213 @@ def _mediagate(*args: str) -> subprocess.Popen[bytes]:
     )
 
 
-def _wait_for(path: Path, proc: subprocess.Popen[bytes], seconds: float = 30) -> None:
-    deadline = time.monotonic() + seconds
-    while not path.exists():
+def _wait_until(ready: Callable[[], bool], proc: subprocess.Popen[bytes], what: str) -> None:
+    deadline = time.monotonic() + 30
+    while not ready():
         assert proc.poll() is None, proc.communicate()
-        assert time.monotonic() < deadline, "the first shard never appeared"
-        time.sleep(0.02)
+        assert time.monotonic() < deadline, f"{what} never happened"
+        time.sleep(0.01)
 
 
-@pytest.mark.parametrize("how", [signal.SIGINT, signal.SIGKILL])
-def test_an_interrupted_run_resumes_without_refetching_finished_shards(
-    how: signal.Signals, tmp_path: Path
-) -> None:
-    # Enough fast rows for shards to finish while the slow last ones are being fetched.
-    fast = [f"/fast{i}.png" for i in range(60)]
-    slow = [f"/slow{i}.png" for i in range(4)]
-    routes = {path: Route(PNG) for path in fast}
-    # The last rows are slow the first time they are asked for, fast after that.
-    routes.update({path: Route(respond=_slow_once) for path in slow})
-    size = 20
+#: The most a held answer waits to be released (a bound for a test that fails early).
+HOLD_S = 30.0
+FAST = [f"/fast{i}.png" for i in range(60)]
+SLOW = [f"/slow{i}.png" for i in range(4)]
+SIZE = 8
+SHARDS = -(-(len(FAST) + len(SLOW)) // SIZE)
+
+
+@pytest.fixture
+def held() -> Iterator[tuple[LoopbackServer, threading.Event]]:
+    """Fast rows, then slow ones whose answers wait until the event is set: a run
+    cannot finish, nor its last shard be written, before that."""
+    release = threading.Event()
+
+    def slow(request: Any, nth: int) -> Route:
+        release.wait(HOLD_S)
+        return Route(PNG)
+
+    routes = {path: Route(PNG) for path in FAST}
+    routes.update({path: Route(respond=slow) for path in SLOW})
     with LoopbackServer(routes) as server:
-        source = _write_text(tmp_path / "urls.txt", [server.url(p) for p in fast + slow])
-        out = tmp_path / "out"
-        argv = ["batch", str(source), "--out", str(out), "--shard-size", str(size), "--json"]
+        try:
+            yield server, release
+        finally:
+            release.set()
+
+
+def _resumable_argv(server: LoopbackServer, tmp_path: Path, out: Path) -> list[str]:
+    source = tmp_path / "urls.txt"
+    if not source.exists():
+        _write_text(source, [server.url(p) for p in FAST + SLOW])
+    shards = ["--out", str(out), "--shard-size", str(SIZE)]
+    return ["batch", str(source), *shards, "--timeout", str(2 * HOLD_S), "--json"]
+
+
+def _finished(out: Path, *, killed: bool = False) -> list[str]:
+    """The shards ``out`` records as finished, each there and whole; none half written
+    and none unrecorded (a killed run may leave a hidden unfinished file and one shard
+    in place but not yet recorded: a rerun writes it again)."""
+    names = sorted(p.name for p in out.glob("part-*"))
+    recorded = json.loads((out / "_manifest.json").read_text())["shards"]
+    if killed:
+        names = [name for name in names if name in recorded]
+    else:
+        assert not list(out.glob(".*.tmp"))
+        assert set(names) <= set(recorded)
+    for name in names:
+        number = int(name[5:10])
+        rows = pq.read_table(out / name).column("row").to_pylist()
+        assert rows == list(range(number * SIZE, (number + 1) * SIZE))
+    return names
+
+
+def _rerun_keeps(server: LoopbackServer, argv: list[str], out: Path, finished: list[str]) -> None:
+    """A rerun writes the shards left and fetches no row of the ``finished`` ones again."""
+    before = {path: server.count(path) for path in FAST}
+    rerun = _mediagate(*argv)
+    stdout, err = rerun.communicate(timeout=60)
+    assert rerun.returncode == 0, err
+    summary = json.loads(stdout)
+    assert summary["shards_kept"] == len(finished)
+    assert summary["shards_written"] == SHARDS - len(finished)
+    assert summary["outcomes"] == {"ok": len(FAST) + len(SLOW)}
+    table = _read_parquet(out)
+    assert table.column("row").to_pylist() == list(range(len(FAST) + len(SLOW)))
+    assert table.column("error_type").null_count == table.num_rows
+    kept = {int(name[5:10]) for name in finished}
+    refetched = {i for i, path in enumerate(FAST) if server.count(path) > before[path]}
+    assert not {i // SIZE for i in refetched} & kept
+    assert sorted(p.name for p in out.iterdir() if p.name != ".lock") == [
+        "_manifest.json",
+        *(f"part-{n:05d}.parquet" for n in range(SHARDS)),
+    ]
+
+
+def _requested_after(server: LoopbackServer, seen: int) -> Callable[[], bool]:
+    return lambda: server.count() > seen
+
+
+#: The last shard the fast rows fill alone: written while the run waits for the slow
+#: rows (the next one shares its slice of rows with them).
+HELD = f"part-{SHARDS - 3:05d}.parquet"
+#: When Ctrl-C comes: once the first request was made (nothing written yet), once a
+#: given shard is in place, or a while after the fast rows' shards are, the run
+#: waiting for the slow rows.
+MOMENTS = [
+    ("request", 0.0),
+    ("part-00000.parquet", 0.0),
+    ("part-00001.parquet", 0.0),
+    ("part-00003.parquet", 0.0),
+    ("held", 0.0),
+    ("held", 0.1),
+    ("held", 0.3),
+    ("held", 1.0),
+]
+
+
+def test_ctrl_c_at_any_moment_ends_the_run_at_once_with_130_and_it_resumes(
+    held: tuple[LoopbackServer, threading.Event], tmp_path: Path
+) -> None:
+    server, release = held
+    for n, (moment, delay) in enumerate(MOMENTS):
+        out = tmp_path / f"out{n}"
+        argv = _resumable_argv(server, tmp_path, out)
+        seen = server.count()
         proc = _mediagate(*argv)
         try:
-            _wait_for(out / "part-00000.parquet", proc)
-            proc.send_signal(how)
-            _, err = proc.communicate(timeout=30)
+            if moment == "request":
+                _wait_until(_requested_after(server, seen), proc, "a first request")
+            else:
+                name = HELD if moment == "held" else moment
+                _wait_until((out / name).exists, proc, f"{name} written")
+            time.sleep(delay)
+            proc.send_signal(signal.SIGINT)
+            sent = time.monotonic()
+            stdout, err = proc.communicate(timeout=30)
+            took = time.monotonic() - sent
         finally:
             proc.kill()
-        assert proc.returncode == (130 if how == signal.SIGINT else -signal.SIGKILL)
-        if how == signal.SIGINT:
-            assert b"Traceback" not in err and not list(out.glob(".*.tmp"))
-        finished = sorted(p.name for p in out.glob("part-*"))
-        shards = (len(fast) + len(slow) + size - 1) // size
-        assert 1 <= len(finished) < shards  # the last shard, with the slow rows, is not
-        assert set(finished) <= set(json.loads((out / "_manifest.json").read_text())["shards"])
-
-        rerun = _mediagate(*argv)
-        stdout, err = rerun.communicate(timeout=60)
-        assert rerun.returncode == 0, err
-        summary = json.loads(stdout)
-        assert summary["shards_kept"] == len(finished)
-        assert summary["shards_written"] == shards - len(finished)
-        assert summary["outcomes"] == {"ok": len(fast) + len(slow)}
-
-        table = _read_parquet(out)
-        assert table.column("row").to_pylist() == list(range(len(fast) + len(slow)))
-        assert table.column("error_type").null_count == table.num_rows
-        # The rows of the shards the first run finished were not fetched again.
-        again = {int(r.path[5:-4]) for r in server.requests if r.path.startswith("/fast")}
-        twice = {i for i in again if server.count(f"/fast{i}.png") > 1}
-        assert all(i // size >= len(finished) for i in twice)
-        assert all(1 <= server.count(path) <= 2 for path in slow)
-        assert sorted(p.name for p in out.iterdir() if p.name != ".lock") == [
-            "_manifest.json",
-            *(f"part-{n:05d}.parquet" for n in range(shards)),
-        ]
+        where = f"Ctrl-C at {moment} (+{delay} s)"
+        assert proc.returncode == 130, (where, err)
+        assert err.endswith(b"mediagate: interrupted\n") and b"Traceback" not in err, where
+        assert json.loads(stdout)["error"] == "Interrupted"
+        assert took < 4.0, (where, took)  # the slow rows would hold it for HOLD_S
+        finished = _finished(out)
+        assert len(finished) < SHARDS, where  # the last shard, with the slow rows, is not
+        if moment.startswith("part-"):
+            assert moment in finished
+        if moment == "held":
+            assert HELD in finished
+    release.set()
+    # The last run resumes: the shards it finished are kept, not fetched again.
+    _rerun_keeps(server, argv, out, finished)
 
 
-def _slow_once(request: Any, nth: int) -> Route:
-    return Route(PNG, delay=5.0 if nth == 0 else 0.0)
+def test_ctrl_c_taken_by_another_thread_still_ends_the_run_at_once(
+    held: tuple[LoopbackServer, threading.Event],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # SIGINT may land on any thread (a fetch, decode or native library's one) while
+    # the main one waits for the slow rows: it still ends the run, at once.
+    server, _ = held
+    out = tmp_path / "out"
+    sent: list[float] = []
+
+    def interrupt() -> None:
+        deadline = time.monotonic() + 30
+        while not (out / HELD).exists() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        sent.append(time.monotonic())
+        signal.pthread_kill(threading.get_ident(), signal.SIGINT)
+
+    helper = threading.Thread(target=interrupt)
+    helper.start()
+    try:
+        code = main(_resumable_argv(server, tmp_path, out))
+    finally:
+        helper.join()
+    assert code == 130
+    assert time.monotonic() - sent[0] < 4.0  # not when the slow rows come, HOLD_S later
+    assert capsys.readouterr().err.endswith("mediagate: interrupted\n")
+    assert HELD in _finished(out)
+
+
+def test_ctrl_c_while_the_run_cleans_up_is_not_lost(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    shutdown = asyncio.BaseEventLoop.shutdown_asyncgens
+
+    async def interrupted(self: asyncio.BaseEventLoop) -> None:
+        os.kill(os.getpid(), signal.SIGINT)  # as the loader's event loop is shut down
+        await shutdown(self)
+
+    monkeypatch.setattr(asyncio.BaseEventLoop, "shutdown_asyncgens", interrupted)
+    with LoopbackServer({"/a.png": Route(PNG)}) as server:
+        source = _write_text(tmp_path / "urls.txt", [server.url("/a.png")])
+        assert main(_batch(str(source), "--out", str(tmp_path / "out"))) == 130
+    assert capsys.readouterr().err.endswith("mediagate: interrupted\n")
+
+
+def test_a_killed_run_resumes_without_refetching_finished_shards(
+    held: tuple[LoopbackServer, threading.Event], tmp_path: Path
+) -> None:
+    server, release = held
+    out = tmp_path / "out"
+    argv = _resumable_argv(server, tmp_path, out)
+    proc = _mediagate(*argv)
+    try:
+        _wait_until((out / "part-00002.parquet").exists, proc, "part-00002.parquet written")
+        proc.send_signal(signal.SIGKILL)
+        proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+    assert proc.returncode == -signal.SIGKILL
+    finished = _finished(out, killed=True)
+    assert 2 <= len(finished) < SHARDS
+    release.set()
+    _rerun_keeps(server, argv, out, finished)
 
 
 def test_a_finished_run_rerun_fetches_nothing_and_other_options_need_overwrite(

@@ -22,6 +22,11 @@ when it is a terminal or with ``--progress``: a tqdm bar when tqdm is installed
 share) goes to standard error at the end; ``--json`` prints it on standard output as
 one JSON object. A run that writes every shard exits 0 however many rows failed (their
 outcomes are in the output); usage errors exit 2 before anything is fetched.
+
+Ctrl-C (SIGINT) ends the run with ``KeyboardInterrupt`` (exit 130 from the command
+line) wherever it lands: during a load it cancels the load at the event loop's next
+turn, which stops the fetches, drops the shard being written and keeps the finished
+ones; a second Ctrl-C stops without waiting for that.
 """
 
 from __future__ import annotations
@@ -34,13 +39,17 @@ import contextlib
 import itertools
 import json
 import re
+import signal
+import socket
 import sys
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Coroutine, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from types import FrameType, TracebackType
 from typing import IO, Any, TextIO, TypeVar
 
 from ._batch_input import FORMATS, BatchInput, Ref, open_input
@@ -408,19 +417,22 @@ def run_batch(
         progress = _Progress(source.count, kept, bool(shown), sys.stderr)
         run = _Run(args, options, slices, folder, tally, progress)
         loop = asyncio.new_event_loop()
-        try:
-            with BatchLoader(settings.policy, options, settings.cache) as loader:
-                if settings.max_workers is not None:
-                    # The decode pool is made on first use, of the connector's size.
-                    loader.connector.max_workers = settings.max_workers
-                for group in _groups(source, args.shard_size, args.format, folder, tally):
-                    _run_to_end(loop, run.load(loader, group))
-        finally:
-            with contextlib.suppress(BaseException):
-                loop.run_until_complete(asyncio.wait_for(loop.shutdown_asyncgens(), _UNWIND_S))
-            loop.close()
-            progress.close()
-            folder.close()
+        # Around the cleanup too: a Ctrl-C it swallows still ends the run as interrupted.
+        with _Interrupts(loop) as interrupts:
+            try:
+                with BatchLoader(settings.policy, options, settings.cache) as loader:
+                    if settings.max_workers is not None:
+                        # The decode pool is made on first use, of the connector's size.
+                        loader.connector.max_workers = settings.max_workers
+                    for group in _groups(source, args.shard_size, args.format, folder, tally):
+                        _run_to_end(loop, run.load(loader, group), interrupts)
+            finally:
+                with contextlib.suppress(BaseException):
+                    loop.run_until_complete(asyncio.wait_for(loop.shutdown_asyncgens(), _UNWIND_S))
+                interrupts.unwatch()
+                loop.close()
+                progress.close()
+                folder.close()
         _summarize(args, source, tally, time.monotonic() - started)
     return 0
 
@@ -471,17 +483,110 @@ def _groups(
         yield group
 
 
-def _run_to_end(loop: asyncio.AbstractEventLoop, work: Coroutine[Any, Any, None]) -> None:
+class _Interrupts:
+    """Ctrl-C while ``run_batch`` runs (on the main thread, where SIGINT was Python's
+    default): during a load (``task``) the first one cancels it on ``loop``, where its
+    fetches, decodes and the shard being written unwind at an ``await``; elsewhere, or
+    a second time, it raises ``KeyboardInterrupt`` as Python would. ``count`` says one
+    came, so a load that ended anyway, or an interrupt a cleanup swallowed, still ends
+    the run as interrupted.
+
+    SIGINT may be taken by a thread other than the main one (a fetch, decode or writer
+    thread, a native library's), and the main thread runs its handler only once it
+    wakes; the signal's wakeup byte goes to a socket the loop watches, so a loop
+    waiting in ``select`` wakes at once.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.count = 0
+        #: The load running on ``loop``, if any.
+        self.task: asyncio.Task[None] | None = None
+        self._installed = False
+        self._previous: Any = None
+        self._previous_wakeup = -1
+        self._sockets: tuple[socket.socket, socket.socket] | None = None
+
+    def __enter__(self) -> _Interrupts:
+        if threading.current_thread() is not threading.main_thread():
+            return self
+        if signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+            return self  # ignored (a background job) or someone else's: left as it is
+        reader, writer = socket.socketpair()
+        reader.setblocking(False)
+        writer.setblocking(False)
+        self._sockets = reader, writer
+        self._previous = signal.signal(signal.SIGINT, self._on_signal)
+        self._installed = True
+        self._previous_wakeup = signal.set_wakeup_fd(writer.fileno(), warn_on_full_buffer=False)
+        self.loop.add_reader(reader.fileno(), self._drain)
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        if self._installed:
+            signal.set_wakeup_fd(self._previous_wakeup)
+            signal.signal(signal.SIGINT, self._previous)
+            self._installed = False
+        self.unwatch()
+        if self._sockets is not None:
+            for end in self._sockets:
+                end.close()
+            self._sockets = None
+        if self.count and exc_type is None:
+            raise KeyboardInterrupt
+
+    def unwatch(self) -> None:
+        """Stop the loop watching the wakeup socket (before the loop is closed)."""
+        if self._sockets is not None and not self.loop.is_closed():
+            self.loop.remove_reader(self._sockets[0].fileno())
+
+    def _drain(self) -> None:
+        assert self._sockets is not None
+        with contextlib.suppress(OSError):
+            while self._sockets[0].recv(512):
+                pass
+
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        self.count += 1
+        task = self.task
+        if self.count == 1 and task is not None and not task.done() and not self.loop.is_closed():
+            # Not from inside the handler, which may have stopped the loop mid-step.
+            self.loop.call_soon_threadsafe(task.cancel)
+            return
+        raise KeyboardInterrupt
+
+    def check(self) -> None:
+        """Raise ``KeyboardInterrupt`` if Ctrl-C came."""
+        if self.count:
+            raise KeyboardInterrupt
+
+
+def _run_to_end(
+    loop: asyncio.AbstractEventLoop, work: Coroutine[Any, Any, None], interrupts: _Interrupts
+) -> None:
     """``work`` run to its end on ``loop``; on Ctrl-C it is cancelled and waited for
-    (its fetches and decodes unwound) before ``KeyboardInterrupt`` goes on."""
+    (its fetches and decodes unwound, the shard being written dropped) before
+    ``KeyboardInterrupt`` is raised; a second Ctrl-C stops the wait."""
     task = loop.create_task(work)
+    interrupts.task = task
     try:
         loop.run_until_complete(task)
-    except KeyboardInterrupt:
-        task.cancel()
-        with contextlib.suppress(BaseException):
-            loop.run_until_complete(asyncio.wait([task], timeout=_UNWIND_S))
+    except BaseException as exc:
+        if not task.done() and interrupts.count < 2:
+            task.cancel()
+            with contextlib.suppress(BaseException):
+                loop.run_until_complete(asyncio.wait([task], timeout=_UNWIND_S))
+        if interrupts.count or isinstance(exc, KeyboardInterrupt):
+            raise KeyboardInterrupt from None
         raise
+    finally:
+        interrupts.task = None
+    interrupts.check()
 
 
 class _Run:
