@@ -649,7 +649,7 @@ def results(runs: dict[str, dict[str, list[Run]]], skipped: dict[str, str]) -> l
                     workload=f"{describe(scale)}: Ray adapter vs {other}{extra}",
                     times=pair,
                     peak_bytes=peaks,
-                    target=target if label == judged_label else f"({target})",
+                    target=target if label == judged_label else f"(context); {target}",
                     note=note(["mediagate", other]) + "; " + _private(sides, list(pair)),
                 )
             )
