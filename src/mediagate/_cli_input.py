@@ -20,8 +20,11 @@ from __future__ import annotations
 import binascii
 import contextlib
 import re
+import signal
+import socket
 import stat
 import tempfile
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -127,6 +130,35 @@ def _read_reference_text(stream: BinaryIO, policy: MediaPolicy, limit: int, wher
     return start + read_bounded(
         stream, max(0, cap - len(start)), refusal, limit_name="max_url_length"
     )
+
+
+@contextlib.contextmanager
+def _interrupts_seen() -> Iterator[None]:
+    """A Ctrl-C during the block raises ``KeyboardInterrupt`` at its end at the latest.
+
+    SIGINT may be taken by another thread (a native library's) while the main one
+    blocks in a read; its end of input (the sender closing the pipe) then comes before
+    the main thread runs Python's handler, and would read as no input at all. The
+    signal's wakeup byte says it came.
+    """
+    if (
+        threading.current_thread() is not threading.main_thread()
+        or signal.getsignal(signal.SIGINT) is not signal.default_int_handler
+    ):
+        yield
+        return
+    reader, writer = socket.socketpair()
+    with reader, writer:
+        reader.setblocking(False)
+        writer.setblocking(False)
+        previous = signal.set_wakeup_fd(writer.fileno(), warn_on_full_buffer=False)
+        try:
+            yield
+        finally:
+            signal.set_wakeup_fd(previous)
+        with contextlib.suppress(OSError):
+            if signal.SIGINT in reader.recv(512):
+                raise KeyboardInterrupt
 
 
 def _spool(stream: BinaryIO, folder: Path, limit: int) -> Path:
@@ -273,7 +305,8 @@ def reference(
     if argument == "-" or argument.startswith("@"):
         if argument == "-":
             where = "standard input"
-            raw = _read_reference_text(stdin, policy, limit, where)
+            with _interrupts_seen():
+                raw = _read_reference_text(stdin, policy, limit, where)
         else:
             where = argument
             raw = _read_reference_file(argument, policy, limit)
