@@ -260,7 +260,14 @@ def _mediagate(*args: str) -> subprocess.Popen[bytes]:
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         env=env,
+        preexec_fn=_default_sigint,
     )
+
+
+def _default_sigint() -> None:
+    # A suite started as a background job inherits SIGINT ignored; the command under
+    # test gets Ctrl-C as a terminal would deliver it.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def _wait_until(ready: Callable[[], bool], proc: subprocess.Popen[bytes], what: str) -> None:

@@ -385,8 +385,15 @@ def _mediagate(*args: str, **kwargs: Any) -> subprocess.Popen[bytes]:
         [sys.executable, "-m", "mediagate", *args],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
+        preexec_fn=_default_sigint,
         **kwargs,
     )
+
+
+def _default_sigint() -> None:
+    # A suite started as a background job inherits SIGINT ignored; the command under
+    # test gets Ctrl-C as a terminal would deliver it.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def test_a_closed_pipe_ends_the_demo_without_a_traceback() -> None:
